@@ -1,0 +1,161 @@
+//! `mosaic`: the all-in-one command.
+//!
+//! * `mosaic up` runs the edge and every service in one process with embedded defaults
+//!   (a child `nats-server` when none answers, SurrealDB files under the data directory).
+//! * `mosaic serve <service>` runs one component, as the per-service binaries do.
+//! * `mosaic migrate` applies database migrations and exits.
+//! * `mosaic bench …` measures the mesh and the edge.
+
+mod bench;
+mod nats;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use mosaic_mesh::runtime::{Common, serve_until_signal, shutdown_signal};
+use mosaic_mesh::{Mesh, ServiceHandle};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "mosaic", version, about = "Mosaic: a photo and video social network backend")]
+struct Cli {
+    /// TOML configuration file (settings: defaults < file < MOSAIC_* environment < flags).
+    #[arg(long, global = true, env = "MOSAIC_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the edge and every service in this process.
+    Up(Flags),
+    /// Run one component.
+    Serve {
+        #[arg(value_enum)]
+        component: Component,
+        #[command(flatten)]
+        flags: Flags,
+    },
+    /// Apply pending database migrations of every service, then exit.
+    Migrate(Flags),
+    /// Benchmarks (results belong in BENCHMARKS.md).
+    Bench {
+        #[command(subcommand)]
+        which: bench::Which,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Component {
+    User,
+    Edge,
+}
+
+/// Flags shared by the commands; each overrides the setting of the same name.
+#[derive(clap::Args, Serialize, Default, Clone)]
+struct Flags {
+    /// Data directory for embedded state [setting: data_dir, env MOSAIC_DATA_DIR].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_dir: Option<PathBuf>,
+    /// HTTP listen address of the edge [setting: http, env MOSAIC_HTTP; default 127.0.0.1:8080].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http: Option<String>,
+    /// NATS URL [setting: nats_url, env MOSAIC_NATS_URL; default nats://127.0.0.1:4222].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nats_url: Option<String>,
+}
+
+/// The configuration of the `mosaic` binary.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct Settings {
+    #[serde(flatten)]
+    common: Common,
+    /// Edge listen address; overrides `edge.http` when set.
+    http: Option<SocketAddr>,
+    /// Spawn `nats-server` when nothing answers at `nats_url` (local URLs only).
+    embedded_nats: Option<bool>,
+    user: mosaic_user::Config,
+    edge: mosaic_edge::Config,
+}
+
+impl Settings {
+    fn load(file: Option<&std::path::Path>, flags: &Flags) -> anyhow::Result<Self> {
+        let mut s: Settings = mosaic_mesh::config::load(file, flags)?;
+        if let Some(http) = s.http {
+            s.edge.http = http;
+        }
+        s.common.fill_db_url(&mut s.user.db.url, mosaic_api::user::SERVICE);
+        s.user.validate()?;
+        s.edge.validate()?;
+        Ok(s)
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli).await {
+        eprintln!("mosaic: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Up(flags) => up(Settings::load(cli.config.as_deref(), &flags)?).await,
+        Command::Serve { component, flags } => {
+            let s = Settings::load(cli.config.as_deref(), &flags)?;
+            match component {
+                Component::User => {
+                    serve_until_signal(&s.common, "user", |mesh| async move { mosaic_user::start(&mesh, s.user).await })
+                        .await
+                }
+                Component::Edge => {
+                    serve_until_signal(&s.common, "edge", |mesh| async move {
+                        Ok(mosaic_edge::start(&mesh, s.edge).await?.into())
+                    })
+                    .await
+                }
+            }
+        }
+        Command::Migrate(flags) => {
+            let s = Settings::load(cli.config.as_deref(), &flags)?;
+            mosaic_mesh::telemetry::init(s.common.log_json);
+            mosaic_user::migrate(&s.user).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Bench { which } => bench::run(which).await,
+    }
+}
+
+async fn up(s: Settings) -> anyhow::Result<()> {
+    mosaic_mesh::telemetry::init(s.common.log_json);
+    std::fs::create_dir_all(&s.common.data_dir)
+        .with_context(|| format!("creating data_dir {}", s.common.data_dir.display()))?;
+    let embedded = nats::ensure(&s.common.nats_url, &s.common.data_dir, s.embedded_nats.unwrap_or(true)).await?;
+    let mesh = Mesh::connect(&s.common.nats(), "mosaic").await?;
+
+    let user = mosaic_user::start(&mesh, s.user).await.context("starting the user service")?;
+    let edge = mosaic_edge::start(&mesh, s.edge).await.context("starting the edge")?;
+    let url = format!("http://{}", edge.local_addr());
+    let components: Vec<ServiceHandle> = vec![edge.into(), user];
+
+    println!("Mosaic is up at {url} (NATS {}, data in {})", s.common.nats_url, s.common.data_dir.display());
+    shutdown_signal().await;
+    // The edge first, so no new work arrives while services drain.
+    for component in components {
+        component.stop().await;
+    }
+    let _ = mesh.flush().await;
+    if let Some(child) = embedded {
+        child.stop().await;
+    }
+    Ok(())
+}

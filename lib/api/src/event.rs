@@ -1,0 +1,33 @@
+//! Domain events published to JetStream.
+
+use crate::ids::{EventId, Id};
+use crate::stream::StreamSpec;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// A domain event: its subject and the stream that captures it are part of its type.
+pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// Subject the event is published on (`events.<domain>.<what>`).
+    const SUBJECT: &'static str;
+    /// The stream that stores it.
+    const STREAM: &'static StreamSpec;
+}
+
+/// What is published: the event with a unique id (also its `Nats-Msg-Id`, so a republished
+/// event is dropped as a duplicate) and the time it happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    /// Unique event id.
+    pub id: EventId,
+    /// When the event happened.
+    pub at: DateTime<Utc>,
+    /// The event itself.
+    pub data: T,
+}
+
+impl<T: Event> Envelope<T> {
+    /// Wraps an event with a fresh id and the current time.
+    pub fn new(data: T) -> Self {
+        Self { id: EventId::generate(), at: Utc::now(), data }
+    }
+}

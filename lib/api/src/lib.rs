@@ -1,0 +1,23 @@
+//! Mosaic's wire contract.
+//!
+//! Everything that crosses a process boundary is defined here and nowhere else: request/reply
+//! subjects bound to their payload types ([`endpoint`]), domain events and the JetStream
+//! streams that carry them ([`event`], [`stream`]), the stable error codes ([`error`]), the
+//! NATS headers services read ([`headers`]), and the WebSocket frames clients see ([`ws`]).
+//! Service crates depend on this crate and on `mosaic-mesh`, never on each other.
+
+pub mod endpoint;
+pub mod error;
+pub mod event;
+pub mod headers;
+pub mod ids;
+pub mod page;
+pub mod stream;
+pub mod user;
+pub mod ws;
+
+pub use endpoint::Endpoint;
+pub use error::{ApiError, ErrorCode};
+pub use event::{Envelope, Event};
+pub use ids::{EventId, Id, SessionId, UserId};
+pub use page::{Page, PageRequest};

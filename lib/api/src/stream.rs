@@ -1,0 +1,126 @@
+//! JetStream streams, consumers and key-value buckets as plain data.
+//!
+//! A definition says what the contract needs (name, subjects, retention, limits); `mosaic-mesh`
+//! turns it into server configuration and creates or updates it idempotently at start.
+
+use std::time::Duration;
+
+/// How a stream retains messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    /// Keep messages up to the stream's age and size limits; many consumers each see all.
+    Limits,
+    /// A work queue: a message is removed once one consumer acknowledges it.
+    WorkQueue,
+}
+
+/// A JetStream stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamSpec {
+    /// Stream name (upper snake case by convention).
+    pub name: &'static str,
+    /// What the stream is for.
+    pub description: &'static str,
+    /// Subjects captured by the stream.
+    pub subjects: &'static [&'static str],
+    /// Retention policy.
+    pub retention: Retention,
+    /// Oldest message kept.
+    pub max_age: Duration,
+    /// Window in which a repeated `Nats-Msg-Id` is dropped as a duplicate.
+    pub duplicate_window: Duration,
+}
+
+/// A durable pull consumer on a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerSpec {
+    /// The stream consumed.
+    pub stream: &'static StreamSpec,
+    /// Durable name, shared by every instance of the consuming service.
+    pub durable: &'static str,
+    /// Only these subjects are delivered (empty: the whole stream).
+    pub filter_subjects: &'static [&'static str],
+    /// Deliveries before the message is parked in the dead-letter stream.
+    pub max_deliver: i64,
+    /// Redelivery delays, one per attempt (the last repeats).
+    pub backoff: &'static [Duration],
+    /// How long a delivery may stay unacknowledged before it is redelivered.
+    pub ack_wait: Duration,
+    /// Messages in flight across all instances.
+    pub max_ack_pending: i64,
+}
+
+/// A JetStream key-value bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvSpec {
+    /// Bucket name.
+    pub bucket: &'static str,
+    /// What the bucket holds.
+    pub description: &'static str,
+    /// Revisions kept per key.
+    pub history: i64,
+    /// Entries older than this disappear (`Duration::ZERO`: never).
+    pub max_age: Duration,
+    /// Whether entries may carry their own time-to-live.
+    pub per_key_ttl: bool,
+}
+
+/// Dead letters: messages that exhausted their deliveries or could never be processed.
+/// Subjects are `dlq.<stream>.<consumer>`; headers name the reason and the original subject.
+pub const DEAD_LETTERS: StreamSpec = StreamSpec {
+    name: "DEAD_LETTERS",
+    description: "Messages parked after failing every delivery attempt, with the reason",
+    subjects: &["dlq.>"],
+    retention: Retention::Limits,
+    max_age: Duration::from_secs(30 * 24 * 3600),
+    duplicate_window: Duration::from_secs(120),
+};
+
+/// Header on a dead letter: why it was parked.
+pub const DLQ_REASON: &str = "Mosaic-Dlq-Reason";
+/// Header on a dead letter: the subject it was originally published on.
+pub const DLQ_SUBJECT: &str = "Mosaic-Dlq-Subject";
+/// Header on a dead letter: its sequence in the original stream.
+pub const DLQ_STREAM_SEQ: &str = "Mosaic-Dlq-Stream-Seq";
+
+/// Events of the user domain (`events.user.*`).
+pub const EVENTS_USER: StreamSpec = StreamSpec {
+    name: "EVENTS_USER",
+    description: "Account and social-graph events of the user service",
+    subjects: &["events.user.>"],
+    retention: Retention::Limits,
+    max_age: Duration::from_secs(14 * 24 * 3600),
+    duplicate_window: Duration::from_secs(600),
+};
+
+/// Access-token revocations, watched by every edge so token checks need no request.
+///
+/// Keys are `user.<user_id>` (every token of the user issued before the stored Unix second is
+/// void: suspension, password change) and `session.<session_id>` (every token of the session
+/// is void: logout, refresh-token reuse). Entries only have to outlive the access tokens they
+/// void, so the bucket keeps them a little longer than the longest access-token lifetime.
+pub const REVOCATIONS: KvSpec = KvSpec {
+    bucket: "revocations",
+    description: "Revoked users and sessions; edges watch it to refuse tokens locally",
+    history: 1,
+    max_age: Duration::from_secs(24 * 3600),
+    per_key_ttl: false,
+};
+
+/// Shared login-throttle counters of the user service (per account and per client IP).
+pub const LOGIN_THROTTLE: KvSpec = KvSpec {
+    bucket: "login_throttle",
+    description: "Failed-login counters per account and per IP, in fixed windows",
+    history: 1,
+    max_age: Duration::from_secs(3600),
+    per_key_ttl: false,
+};
+
+/// Stored replies of requests made with an `Idempotency-Key`, so a retry gets the first result.
+pub const IDEMPOTENCY: KvSpec = KvSpec {
+    bucket: "idempotency",
+    description: "First replies of requests carrying an Idempotency-Key",
+    history: 1,
+    max_age: Duration::from_secs(24 * 3600),
+    per_key_ttl: false,
+};

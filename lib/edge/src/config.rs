@@ -1,0 +1,70 @@
+//! Edge settings (`[edge]` in the configuration file, `MOSAIC_EDGE__*`).
+
+use anyhow::bail;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+/// Settings of one edge node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Address to listen on (`mosaic up --http` sets it).
+    pub http: SocketAddr,
+    /// Largest JSON body accepted; bigger ones get 413.
+    pub max_json_body_bytes: usize,
+    /// Time a request may take end to end before the edge answers 504.
+    pub request_timeout_secs: u64,
+    /// Origins allowed by CORS; empty allows any origin (tokens travel in headers, not
+    /// cookies, so there is no ambient authority to protect).
+    pub cors_origins: Vec<String>,
+    /// Take the client address from `X-Forwarded-For` (only behind a trusted proxy).
+    pub trust_forwarded_for: bool,
+    /// Sustained requests per second per client IP; 0 disables the limit.
+    pub rate_limit_per_sec: u32,
+    /// Burst allowance per client IP.
+    pub rate_limit_burst: u32,
+    /// Seconds between WebSocket pings; a socket silent for three intervals is closed.
+    pub ws_heartbeat_secs: u64,
+    /// Frames buffered per user before a slow socket starts losing live frames.
+    pub ws_buffer: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_json_body_bytes: 64 * 1024,
+            request_timeout_secs: 15,
+            cors_origins: Vec::new(),
+            trust_forwarded_for: false,
+            rate_limit_per_sec: 200,
+            rate_limit_burst: 400,
+            ws_heartbeat_secs: 30,
+            ws_buffer: 256,
+        }
+    }
+}
+
+impl Config {
+    /// Rejects settings the edge cannot run with, naming the setting.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.max_json_body_bytes < 1024 {
+            bail!("edge.max_json_body_bytes must be at least 1024");
+        }
+        if self.request_timeout_secs == 0 {
+            bail!("edge.request_timeout_secs must be positive");
+        }
+        if self.rate_limit_per_sec > 0 && self.rate_limit_burst == 0 {
+            bail!("edge.rate_limit_burst must be positive when edge.rate_limit_per_sec is set");
+        }
+        if self.ws_heartbeat_secs == 0 || self.ws_buffer == 0 {
+            bail!("edge.ws_heartbeat_secs and edge.ws_buffer must be positive");
+        }
+        for origin in &self.cors_origins {
+            if http::HeaderValue::from_str(origin).is_err() {
+                bail!("edge.cors_origins: {origin:?} is not a valid origin");
+            }
+        }
+        Ok(())
+    }
+}

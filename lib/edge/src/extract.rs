@@ -1,0 +1,183 @@
+//! Request extractors that turn HTTP into a service call: who is calling (verified locally),
+//! the request context, and bodies and paths whose rejections are problem+json.
+
+use crate::AppState;
+use crate::error::HttpError;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use mosaic_api::user::Role;
+use mosaic_api::{ApiError, ErrorCode, Id, UserId};
+use mosaic_mesh::Ctx;
+use mosaic_mesh::trace::TraceContext;
+use serde::de::DeserializeOwned;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The context of an anonymous request.
+pub struct Anon(pub Ctx);
+
+/// The context of an authenticated request; `0.user` is the verified caller.
+pub struct Auth(pub Ctx);
+
+impl Auth {
+    /// The verified caller.
+    pub fn user(&self) -> &UserId {
+        self.0.user.as_ref().expect("Auth always carries a user")
+    }
+}
+
+/// The client's address: the socket peer, or the first `X-Forwarded-For` hop when the edge
+/// is configured to trust its proxy.
+pub fn client_ip(parts: &Parts, trust_forwarded_for: bool) -> Option<IpAddr> {
+    if trust_forwarded_for {
+        let forwarded = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse().ok());
+        if forwarded.is_some() {
+            return forwarded;
+        }
+    }
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+}
+
+fn base_ctx(parts: &Parts, state: &AppState) -> Ctx {
+    let mut ctx = Ctx::new().with_timeout(Duration::from_secs(state.config.request_timeout_secs));
+    if let Some(trace) = header_str(&parts.headers, "traceparent").and_then(TraceContext::parse) {
+        ctx.trace = trace;
+    }
+    ctx.request_id = header_str(&parts.headers, "x-request-id").map(str::to_owned);
+    ctx.client_ip = client_ip(parts, state.config.trust_forwarded_for);
+    ctx
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The bearer token of a request, if any.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = header_str(headers, header::AUTHORIZATION.as_str())?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+impl FromRequestParts<Arc<AppState>> for Anon {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        Ok(Anon(base_ctx(parts, state)))
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for Auth {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let token = bearer(&parts.headers)
+            .ok_or_else(|| ApiError::unauthorized("an `Authorization: Bearer <access_token>` header is required"))?;
+        let claims = state.auth.verify(token).await?;
+        let mut ctx = base_ctx(parts, state);
+        ctx.user = Some(claims.sub);
+        ctx.role = claims.role;
+        ctx.session = Some(claims.sid);
+        Ok(Auth(ctx))
+    }
+}
+
+impl Auth {
+    /// `forbidden` unless the caller is an admin.
+    pub fn require_admin(&self) -> Result<(), HttpError> {
+        if self.0.role == Role::Admin {
+            Ok(())
+        } else {
+            Err(HttpError::new(ErrorCode::Forbidden, "this operation is for administrators"))
+        }
+    }
+}
+
+/// A JSON body whose every rejection is problem+json: malformed JSON 400, wrong types or
+/// unknown fields 422, missing/wrong content type 415, too large 413.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = HttpError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(JsonBody(v)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> HttpError {
+    match rejection {
+        JsonRejection::JsonDataError(e) => HttpError::new(ErrorCode::ValidationFailed, e.body_text()),
+        JsonRejection::JsonSyntaxError(e) => HttpError::new(ErrorCode::BadRequest, e.body_text()),
+        JsonRejection::MissingJsonContentType(_) => {
+            HttpError::new(ErrorCode::UnsupportedMediaType, "expected `Content-Type: application/json`")
+        }
+        JsonRejection::BytesRejection(e) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+            HttpError::new(ErrorCode::PayloadTooLarge, "the request body is too large")
+        }
+        other => HttpError::new(ErrorCode::BadRequest, other.body_text()),
+    }
+}
+
+/// An optional JSON body: absent (no content) is `None`, present must be valid.
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
+    type Rejection = HttpError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let empty = req.headers().get(header::CONTENT_LENGTH).is_some_and(|v| v == "0")
+            || (!req.headers().contains_key(header::CONTENT_TYPE)
+                && !req.headers().contains_key(header::TRANSFER_ENCODING));
+        if empty {
+            return Ok(OptionalJson(None));
+        }
+        JsonBody::from_request(req, state).await.map(|JsonBody(v)| OptionalJson(Some(v)))
+    }
+}
+
+/// A user id from the path; anything that cannot be an id is `not_found`.
+pub struct PathUser(pub UserId);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathUser {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(raw): axum::extract::Path<String> =
+            axum::extract::Path::from_request_parts(parts, state).await.map_err(path_rejection)?;
+        UserId::parse(&raw).map(PathUser).ok_or_else(|| HttpError::new(ErrorCode::NotFound, "no such user"))
+    }
+}
+
+fn path_rejection(e: PathRejection) -> HttpError {
+    HttpError::new(ErrorCode::NotFound, e.body_text())
+}
+
+/// A query string whose rejection is 422 problem+json.
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(QueryParams(v)),
+            Err(e) => Err(query_rejection(e)),
+        }
+    }
+}
+
+fn query_rejection(e: QueryRejection) -> HttpError {
+    HttpError::new(ErrorCode::ValidationFailed, e.body_text())
+}

@@ -1,0 +1,230 @@
+//! The edge: Mosaic's only door for clients.
+//!
+//! Stateless HTTP + WebSocket gateway. It verifies access tokens locally ([`auth`]), maps
+//! routes to service endpoints over NATS ([`routes`]), holds WebSockets and forwards each
+//! connected user's `push.user.<id>` frames to them ([`hub`], [`ws`]). Errors leave as
+//! problem+json ([`error`]). Nothing it holds is lost by a restart: caches refill from
+//! NATS, clients reconnect.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod hub;
+pub mod middleware;
+pub mod routes;
+pub mod ws;
+
+pub use config::Config;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use mosaic_api::stream::{IDEMPOTENCY, REVOCATIONS};
+use mosaic_api::{ApiError, ErrorCode};
+use mosaic_mesh::kv::Bucket;
+use mosaic_mesh::{CancellationToken, Mesh, TaskTracker};
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+/// Services whose health `/readyz` reports.
+pub const SERVICES: &[&str] = &[mosaic_api::user::SERVICE];
+
+/// What every request handler can reach.
+pub struct AppState {
+    pub(crate) mesh: Mesh,
+    pub(crate) auth: Arc<auth::Authenticator>,
+    pub(crate) hub: Arc<hub::Hub>,
+    pub(crate) config: Config,
+    pub(crate) metrics: Option<PrometheusHandle>,
+    pub(crate) idempotency: Option<Bucket>,
+    pub(crate) limiter: Option<Arc<middleware::Limiter>>,
+    pub(crate) services: &'static [&'static str],
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// A running edge.
+pub struct EdgeHandle {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl EdgeHandle {
+    /// The address the edge listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, closes sockets with "going away", lets in-flight requests finish.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(30), self.tasks.wait()).await.is_err() {
+            tracing::warn!("edge tasks outlived the shutdown grace period");
+        }
+    }
+}
+
+impl From<EdgeHandle> for mosaic_mesh::ServiceHandle {
+    fn from(edge: EdgeHandle) -> Self {
+        mosaic_mesh::ServiceHandle::new("edge", None, edge.shutdown, edge.tasks)
+    }
+}
+
+/// Binds `config.http` and serves.
+pub async fn start(mesh: &Mesh, config: Config) -> anyhow::Result<EdgeHandle> {
+    config.validate()?;
+    let listener = TcpListener::bind(config.http)
+        .await
+        .with_context(|| format!("binding edge.http {} (is the port in use?)", config.http))?;
+    serve(mesh, config, listener).await
+}
+
+/// Serves on an already bound listener (tests bind port 0).
+pub async fn serve(mesh: &Mesh, config: Config, listener: TcpListener) -> anyhow::Result<EdgeHandle> {
+    config.validate()?;
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+
+    let auth = auth::Authenticator::new(mesh.clone());
+    let revocations = mesh.bucket(&REVOCATIONS).await?;
+    auth.spawn(revocations, Duration::from_secs(5), shutdown.child_token(), &tasks).await;
+    let limiter = limiter(&config, shutdown.child_token(), &tasks);
+    let state = Arc::new(AppState {
+        mesh: mesh.clone(),
+        auth,
+        hub: hub::Hub::new(mesh.clone(), config.ws_buffer),
+        idempotency: Some(mesh.bucket(&IDEMPOTENCY).await?),
+        metrics: prometheus(),
+        limiter,
+        services: SERVICES,
+        config,
+        shutdown: shutdown.clone(),
+    });
+    let app = app(state);
+
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "edge server failed");
+        }
+    });
+    tracing::info!(%addr, "edge listening");
+    Ok(EdgeHandle { addr, shutdown, tasks })
+}
+
+/// The full application: routes, `/openapi.json`, fallbacks and middleware.
+pub fn app(state: Arc<AppState>) -> Router {
+    let (router, openapi) = routes::all().split_for_parts();
+    let openapi_json = Arc::new(openapi.to_pretty_json().expect("OpenAPI document serializes"));
+    let timeout = Duration::from_secs(state.config.request_timeout_secs + 5);
+    let cors = cors(&state.config);
+    router
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let doc = openapi_json.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], doc.as_str().to_owned()) }
+            }),
+        )
+        .fallback(|| async { error::problem(ApiError::not_found("no such route")) })
+        .method_not_allowed_fallback(|| async {
+            error::problem(ApiError::new(ErrorCode::MethodNotAllowed, "this route does not support that method"))
+        })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::idempotency))
+        .layer(axum::extract::DefaultBodyLimit::max(state.config.max_json_body_bytes))
+        .layer(axum::middleware::from_fn(middleware::metrics))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::rate_limit))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
+                .layer(SetRequestIdLayer::new(HeaderName::from_static("x-request-id"), MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                    let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+                    tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                }))
+                .layer(PropagateRequestIdLayer::new(HeaderName::from_static("x-request-id")))
+                .layer(CatchPanicLayer::custom(|_| {
+                    tracing::error!("handler panicked");
+                    error::problem(ApiError::internal())
+                }))
+                .layer(cors)
+                .layer(CompressionLayer::new())
+                .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, timeout)),
+        )
+        .with_state(state)
+}
+
+fn cors(config: &Config) -> CorsLayer {
+    let layer = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("idempotency-key")])
+        .expose_headers([header::RETRY_AFTER, HeaderName::from_static("x-request-id")])
+        .max_age(Duration::from_secs(3600));
+    if config.cors_origins.is_empty() {
+        layer.allow_origin(Any)
+    } else {
+        let origins: Vec<HeaderValue> =
+            config.cors_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+        layer.allow_origin(AllowOrigin::list(origins))
+    }
+}
+
+fn limiter(config: &Config, shutdown: CancellationToken, tasks: &TaskTracker) -> Option<Arc<middleware::Limiter>> {
+    let rate = NonZeroU32::new(config.rate_limit_per_sec)?;
+    let burst = NonZeroU32::new(config.rate_limit_burst).unwrap_or(rate);
+    let limiter = Arc::new(governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst)));
+    let sweeper = limiter.clone();
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {
+                    // Forget clients whose buckets are full again, so memory tracks active clients.
+                    sweeper.retain_recent();
+                    sweeper.shrink_to_fit();
+                }
+            }
+        }
+    });
+    Some(limiter)
+}
+
+/// The process-wide Prometheus recorder; `None` if something else installed a recorder.
+fn prometheus() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+                .ok()?
+                .install_recorder()
+                .ok()
+        })
+        .clone()
+}
+
+impl IntoResponse for error::Problem {
+    fn into_response(self) -> Response {
+        error::problem(ApiError::new(self.code, self.detail))
+    }
+}

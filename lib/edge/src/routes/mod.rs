@@ -1,0 +1,38 @@
+//! Every HTTP route of the edge, in one place, with the OpenAPI document generated from the
+//! same definitions.
+
+pub mod accounts;
+pub mod ops;
+
+use crate::AppState;
+use crate::error::Problem;
+use std::sync::Arc;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Mosaic edge API", version = "1", description = "The client contract of Mosaic's edge: see shared/API.md."),
+    modifiers(&BearerAuth),
+    components(schemas(Problem, mosaic_api::ErrorCode)),
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+/// All routes, and the OpenAPI document describing exactly them.
+pub fn all() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(ops::router())
+        .merge(accounts::router())
+        .routes(routes!(crate::ws::ws))
+}

@@ -1,0 +1,228 @@
+//! The process's NATS connection and typed calls.
+
+use crate::ctx::Ctx;
+use crate::error::CallError;
+use anyhow::Context as _;
+use async_nats::{Client, ConnectOptions, RequestErrorKind, jetstream};
+use bytes::Bytes;
+use mosaic_api::headers as h;
+use mosaic_api::{ApiError, Endpoint, ErrorCode, UserId};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How to reach NATS.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NatsConfig {
+    /// Server URL(s), comma separated (`nats://host:4222`, `tls://…`).
+    pub url: String,
+    /// A `.creds` file (JWT + nkey seed) for decentralised auth.
+    pub creds_file: Option<PathBuf>,
+    /// JetStream replicas for streams and buckets this process declares (3 in a cluster).
+    pub replicas: usize,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self { url: "nats://127.0.0.1:4222".into(), creds_file: None, replicas: 1 }
+    }
+}
+
+/// A process's handle on the mesh. Cheap to clone; all clones share one connection.
+#[derive(Clone)]
+pub struct Mesh {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    js: jetstream::Context,
+    config: NatsConfig,
+    name: String,
+    /// Streams already declared by this process, so hot paths don't re-declare them.
+    pub(crate) ensured: Mutex<HashSet<&'static str>>,
+}
+
+impl std::fmt::Debug for Mesh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mesh").field("name", &self.inner.name).finish_non_exhaustive()
+    }
+}
+
+impl Mesh {
+    /// Connects to NATS as `name` (shown in server monitoring).
+    pub async fn connect(config: &NatsConfig, name: &str) -> anyhow::Result<Self> {
+        let client = connect_client(config, name).await?;
+        let js = jetstream::new(client.clone());
+        Ok(Self {
+            inner: Arc::new(Inner {
+                client,
+                js,
+                config: config.clone(),
+                name: name.to_owned(),
+                ensured: Mutex::new(HashSet::new()),
+            }),
+        })
+    }
+
+    /// A second connection with the same settings; services serve on their own connection
+    /// so they can drain it on stop without cutting the rest of the process off.
+    pub(crate) async fn connect_dedicated(&self, name: &str) -> anyhow::Result<Client> {
+        connect_client(&self.inner.config, name).await
+    }
+
+    /// The raw client, for code that speaks plain NATS (tests, benchmarks, the edge's
+    /// socket subscriptions).
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    /// The JetStream context.
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.inner.js
+    }
+
+    /// The connection settings.
+    pub fn config(&self) -> &NatsConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn ensured(&self) -> &Mutex<HashSet<&'static str>> {
+        &self.inner.ensured
+    }
+
+    /// Whether the connection is up.
+    pub fn is_connected(&self) -> bool {
+        self.inner.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Calls endpoint `E` with `req` on behalf of `ctx`, within `ctx`'s deadline.
+    ///
+    /// A call that finds no responder is retried briefly: during a rolling restart or a
+    /// scale-down there is a moment with no instance subscribed, and nobody received the
+    /// request, so sending it again is safe.
+    pub async fn call<E: Endpoint>(&self, ctx: &Ctx, req: &E::Request) -> Result<E::Reply, CallError> {
+        let body = Bytes::from(serde_json::to_vec(req)?);
+        let headers = ctx.to_headers();
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let remaining = ctx.remaining();
+            if remaining.is_zero() {
+                return Err(CallError::Timeout);
+            }
+            let request =
+                async_nats::Request::new().payload(body.clone()).headers(headers.clone()).timeout(Some(remaining));
+            match self.inner.client.send_request(E::SUBJECT, request).await {
+                Ok(msg) => return decode_reply::<E>(msg),
+                Err(e) if e.kind() == RequestErrorKind::NoResponders => {
+                    if ctx.remaining() <= backoff * 2 {
+                        return Err(CallError::NoResponders);
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                }
+                Err(e) if e.kind() == RequestErrorKind::TimedOut => return Err(CallError::Timeout),
+                Err(e) => return Err(CallError::Transport(e.to_string())),
+            }
+        }
+    }
+
+    /// Publishes a frame to every socket of `user` (core NATS, at most once: anything the
+    /// user must not miss is also stored by the service that sent it).
+    pub async fn push<T: Serialize>(&self, user: &UserId, frame: &T) -> anyhow::Result<()> {
+        let payload = serde_json::to_vec(frame).context("encoding push frame")?;
+        self.inner
+            .client
+            .publish(mosaic_api::ws::push_subject(user), payload.into())
+            .await
+            .context("publishing push frame")
+    }
+
+    /// Waits until everything published so far reached the server.
+    pub async fn flush(&self) -> anyhow::Result<()> {
+        self.inner.client.flush().await.context("flushing NATS connection")
+    }
+}
+
+async fn connect_client(config: &NatsConfig, name: &str) -> anyhow::Result<Client> {
+    let mut opts = match &config.creds_file {
+        Some(path) => ConnectOptions::with_credentials_file(path.clone())
+            .await
+            .with_context(|| format!("reading nats.creds_file {}", path.display()))?,
+        None => ConnectOptions::new(),
+    };
+    opts = opts
+        .name(name)
+        .connection_timeout(Duration::from_secs(5))
+        // Services outlive NATS restarts: keep reconnecting rather than dying.
+        .max_reconnects(None)
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Disconnected => tracing::warn!("NATS disconnected"),
+                async_nats::Event::Connected => tracing::info!("NATS connected"),
+                other => tracing::debug!(event = %other, "NATS event"),
+            }
+        });
+    let servers: Vec<&str> = config.url.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    opts.connect(servers.as_slice())
+        .await
+        .with_context(|| format!("connecting to NATS at {} (setting nats.url)", config.url))
+}
+
+fn decode_reply<E: Endpoint>(msg: async_nats::Message) -> Result<E::Reply, CallError> {
+    if let Some(headers) = &msg.headers {
+        if let Some(status) = headers.get(h::NATS_SERVICE_ERROR_CODE) {
+            let status: u16 = status.as_str().parse().unwrap_or(500);
+            let code = headers
+                .get(h::ERROR_CODE)
+                .and_then(|c| ErrorCode::parse(c.as_str()))
+                .unwrap_or_else(|| ErrorCode::from_status(status));
+            let detail = headers.get(h::NATS_SERVICE_ERROR).map(|d| d.as_str().to_owned()).unwrap_or_default();
+            let retry_after = headers.get(h::RETRY_AFTER).and_then(|v| v.as_str().parse().ok());
+            return Err(CallError::Api(ApiError { code, detail, retry_after }));
+        }
+    }
+    Ok(serde_json::from_slice(&msg.payload)?)
+}
+
+/// Frames published for one user (see [`Mesh::subscribe_push`]).
+pub struct PushSubscription {
+    inner: async_nats::Subscriber,
+}
+
+impl futures::Stream for PushSubscription {
+    type Item = Bytes;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Bytes>> {
+        std::pin::Pin::new(&mut self.inner).poll_next(cx).map(|m| m.map(|m| m.payload))
+    }
+}
+
+impl Mesh {
+    /// Subscribes to `user`'s push frames. Returns once the server knows about the
+    /// subscription, so nothing published after this returns is missed.
+    pub async fn subscribe_push(&self, user: &UserId) -> anyhow::Result<PushSubscription> {
+        let inner = self
+            .inner
+            .client
+            .subscribe(mosaic_api::ws::push_subject(user))
+            .await
+            .context("subscribing to push frames")?;
+        self.inner.client.flush().await.context("flushing push subscription")?;
+        Ok(PushSubscription { inner })
+    }
+}
+
+impl Mesh {
+    /// Whether at least one instance of service `name` answers `$SRV.PING` within `timeout`.
+    pub async fn ping_service(&self, name: &str, timeout: Duration) -> bool {
+        let request = async_nats::Request::new().payload(Bytes::new()).timeout(Some(timeout));
+        self.inner.client.send_request(format!("$SRV.PING.{name}"), request).await.is_ok()
+    }
+}

@@ -1,0 +1,79 @@
+//! Layered configuration: defaults < TOML file < `MOSAIC_*` environment < command-line flags.
+//!
+//! Nested keys use `__` in the environment: `MOSAIC_USER__ACCESS_TOKEN_TTL_SECS=600` sets
+//! `user.access_token_ttl_secs`. A value of the wrong type stops the start with an error that
+//! names the setting and where it came from.
+
+use anyhow::anyhow;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Serialize, de::DeserializeOwned};
+use std::path::Path;
+
+/// Environment variable prefix.
+pub const ENV_PREFIX: &str = "MOSAIC_";
+
+/// Loads `T` from its defaults, an optional TOML file, the environment and `overrides`
+/// (typically the command-line flags that were given, as a struct of `Option`s that skips
+/// `None`s when serialized).
+pub fn load<T>(file: Option<&Path>, overrides: &impl Serialize) -> anyhow::Result<T>
+where
+    T: DeserializeOwned + Serialize + Default,
+{
+    let mut figment = Figment::from(Serialized::defaults(T::default()));
+    if let Some(path) = file {
+        if !path.exists() {
+            return Err(anyhow!("configuration file {} does not exist (setting --config)", path.display()));
+        }
+        figment = figment.merge(Toml::file(path));
+    }
+    figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__")).merge(Serialized::defaults(overrides));
+    figment.extract().map_err(|e| {
+        let mut msg = String::from("invalid configuration");
+        for err in e {
+            let key = if err.path.is_empty() { "<root>".to_owned() } else { err.path.join(".") };
+            let source = err.metadata.as_ref().map(|m| m.name.to_string()).unwrap_or_else(|| "defaults".to_owned());
+            msg.push_str(&format!("\n  setting `{key}` (from {source}): {}", err.kind));
+        }
+        anyhow!(msg)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    #[serde(default)]
+    struct Sample {
+        http: String,
+        inner: Inner,
+    }
+
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    #[serde(default)]
+    struct Inner {
+        limit: u32,
+    }
+
+    #[derive(Serialize)]
+    struct Flags {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        http: Option<String>,
+    }
+
+    #[test]
+    fn flags_beat_the_file_and_bad_values_name_their_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mosaic.toml");
+        std::fs::write(&path, "http = \"file\"\n[inner]\nlimit = \"many\"\n").unwrap();
+        let err = load::<Sample>(Some(&path), &Flags { http: None }).unwrap_err().to_string();
+        assert!(err.contains("inner.limit"), "{err}");
+
+        std::fs::write(&path, "http = \"file\"\n[inner]\nlimit = 3\n").unwrap();
+        let cfg: Sample = load(Some(&path), &Flags { http: Some("flag".into()) }).unwrap();
+        assert_eq!(cfg.http, "flag");
+        assert_eq!(cfg.inner.limit, 3);
+    }
+}

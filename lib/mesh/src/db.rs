@@ -1,0 +1,196 @@
+//! SurrealDB: connecting by URL, the migration runner, and retrying transaction conflicts.
+//!
+//! Each service owns one database (`mosaic/<service>`). Its schema lives in
+//! `surreal/<service>/NNNN_name.surql`, embedded into the binary and applied in order by
+//! [`migrate`]: each file runs in one transaction together with the record of its
+//! application, so a file is applied exactly once even when several instances start at the
+//! same moment, and a file edited after it was applied stops the start with an error.
+
+use anyhow::{Context as _, anyhow, bail};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::future::Future;
+use std::time::Duration;
+use surrealdb::Surreal;
+use surrealdb::engine::any::Any;
+use surrealdb::types::SurrealValue;
+
+/// A connection to one service database.
+pub type Db = Surreal<Any>;
+
+/// Where a service's database lives.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DbConfig {
+    /// `mem://`, `surrealkv://<path>` (embedded) or `ws://host:8000` / `wss://…` (cluster).
+    /// Empty: an embedded `surrealkv://` store under the data directory.
+    pub url: String,
+    /// Root user for remote servers.
+    pub username: Option<String>,
+    /// Root password for remote servers.
+    pub password: Option<String>,
+}
+
+/// SurrealDB namespace shared by all service databases.
+pub const NAMESPACE: &str = "mosaic";
+
+/// Connects to `config.url` and selects database `database`.
+pub async fn connect(config: &DbConfig, database: &str) -> anyhow::Result<Db> {
+    let url = config.url.as_str();
+    if url.is_empty() {
+        bail!("the database URL of service {database} is empty");
+    }
+    if let Some(path) = url.strip_prefix("surrealkv://").or_else(|| url.strip_prefix("rocksdb://")) {
+        std::fs::create_dir_all(path)
+            .with_context(|| format!("creating database directory {path} for service {database}"))?;
+    }
+    let db = surrealdb::engine::any::connect(url)
+        .await
+        .with_context(|| format!("opening SurrealDB at {url} for service {database}"))?;
+    if let (Some(username), Some(password)) = (&config.username, &config.password) {
+        db.signin(surrealdb::opt::auth::Root { username: username.clone(), password: password.clone() })
+            .await
+            .with_context(|| format!("signing in to SurrealDB at {url}"))?;
+    }
+    db.use_ns(NAMESPACE)
+        .use_db(database)
+        .await
+        .with_context(|| format!("selecting database {NAMESPACE}/{database}"))?;
+    Ok(db)
+}
+
+/// One schema change, applied once.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// Unique, ordered name (`0001_init`).
+    pub name: &'static str,
+    /// The SurrealQL to run.
+    pub sql: &'static str,
+}
+
+/// Embeds `surreal/<dir>/<name>.surql` files as an ordered list of [`Migration`]s.
+#[macro_export]
+macro_rules! migrations {
+    ($dir:literal: $($name:literal),+ $(,)?) => {
+        &[$($crate::db::Migration {
+            name: concat!($dir, "/", $name),
+            sql: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../surreal/", $dir, "/", $name, ".surql")),
+        }),+]
+    };
+}
+
+/// Tables every service database has (the outbox); applied before the service's own files.
+pub const COMMON: &[Migration] = crate::migrations!("mesh": "0001_outbox");
+
+#[derive(Debug, SurrealValue)]
+#[surreal(crate = "surrealdb::types")]
+struct Applied {
+    name: String,
+    checksum: String,
+}
+
+/// Applies [`COMMON`] then `migrations`, each at most once; see the module docs.
+pub async fn migrate(db: &Db, migrations: &[Migration]) -> anyhow::Result<()> {
+    retry_conflicts(|| async {
+        db.query(
+            "DEFINE TABLE IF NOT EXISTS _migration SCHEMAFULL;
+             DEFINE FIELD IF NOT EXISTS checksum ON _migration TYPE string;
+             DEFINE FIELD IF NOT EXISTS applied_at ON _migration TYPE datetime;",
+        )
+        .await?
+        .check()?;
+        Ok(())
+    })
+    .await
+    .context("creating the migration ledger")?;
+
+    for migration in COMMON.iter().chain(migrations) {
+        let checksum = hex_sha256(migration.sql);
+        loop {
+            if let Some(applied) = applied(db, migration.name).await? {
+                if applied.checksum != checksum {
+                    bail!(
+                        "migration {} changed after it was applied (recorded checksum {}, file {}); \
+                         add a new migration instead of editing an applied one",
+                        applied.name,
+                        applied.checksum,
+                        checksum
+                    );
+                }
+                break;
+            }
+            let sql = format!(
+                "BEGIN TRANSACTION;\n\
+                 CREATE type::record('_migration', $name) SET checksum = $checksum, applied_at = time::now();\n\
+                 {}\n;\nCOMMIT TRANSACTION;",
+                migration.sql
+            );
+            let outcome = db
+                .query(sql)
+                .bind(("name", migration.name))
+                .bind(("checksum", checksum.clone()))
+                .await
+                .and_then(|r| r.check());
+            match outcome {
+                Ok(_) => {
+                    tracing::info!(migration = migration.name, "applied migration");
+                    break;
+                }
+                // Another instance applied it at the same moment: loop to verify its checksum.
+                Err(e) if is_conflict(&e) || e.is_already_exists() => {
+                    tracing::debug!(migration = migration.name, "migration raced with another instance");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(anyhow!(e).context(format!("applying migration {}", migration.name))),
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn applied(db: &Db, name: &str) -> anyhow::Result<Option<Applied>> {
+    let mut res = db
+        .query("SELECT record::id(id) AS name, checksum FROM type::record('_migration', $name)")
+        .bind(("name", name.to_owned()))
+        .await
+        .context("reading the migration ledger")?;
+    let rows: Vec<Applied> = res.take(0).context("reading the migration ledger")?;
+    Ok(rows.into_iter().next())
+}
+
+fn hex_sha256(s: &str) -> String {
+    Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `err` is an optimistic-concurrency conflict that is safe to retry.
+pub fn is_conflict(err: &surrealdb::Error) -> bool {
+    matches!(err.query_details(), Some(surrealdb::types::QueryError::TransactionConflict))
+        || err.message().contains("can be retried")
+        || err.message().contains("read or write conflict")
+}
+
+/// Whether an error chain contains a retryable transaction conflict.
+pub fn is_conflict_chain(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| e.downcast_ref::<surrealdb::Error>().is_some_and(is_conflict))
+}
+
+/// Runs `op` again (with jittered backoff, a bounded number of times) while it fails with a
+/// transaction conflict: concurrent writers to the same records are normal under load.
+pub async fn retry_conflicts<T, F, Fut>(mut op: F) -> Result<T, surrealdb::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, surrealdb::Error>>,
+{
+    let mut attempt = 0u32;
+    loop {
+        match op().await {
+            Err(e) if is_conflict(&e) && attempt < 12 => {
+                attempt += 1;
+                let base = 2u64.pow(attempt.min(6));
+                let jitter = rand::random::<u64>() % base.max(1);
+                tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+            }
+            other => return other,
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! JetStream: typed streams, buckets and durable consumers, created or updated idempotently
+//! at start; event publishing with de-duplication ids; consumers with explicit acks,
+//! redelivery backoff, and a dead-letter stream for what never succeeds.
+
+use crate::client::Mesh;
+use crate::ctx::Ctx;
+use anyhow::{Context as _, anyhow};
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, AckKind, consumer, kv, stream};
+use bytes::Bytes;
+use futures::StreamExt;
+use mosaic_api::headers as h;
+use mosaic_api::stream::{
+    ConsumerSpec, DEAD_LETTERS, DLQ_REASON, DLQ_STREAM_SEQ, DLQ_SUBJECT, KvSpec, Retention, StreamSpec,
+};
+use mosaic_api::{Envelope, Event};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How a message handler failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// Worth retrying (a dependency was down, a conflict): redelivered with backoff until
+    /// `max_deliver`, then dead-lettered.
+    #[error(transparent)]
+    Transient(#[from] anyhow::Error),
+    /// Will never succeed (malformed, refers to nothing): dead-lettered at once.
+    #[error("permanent failure: {0}")]
+    Permanent(String),
+}
+
+/// A message delivered to a raw consumer handler.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The subject it was published on.
+    pub subject: String,
+    /// Its headers.
+    pub headers: Option<HeaderMap>,
+    /// Its body.
+    pub payload: Bytes,
+    /// 1 on the first delivery.
+    pub attempt: i64,
+}
+
+impl Mesh {
+    /// Creates or updates a stream so it matches `spec`. Cheap after the first call.
+    pub async fn ensure_stream(&self, spec: &'static StreamSpec) -> anyhow::Result<()> {
+        if self.ensured().lock().expect("ensured set poisoned").contains(spec.name) {
+            return Ok(());
+        }
+        let config = stream::Config {
+            name: spec.name.to_owned(),
+            description: Some(spec.description.to_owned()),
+            subjects: spec.subjects.iter().map(|s| (*s).to_owned()).collect(),
+            retention: match spec.retention {
+                Retention::Limits => stream::RetentionPolicy::Limits,
+                Retention::WorkQueue => stream::RetentionPolicy::WorkQueue,
+            },
+            max_age: spec.max_age,
+            duplicate_window: spec.duplicate_window,
+            storage: stream::StorageType::File,
+            num_replicas: self.config().replicas.max(1),
+            ..Default::default()
+        };
+        self.jetstream()
+            .create_or_update_stream(config)
+            .await
+            .map_err(|e| anyhow!("declaring stream {}: {e}", spec.name))?;
+        self.ensured().lock().expect("ensured set poisoned").insert(spec.name);
+        Ok(())
+    }
+
+    /// Opens a key-value bucket, creating or updating it to match `spec`.
+    pub async fn kv(&self, spec: &'static KvSpec) -> anyhow::Result<kv::Store> {
+        let config = kv::Config {
+            bucket: spec.bucket.to_owned(),
+            description: spec.description.to_owned(),
+            history: spec.history,
+            max_age: spec.max_age,
+            storage: stream::StorageType::File,
+            num_replicas: self.config().replicas.max(1),
+            limit_markers: spec.per_key_ttl.then_some(Duration::from_secs(1)),
+            ..Default::default()
+        };
+        self.jetstream()
+            .create_or_update_key_value(config)
+            .await
+            .map_err(|e| anyhow!("declaring key-value bucket {}: {e}", spec.bucket))
+    }
+
+    /// Publishes an event and waits for JetStream to store it. The envelope id is the
+    /// `Nats-Msg-Id`, so publishing the same envelope twice stores it once.
+    pub async fn publish_event<E: Event>(&self, envelope: &Envelope<E>) -> anyhow::Result<()> {
+        self.ensure_stream(E::STREAM).await?;
+        let payload = serde_json::to_vec(envelope).context("encoding event")?;
+        self.publish_with_id(E::SUBJECT, envelope.id.as_ref(), payload.into()).await
+    }
+
+    /// Publishes a stored message with its de-duplication id and waits for the ack.
+    pub async fn publish_with_id(&self, subject: &str, msg_id: &str, payload: Bytes) -> anyhow::Result<()> {
+        let mut headers = HeaderMap::new();
+        headers.insert(h::NATS_MSG_ID, msg_id);
+        self.jetstream()
+            .publish_with_headers(subject.to_owned(), headers, payload)
+            .await
+            .with_context(|| format!("publishing to {subject}"))?
+            .await
+            .with_context(|| format!("waiting for JetStream ack on {subject}"))?;
+        Ok(())
+    }
+
+    /// Consumes events of type `E` from a durable consumer: each envelope goes to `handler`;
+    /// success acks, [`HandlerError::Transient`] redelivers with the spec's backoff,
+    /// [`HandlerError::Permanent`] (or an undecodable message, or the last allowed delivery)
+    /// parks the message in the dead-letter stream.
+    pub async fn consume<E, S, F, Fut>(
+        &self,
+        spec: &'static ConsumerSpec,
+        concurrency: usize,
+        state: Arc<S>,
+        shutdown: CancellationToken,
+        tasks: &TaskTracker,
+        handler: F,
+    ) -> anyhow::Result<()>
+    where
+        E: Event,
+        S: Send + Sync + 'static,
+        F: Fn(Arc<S>, Ctx, Envelope<E>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        self.consume_raw(spec, concurrency, shutdown, tasks, move |delivery: Delivery| {
+            let handler = handler.clone();
+            let state = state.clone();
+            async move {
+                let envelope: Envelope<E> = serde_json::from_slice(&delivery.payload)
+                    .map_err(|e| HandlerError::Permanent(format!("undecodable {}: {e}", E::SUBJECT)))?;
+                let ctx = Ctx::from_headers(delivery.headers.as_ref()).with_timeout(spec.ack_wait);
+                handler(state, ctx, envelope).await
+            }
+        })
+        .await
+    }
+
+    /// Like [`Mesh::consume`], for consumers that dispatch on the subject themselves.
+    pub async fn consume_raw<F, Fut>(
+        &self,
+        spec: &'static ConsumerSpec,
+        concurrency: usize,
+        shutdown: CancellationToken,
+        tasks: &TaskTracker,
+        handler: F,
+    ) -> anyhow::Result<()>
+    where
+        F: Fn(Delivery) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        self.ensure_stream(spec.stream).await?;
+        self.ensure_stream(&DEAD_LETTERS).await?;
+        let consumer = self.durable_consumer(spec).await?;
+        let mesh = self.clone();
+        let handler = Arc::new(handler);
+        let inner_tasks = tasks.clone();
+        tasks.spawn(async move {
+            let limit = Arc::new(Semaphore::new(concurrency.max(1)));
+            loop {
+                let mut messages = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    m = consumer.messages() => match m {
+                        Ok(m) => m,
+                        Err(e) => {
+                            tracing::warn!(consumer = spec.durable, error = %e, "pull subscription failed; retrying");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            continue;
+                        }
+                    },
+                };
+                loop {
+                    let next = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        next = messages.next() => next,
+                    };
+                    let message = match next {
+                        Some(Ok(m)) => m,
+                        Some(Err(e)) => {
+                            tracing::debug!(consumer = spec.durable, error = %e, "pull error");
+                            continue;
+                        }
+                        None => break,
+                    };
+                    let Ok(permit) = limit.clone().acquire_owned().await else { return };
+                    let handler = handler.clone();
+                    let mesh = mesh.clone();
+                    inner_tasks.spawn(async move {
+                        process(&mesh, spec, message, handler.as_ref()).await;
+                        drop(permit);
+                    });
+                }
+            }
+        });
+        Ok(())
+    }
+
+    async fn durable_consumer(&self, spec: &'static ConsumerSpec) -> anyhow::Result<consumer::PullConsumer> {
+        let stream = self
+            .jetstream()
+            .get_stream(spec.stream.name)
+            .await
+            .map_err(|e| anyhow!("opening stream {}: {e}", spec.stream.name))?;
+        let config = consumer::pull::Config {
+            durable_name: Some(spec.durable.to_owned()),
+            filter_subjects: spec.filter_subjects.iter().map(|s| (*s).to_owned()).collect(),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: spec.ack_wait,
+            max_deliver: spec.max_deliver,
+            max_ack_pending: spec.max_ack_pending,
+            deliver_policy: consumer::DeliverPolicy::All,
+            ..Default::default()
+        };
+        stream
+            .create_consumer(config)
+            .await
+            .map_err(|e| anyhow!("declaring consumer {} on {}: {e}", spec.durable, spec.stream.name))
+    }
+}
+
+async fn process<F, Fut>(mesh: &Mesh, spec: &'static ConsumerSpec, message: jetstream::Message, handler: &F)
+where
+    F: Fn(Delivery) -> Fut,
+    Fut: Future<Output = Result<(), HandlerError>>,
+{
+    let (attempt, stream_seq) = match message.info() {
+        Ok(info) => (info.delivered, info.stream_sequence),
+        Err(_) => (1, 0),
+    };
+    let delivery = Delivery {
+        subject: message.subject.to_string(),
+        headers: message.headers.clone(),
+        payload: message.payload.clone(),
+        attempt,
+    };
+    // Long handlers keep their delivery: tell the server we're still on it.
+    let keepalive = async {
+        let mut tick = tokio::time::interval(spec.ack_wait / 2);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let _ = message.ack_with(AckKind::Progress).await;
+        }
+    };
+    let outcome = tokio::select! {
+        r = handler(delivery) => r,
+        _ = keepalive => unreachable!("keepalive never ends"),
+    };
+    let result = match outcome {
+        Ok(()) => message.ack().await,
+        Err(HandlerError::Transient(e)) if attempt < spec.max_deliver => {
+            let delay = backoff_for(spec, attempt);
+            tracing::warn!(
+                consumer = spec.durable,
+                attempt,
+                error = format!("{e:#}"),
+                ?delay,
+                "handler failed; will retry"
+            );
+            message.ack_with(AckKind::Nak(Some(delay))).await
+        }
+        Err(err) => {
+            let reason = match &err {
+                HandlerError::Transient(e) => format!("gave up after {attempt} attempts: {e:#}"),
+                HandlerError::Permanent(r) => r.clone(),
+            };
+            tracing::error!(consumer = spec.durable, attempt, %reason, "parking message in dead letters");
+            match dead_letter(mesh, spec, &message, stream_seq, &reason).await {
+                Ok(()) => message.ack_with(AckKind::Term).await,
+                Err(e) => {
+                    // Never drop a message we could not park: let it come back later.
+                    tracing::error!(error = format!("{e:#}"), "dead-lettering failed");
+                    message.ack_with(AckKind::Nak(Some(backoff_for(spec, attempt)))).await
+                }
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::warn!(consumer = spec.durable, error = %e, "acknowledgement failed; the message will be redelivered");
+    }
+}
+
+fn backoff_for(spec: &ConsumerSpec, attempt: i64) -> Duration {
+    let idx = usize::try_from(attempt.saturating_sub(1)).unwrap_or(0);
+    spec.backoff.get(idx).or(spec.backoff.last()).copied().unwrap_or(Duration::from_secs(1))
+}
+
+async fn dead_letter(
+    mesh: &Mesh,
+    spec: &ConsumerSpec,
+    message: &jetstream::Message,
+    stream_seq: u64,
+    reason: &str,
+) -> anyhow::Result<()> {
+    let mut headers = message.headers.clone().unwrap_or_default();
+    // The original id would make JetStream drop this as a duplicate of nothing in DEAD_LETTERS
+    // only within the window; a dead-letter id of its own keeps re-parking idempotent.
+    headers.insert(h::NATS_MSG_ID, format!("{}-{}-{}", spec.stream.name, spec.durable, stream_seq).as_str());
+    headers.insert(DLQ_REASON, truncate(reason, 1024).as_str());
+    headers.insert(DLQ_SUBJECT, message.subject.as_str());
+    headers.insert(DLQ_STREAM_SEQ, stream_seq.to_string().as_str());
+    let subject = format!("dlq.{}.{}", spec.stream.name, spec.durable);
+    mesh.jetstream().publish_with_headers(subject, headers, message.payload.clone()).await?.await?;
+    Ok(())
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    // Header values must be single-line.
+    let s: String = s.chars().map(|c| if c == '\r' || c == '\n' { ' ' } else { c }).collect();
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}

@@ -1,0 +1,32 @@
+//! The service runtime every Mosaic service stands on, and the only code that knows NATS.
+//!
+//! * [`Mesh`]: one NATS connection per process with typed calls ([`Mesh::call`]), pushes to
+//!   user sockets, and JetStream helpers ([`jetstream`]).
+//! * [`service`]: serving typed endpoints through the NATS micro service API in a queue group,
+//!   with deadlines, trace context and stable error codes; graceful drain on stop.
+//! * [`db`]: SurrealDB connections and the migration runner; [`outbox`]: the transactional
+//!   outbox that ties a database write to the event it implies.
+//! * [`config`], [`telemetry`]: the bootstrap every binary shares.
+//!
+//! The error policy lives in [`mosaic_api::error`]; [`ServiceError`] and [`CallError`] are its
+//! in-process halves.
+
+mod client;
+pub mod config;
+pub mod ctx;
+pub mod db;
+pub mod error;
+pub mod jetstream;
+pub mod kv;
+pub mod outbox;
+pub mod runtime;
+pub mod service;
+pub mod telemetry;
+pub mod trace;
+
+pub use client::{Mesh, NatsConfig, PushSubscription};
+pub use ctx::Ctx;
+pub use error::{CallError, ServiceError, ServiceResult};
+pub use service::{ServiceBuilder, ServiceHandle};
+pub use tokio_util::sync::CancellationToken;
+pub use tokio_util::task::TaskTracker;

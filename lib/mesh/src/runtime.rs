@@ -1,0 +1,96 @@
+//! What every Mosaic binary does the same way: common settings, connecting, waiting for a
+//! stop signal and shutting down in order.
+
+use crate::client::{Mesh, NatsConfig};
+use crate::service::ServiceHandle;
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Settings shared by every binary (top-level keys of the configuration).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Common {
+    /// Where embedded state lives (databases, local media, the embedded NATS store).
+    pub data_dir: PathBuf,
+    /// NATS server URL(s), comma separated.
+    pub nats_url: String,
+    /// NATS credentials file (`.creds`), for clusters with decentralised auth.
+    pub nats_creds: Option<PathBuf>,
+    /// JetStream replicas for what this process declares (1 alone, 3 in a cluster).
+    pub nats_replicas: usize,
+    /// Log as JSON lines instead of human-readable text.
+    pub log_json: bool,
+}
+
+impl Default for Common {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("mosaic-data"),
+            nats_url: NatsConfig::default().url,
+            nats_creds: None,
+            nats_replicas: 1,
+            log_json: false,
+        }
+    }
+}
+
+impl Common {
+    /// The NATS connection settings.
+    pub fn nats(&self) -> NatsConfig {
+        NatsConfig { url: self.nats_url.clone(), creds_file: self.nats_creds.clone(), replicas: self.nats_replicas }
+    }
+
+    /// The embedded database URL of `service` under the data directory.
+    pub fn default_db_url(&self, service: &str) -> String {
+        let dir = self.data_dir.join("db").join(service);
+        let dir = std::path::absolute(&dir).unwrap_or(dir);
+        format!("surrealkv://{}", dir.display())
+    }
+
+    /// Fills an empty database URL with the embedded default.
+    pub fn fill_db_url(&self, url: &mut String, service: &str) {
+        if url.trim().is_empty() {
+            *url = self.default_db_url(service);
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("stop signal received; draining");
+}
+
+/// Connects, starts the service with `start`, runs until a stop signal, then drains it.
+pub async fn serve_until_signal<F, Fut>(common: &Common, name: &str, start: F) -> anyhow::Result<()>
+where
+    F: FnOnce(Mesh) -> Fut,
+    Fut: Future<Output = anyhow::Result<ServiceHandle>>,
+{
+    crate::telemetry::init(common.log_json);
+    let mesh = Mesh::connect(&common.nats(), name).await?;
+    let handle = start(mesh.clone()).await.with_context(|| format!("starting {name}"))?;
+    tracing::info!(service = name, "ready");
+    shutdown_signal().await;
+    handle.stop().await;
+    let _ = mesh.flush().await;
+    Ok(())
+}

@@ -1,0 +1,321 @@
+//! Serving typed endpoints through the NATS micro service API.
+//!
+//! Every instance of a service joins the same queue group, so requests spread across
+//! instances and `$SRV.PING|INFO|STATS` discover each one. A service serves on a connection of
+//! its own: stopping drains it (the server stops routing to this instance, requests already
+//! on the wire are still delivered and answered) before the instance goes away, so a scale-down
+//! or rolling restart fails no request.
+
+use crate::client::Mesh;
+use crate::ctx::Ctx;
+use crate::error::ServiceError;
+use anyhow::Context as _;
+use async_nats::service::{self, ServiceExt};
+use async_nats::{Client, HeaderMap};
+use bytes::Bytes;
+use futures::{FutureExt, StreamExt};
+use mosaic_api::headers as h;
+use mosaic_api::{ApiError, Endpoint, ErrorCode};
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Requests one instance works on at once; more wait in the subscription buffer, which is
+/// the backpressure NATS expects.
+const DEFAULT_MAX_IN_FLIGHT: usize = 512;
+/// How long a stopping instance waits for in-flight requests.
+const DRAIN_GRACE: Duration = Duration::from_secs(30);
+
+trait Handler<S>: Send + Sync {
+    fn call(&self, state: Arc<S>, ctx: Ctx, payload: Bytes) -> BoxFuture<Result<Bytes, ServiceError>>;
+}
+
+struct Typed<E, F> {
+    f: F,
+    _endpoint: PhantomData<fn() -> E>,
+}
+
+impl<S, E, F, Fut> Handler<S> for Typed<E, F>
+where
+    S: Send + Sync + 'static,
+    E: Endpoint,
+    F: Fn(Arc<S>, Ctx, E::Request) -> Fut + Send + Sync,
+    Fut: Future<Output = Result<E::Reply, ServiceError>> + Send + 'static,
+{
+    fn call(&self, state: Arc<S>, ctx: Ctx, payload: Bytes) -> BoxFuture<Result<Bytes, ServiceError>> {
+        let request: E::Request = match serde_json::from_slice(&payload) {
+            Ok(r) => r,
+            Err(e) => {
+                let err = ApiError::new(ErrorCode::BadRequest, format!("invalid request for {}: {e}", E::SUBJECT));
+                return Box::pin(std::future::ready(Err(err.into())));
+            }
+        };
+        let fut = (self.f)(state, ctx, request);
+        Box::pin(async move {
+            let reply = fut.await?;
+            let body = serde_json::to_vec(&reply).context("encoding reply")?;
+            Ok(Bytes::from(body))
+        })
+    }
+}
+
+struct Registered<S> {
+    name: &'static str,
+    handler: Arc<dyn Handler<S>>,
+}
+
+/// Builds a service: its name, version and endpoints, each handled by a function of the
+/// shared state `S`.
+pub struct ServiceBuilder<S> {
+    mesh: Mesh,
+    name: &'static str,
+    description: String,
+    state: Arc<S>,
+    endpoints: Vec<Registered<S>>,
+    max_in_flight: usize,
+}
+
+impl Mesh {
+    /// Starts describing service `name` whose handlers share `state`.
+    pub fn service<S: Send + Sync + 'static>(
+        &self,
+        name: &'static str,
+        description: impl Into<String>,
+        state: Arc<S>,
+    ) -> ServiceBuilder<S> {
+        ServiceBuilder {
+            mesh: self.clone(),
+            name,
+            description: description.into(),
+            state,
+            endpoints: Vec::new(),
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+        }
+    }
+}
+
+impl<S: Send + Sync + 'static> ServiceBuilder<S> {
+    /// Serves endpoint `E` with `handler`.
+    ///
+    /// # Panics
+    /// If `E` belongs to another service: a wiring mistake that must not reach production.
+    pub fn endpoint<E, F, Fut>(mut self, _endpoint: E, handler: F) -> Self
+    where
+        E: Endpoint,
+        F: Fn(Arc<S>, Ctx, E::Request) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<E::Reply, ServiceError>> + Send + 'static,
+    {
+        assert_eq!(E::SERVICE, self.name, "{} registered on service {}", E::SUBJECT, self.name);
+        self.endpoints.push(Registered {
+            name: E::NAME,
+            handler: Arc::new(Typed::<E, F> { f: handler, _endpoint: PhantomData }),
+        });
+        self
+    }
+
+    /// Caps how many requests this instance handles at once.
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n.max(1);
+        self
+    }
+
+    /// Registers with the micro service API and starts serving.
+    pub async fn start(self) -> anyhow::Result<RpcServer> {
+        let client = self.mesh.connect_dedicated(&format!("{}-rpc", self.name)).await?;
+        let service = client
+            .service_builder()
+            .description(self.description)
+            .queue_group(format!("mosaic.{}", self.name))
+            .start(self.name, env!("CARGO_PKG_VERSION"))
+            .await
+            .map_err(|e| anyhow::anyhow!("starting micro service {}: {e}", self.name))?;
+        let group = service.group(mosaic_api::endpoint::group(self.name));
+        let tracker = TaskTracker::new();
+        let limit = Arc::new(Semaphore::new(self.max_in_flight));
+        let mut loops = Vec::with_capacity(self.endpoints.len());
+        for registered in self.endpoints {
+            let endpoint = group
+                .endpoint_builder()
+                .name(registered.name)
+                .add(registered.name)
+                .await
+                .map_err(|e| anyhow::anyhow!("adding endpoint {}: {e}", registered.name))?;
+            loops.push(tokio::spawn(serve_endpoint(
+                endpoint,
+                registered.handler,
+                self.state.clone(),
+                limit.clone(),
+                tracker.clone(),
+                self.mesh.clone(),
+            )));
+        }
+        // Make sure the subscriptions exist on the server before callers are told we're up.
+        client.flush().await.context("flushing service subscriptions")?;
+        tracing::info!(service = self.name, "serving");
+        Ok(RpcServer { name: self.name, client, _service: service, loops, tracker })
+    }
+}
+
+async fn serve_endpoint<S: Send + Sync + 'static>(
+    mut endpoint: service::endpoint::Endpoint,
+    handler: Arc<dyn Handler<S>>,
+    state: Arc<S>,
+    limit: Arc<Semaphore>,
+    tracker: TaskTracker,
+    mesh: Mesh,
+) {
+    while let Some(request) = endpoint.next().await {
+        let Ok(permit) = limit.clone().acquire_owned().await else { break };
+        let handler = handler.clone();
+        let state = state.clone();
+        let mesh = mesh.clone();
+        tracker.spawn(async move {
+            handle(request, handler, state, mesh).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn handle<S>(request: service::Request, handler: Arc<dyn Handler<S>>, state: Arc<S>, mesh: Mesh) {
+    let ctx = Ctx::from_headers(request.message.headers.as_ref());
+    let subject = request.message.subject.to_string();
+    if ctx.expired() {
+        // The caller has given up; doing the work would only add load.
+        tracing::debug!(%subject, "dropping request received after its deadline");
+        return;
+    }
+    let span = tracing::info_span!(
+        "rpc",
+        subject = %subject,
+        trace_id = %ctx.trace.trace_id(),
+        user = ctx.user.as_ref().map(|u| u.to_string()),
+        request_id = ctx.request_id.clone(),
+    );
+    let remaining = ctx.remaining();
+    // A panicking handler must still answer, or its caller waits out the whole deadline.
+    let call = std::panic::AssertUnwindSafe(handler.call(state, ctx, request.message.payload.clone())).catch_unwind();
+    let outcome = tokio::time::timeout(remaining, call).instrument(span.clone()).await;
+    let result = match outcome {
+        Ok(Err(_panic)) => {
+            span.in_scope(|| tracing::error!("handler panicked"));
+            Err(ApiError::internal())
+        }
+        Ok(Ok(Ok(body))) => Ok(body),
+        Ok(Ok(Err(ServiceError::Api(e)))) => {
+            span.in_scope(|| tracing::debug!(code = %e.code, detail = %e.detail, "request refused"));
+            Err(e)
+        }
+        Ok(Ok(Err(ServiceError::Internal(e)))) => {
+            span.in_scope(|| tracing::error!(error = format!("{e:#}"), "request failed"));
+            Err(ApiError::internal())
+        }
+        Err(_) => {
+            span.in_scope(|| tracing::warn!("request exceeded its deadline"));
+            Err(ApiError::new(ErrorCode::Timeout, "the deadline passed while handling the request"))
+        }
+    };
+    respond(&request, result, &mesh).await;
+}
+
+async fn respond(request: &service::Request, result: Result<Bytes, ApiError>, mesh: &Mesh) {
+    let Some(reply) = request.message.reply.clone() else { return };
+    let (payload, micro, headers) = match result {
+        Ok(body) => (body.clone(), Ok(body), HeaderMap::new()),
+        Err(e) => {
+            let mut headers = HeaderMap::new();
+            headers.insert(h::ERROR_CODE, e.code.as_str());
+            if let Some(secs) = e.retry_after {
+                headers.insert(h::RETRY_AFTER, secs.to_string().as_str());
+            }
+            let micro = service::error::Error { status: e.detail.clone(), code: e.status() as usize };
+            (Bytes::new(), Err(micro), headers)
+        }
+    };
+    if request.respond_with_headers(micro.clone(), headers.clone()).await.is_ok() {
+        return;
+    }
+    // The service connection is draining and already closed: answer on the process's main
+    // connection instead, so a request accepted during shutdown still gets its reply.
+    let mut headers = headers;
+    let payload = match micro {
+        Ok(body) => body,
+        Err(e) => {
+            headers.insert(h::NATS_SERVICE_ERROR, e.status.as_str());
+            headers.insert(h::NATS_SERVICE_ERROR_CODE, e.code.to_string().as_str());
+            payload
+        }
+    };
+    if let Err(e) = mesh.client().publish_with_headers(reply, headers, payload).await {
+        tracing::warn!(error = %e, "could not deliver reply");
+    }
+}
+
+/// A running set of endpoints; see [`RpcServer::stop`].
+pub struct RpcServer {
+    name: &'static str,
+    client: Client,
+    // Keeps the micro service (its PING/INFO/STATS responder) alive for as long as we serve.
+    _service: service::Service,
+    loops: Vec<JoinHandle<()>>,
+    tracker: TaskTracker,
+}
+
+impl RpcServer {
+    /// Stops taking requests, answers every request already received, then returns.
+    pub async fn stop(self) {
+        if let Err(e) = self.client.drain().await {
+            tracing::warn!(service = self.name, error = %e, "drain failed");
+        }
+        for l in self.loops {
+            let _ = l.await;
+        }
+        self.tracker.close();
+        if tokio::time::timeout(DRAIN_GRACE, self.tracker.wait()).await.is_err() {
+            tracing::warn!(service = self.name, "in-flight requests outlived the drain grace period");
+        }
+        tracing::info!(service = self.name, "stopped serving");
+    }
+}
+
+/// The uniform handle of a running service instance: its endpoints and its background
+/// tasks (consumers, relays, schedulers), stopped together.
+pub struct ServiceHandle {
+    name: &'static str,
+    rpc: Option<RpcServer>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl ServiceHandle {
+    /// Wraps a started service. Background tasks must be spawned on `tasks` and stop when
+    /// `shutdown` is cancelled.
+    pub fn new(name: &'static str, rpc: Option<RpcServer>, shutdown: CancellationToken, tasks: TaskTracker) -> Self {
+        Self { name, rpc, shutdown, tasks }
+    }
+
+    /// The service's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Drains the endpoints, then stops background work and waits for it.
+    pub async fn stop(self) {
+        if let Some(rpc) = self.rpc {
+            rpc.stop().await;
+        }
+        self.shutdown.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(DRAIN_GRACE, self.tasks.wait()).await.is_err() {
+            tracing::warn!(service = self.name, "background tasks outlived the grace period");
+        }
+    }
+}

@@ -1,0 +1,423 @@
+//! Accounts, sessions and profiles.
+
+use crate::UserService;
+use crate::store::{self, UserRow, user_rid};
+use crate::validate;
+use anyhow::Context as _;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use mosaic_api::endpoint::Empty;
+use mosaic_api::user::{
+    AccessClaims, AuthReply, ByUsername, ChangePasswordRequest, Jwks, LoginRequest, Me, Profile, ProfileUpdated,
+    ProfilesByIds, RefreshRequest, Revocation, Role, SignedUp, SignupRequest, TOKEN_ISSUER, UpdateProfileRequest,
+};
+use mosaic_api::{ApiError, ErrorCode, Id, SessionId, UserId};
+use mosaic_mesh::db::{is_conflict, retry_conflicts};
+use mosaic_mesh::outbox::Staged;
+use mosaic_mesh::{Ctx, ServiceError, ServiceResult};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use surrealdb::types::{RecordId, SurrealValue};
+
+/// Most ids a batch profile lookup accepts.
+const MAX_BATCH: usize = 500;
+
+#[derive(Debug, SurrealValue)]
+#[surreal(crate = "surrealdb::types")]
+struct TokenRow {
+    session: String,
+    user: String,
+    used: bool,
+    revoked: bool,
+    expires_at: DateTime<Utc>,
+}
+
+/// A refresh token as handed to the client, and the hash it is stored under.
+struct NewRefresh {
+    token: String,
+    hash: String,
+}
+
+impl NewRefresh {
+    fn generate() -> Self {
+        let mut bytes = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        let token = URL_SAFE_NO_PAD.encode(bytes);
+        let hash = token_hash(&token);
+        Self { token, hash }
+    }
+}
+
+fn token_hash(token: &str) -> String {
+    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Revocation-bucket key voiding every token of a session.
+pub(crate) fn session_key(session: &SessionId) -> String {
+    format!("session.{session}")
+}
+
+/// Revocation-bucket key voiding every token of a user issued up to a time.
+pub(crate) fn user_key(user: &UserId) -> String {
+    format!("user.{user}")
+}
+
+impl UserService {
+    pub(crate) async fn signup(self: Arc<Self>, ctx: Ctx, req: SignupRequest) -> ServiceResult<AuthReply> {
+        let username = validate::username(&req.username)?;
+        let email = validate::email(&req.email)?;
+        validate::password(&req.password, &username, &email)?;
+        let display_name = match req.display_name.as_deref() {
+            Some(d) if !d.trim().is_empty() => validate::display_name(d)?,
+            _ => username.clone(),
+        };
+        let role =
+            if self.config.admins.iter().any(|a| a.eq_ignore_ascii_case(&username)) { Role::Admin } else { Role::User };
+        let password_hash = self.passwords.hash(req.password).await?;
+        let user_id = UserId::generate();
+        let session = SessionId::generate();
+        let refresh = NewRefresh::generate();
+        let events = vec![Staged::new(SignedUp { user_id: user_id.clone(), username: username.clone() })];
+        let result = retry_conflicts(|| async {
+            self.db
+                .query(
+                    "BEGIN TRANSACTION;
+                     CREATE $uid SET username = $username, email = $email, password_hash = $hash,
+                        display_name = $display_name, bio = '', role = $role, topics = [],
+                        followers = 0, following = 0, posts = 0, suspended = false,
+                        created_at = time::now(), password_changed_at = time::now();
+                     CREATE $sid SET user = $uid, created_at = time::now(), last_used_at = time::now(), revoked = false;
+                     CREATE $rid SET session = $sid, user = $uid, used = false, created_at = time::now(), expires_at = $expires;
+                     INSERT INTO outbox $events;
+                     COMMIT TRANSACTION;",
+                )
+                .bind(("uid", user_rid(&user_id)))
+                .bind(("username", username.clone()))
+                .bind(("email", email.clone()))
+                .bind(("hash", password_hash.clone()))
+                .bind(("display_name", display_name.clone()))
+                .bind(("role", role.as_str()))
+                .bind(("sid", RecordId::new("session", session.as_str())))
+                .bind(("rid", RecordId::new("refresh_token", refresh.hash.as_str())))
+                .bind(("expires", self.refresh_expiry()))
+                .bind(("events", events.clone()))
+                .await?
+                .check()
+        })
+        .await;
+        if let Err(e) = result {
+            let msg = e.message().to_owned();
+            if msg.contains("user_username") {
+                return Err(ApiError::new(ErrorCode::UsernameTaken, "this username is already taken").into());
+            }
+            if msg.contains("user_email") {
+                return Err(ApiError::new(ErrorCode::EmailTaken, "an account with this email already exists").into());
+            }
+            return Err(anyhow::Error::new(e).context("creating account").into());
+        }
+        self.outbox.wake();
+        tracing::info!(user = %user_id, request_id = ?ctx.request_id, "account created");
+        let user = store::user_by_id(&self.db, &user_id).await?.context("new account vanished")?;
+        self.auth_reply(&user, &session, refresh.token)
+    }
+
+    pub(crate) async fn login(self: Arc<Self>, ctx: Ctx, req: LoginRequest) -> ServiceResult<AuthReply> {
+        let login = req.login.trim().to_lowercase();
+        if login.is_empty() || login.len() > 254 || req.password.len() > 1024 {
+            return Err(invalid_credentials());
+        }
+        self.throttle.check(&login, ctx.client_ip).await?;
+        let field = if login.contains('@') { "email" } else { "username" };
+        let Some(user) = store::user_by_field(&self.db, field, &login).await? else {
+            self.passwords.verify_decoy(req.password).await;
+            self.throttle.failed(&login, ctx.client_ip).await;
+            return Err(invalid_credentials());
+        };
+        if !self.passwords.verify(req.password, user.password_hash.clone()).await? {
+            self.throttle.failed(&login, ctx.client_ip).await;
+            return Err(invalid_credentials());
+        }
+        if user.suspended {
+            return Err(suspended());
+        }
+        self.throttle.succeeded(&login).await;
+        let session = SessionId::generate();
+        let refresh = NewRefresh::generate();
+        retry_conflicts(|| async {
+            self.db
+                .query(
+                    "BEGIN TRANSACTION;
+                     CREATE $sid SET user = $uid, created_at = time::now(), last_used_at = time::now(), revoked = false;
+                     CREATE $rid SET session = $sid, user = $uid, used = false, created_at = time::now(), expires_at = $expires;
+                     COMMIT TRANSACTION;",
+                )
+                .bind(("uid", user_rid(&user.id())))
+                .bind(("sid", RecordId::new("session", session.as_str())))
+                .bind(("rid", RecordId::new("refresh_token", refresh.hash.as_str())))
+                .bind(("expires", self.refresh_expiry()))
+                .await?
+                .check()
+        })
+        .await
+        .context("creating session")?;
+        self.auth_reply(&user, &session, refresh.token)
+    }
+
+    pub(crate) async fn refresh(self: Arc<Self>, _ctx: Ctx, req: RefreshRequest) -> ServiceResult<AuthReply> {
+        let old_hash = token_hash(req.refresh_token.trim());
+        let Some(token) = self.token(&old_hash).await? else {
+            return Err(ApiError::unauthorized("refresh token is not valid").into());
+        };
+        let session = SessionId::from_trusted(token.session.clone());
+        if token.revoked {
+            return Err(ApiError::unauthorized("this session has ended; log in again").into());
+        }
+        if token.used {
+            self.reuse_detected(&session).await?;
+            return Err(reused());
+        }
+        if token.expires_at <= Utc::now() {
+            return Err(ApiError::unauthorized("refresh token has expired; log in again").into());
+        }
+        let user_id = UserId::from_trusted(token.user.clone());
+        let user = store::user_by_id(&self.db, &user_id)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("account no longer exists"))?;
+        if user.suspended {
+            return Err(suspended());
+        }
+        let refresh = NewRefresh::generate();
+        // Spending the old token and minting the new one is one transaction that only
+        // succeeds if the old token was still unspent: of two concurrent refreshes with the
+        // same token, one wins and the other is a reuse.
+        let outcome = self
+            .db
+            .query(
+                "BEGIN TRANSACTION;
+                 LET $spent = (UPDATE $old SET used = true WHERE used = false RETURN AFTER);
+                 IF array::len($spent) == 0 { THROW 'refresh_token_reused'; };
+                 CREATE $new SET session = $sid, user = $uid, used = false, created_at = time::now(), expires_at = $expires;
+                 UPDATE $sid SET last_used_at = time::now();
+                 COMMIT TRANSACTION;",
+            )
+            .bind(("old", RecordId::new("refresh_token", old_hash.as_str())))
+            .bind(("new", RecordId::new("refresh_token", refresh.hash.as_str())))
+            .bind(("sid", RecordId::new("session", session.as_str())))
+            .bind(("uid", user_rid(&user_id)))
+            .bind(("expires", self.refresh_expiry()))
+            .await
+            .and_then(|r| r.check());
+        match outcome {
+            Ok(_) => self.auth_reply(&user, &session, refresh.token),
+            Err(e) if is_conflict(&e) || e.message().contains("refresh_token_reused") => {
+                self.reuse_detected(&session).await?;
+                Err(reused())
+            }
+            Err(e) => Err(anyhow::Error::new(e).context("rotating refresh token").into()),
+        }
+    }
+
+    pub(crate) async fn logout(self: Arc<Self>, ctx: Ctx, req: RefreshRequest) -> ServiceResult<Empty> {
+        let caller = ctx.require_user()?;
+        // Unknown or foreign tokens are not an error: logging out is idempotent and must not
+        // reveal which tokens exist.
+        if let Some(token) = self.token(&token_hash(req.refresh_token.trim())).await? {
+            if token.user == caller.as_str() && !token.revoked {
+                self.revoke_sessions(&[SessionId::from_trusted(token.session)], "logout").await?;
+            }
+        }
+        Ok(Empty {})
+    }
+
+    pub(crate) async fn jwks(self: Arc<Self>, _ctx: Ctx, _req: Empty) -> ServiceResult<Jwks> {
+        Ok(self.keys.jwks().await?)
+    }
+
+    pub(crate) async fn me(self: Arc<Self>, ctx: Ctx, _req: Empty) -> ServiceResult<Me> {
+        let id = ctx.require_user()?;
+        Ok(store::active_user(&self.db, id).await?.me())
+    }
+
+    pub(crate) async fn update_me(self: Arc<Self>, ctx: Ctx, req: UpdateProfileRequest) -> ServiceResult<Me> {
+        let id = ctx.require_user()?.clone();
+        let mut sets = Vec::new();
+        let display_name = req.display_name.as_deref().map(validate::display_name).transpose()?;
+        let bio = req.bio.as_deref().map(validate::bio).transpose()?;
+        let topics = req.preferences.as_ref().map(|p| validate::topics(&p.topics)).transpose()?;
+        if display_name.is_some() {
+            sets.push("display_name = $display_name");
+        }
+        if bio.is_some() {
+            sets.push("bio = $bio");
+        }
+        if topics.is_some() {
+            sets.push("topics = $topics");
+        }
+        if !sets.is_empty() {
+            let events = vec![Staged::new(ProfileUpdated { user_id: id.clone() })];
+            let sql = format!(
+                "BEGIN TRANSACTION; UPDATE $uid SET {}; INSERT INTO outbox $events; COMMIT TRANSACTION;",
+                sets.join(", ")
+            );
+            retry_conflicts(|| async {
+                self.db
+                    .query(sql.as_str())
+                    .bind(("uid", user_rid(&id)))
+                    .bind(("display_name", display_name.clone().unwrap_or_default()))
+                    .bind(("bio", bio.clone().unwrap_or_default()))
+                    .bind(("topics", topics.clone().unwrap_or_default()))
+                    .bind(("events", events.clone()))
+                    .await?
+                    .check()
+            })
+            .await
+            .context("updating profile")?;
+            self.outbox.wake();
+        }
+        Ok(store::active_user(&self.db, &id).await?.me())
+    }
+
+    pub(crate) async fn change_password(self: Arc<Self>, ctx: Ctx, req: ChangePasswordRequest) -> ServiceResult<Empty> {
+        let id = ctx.require_user()?.clone();
+        let user = store::active_user(&self.db, &id).await?;
+        self.throttle.check(&user.username, ctx.client_ip).await?;
+        if !self.passwords.verify(req.current_password, user.password_hash.clone()).await? {
+            self.throttle.failed(&user.username, ctx.client_ip).await;
+            return Err(ApiError::new(ErrorCode::InvalidCredentials, "current password is wrong").into());
+        }
+        validate::password(&req.new_password, &user.username, &user.email)?;
+        let hash = self.passwords.hash(req.new_password).await?;
+        let keep = ctx.session.clone();
+        retry_conflicts(|| async {
+            self.db
+                .query(
+                    "BEGIN TRANSACTION;
+                     UPDATE $uid SET password_hash = $hash, password_changed_at = time::now();
+                     UPDATE session SET revoked = true, revoked_reason = 'password changed'
+                        WHERE user = $uid AND revoked = false AND id != $keep;
+                     COMMIT TRANSACTION;",
+                )
+                .bind(("uid", user_rid(&id)))
+                .bind(("hash", hash.clone()))
+                .bind(("keep", keep.as_ref().map(|s| RecordId::new("session", s.as_str()))))
+                .await?
+                .check()
+        })
+        .await
+        .context("changing password")?;
+        // Access tokens of the other sessions die at every edge; this session's stay valid.
+        self.revocations
+            .put_json(&user_key(&id), &Revocation { not_before: Utc::now().timestamp(), except_session: keep })
+            .await?;
+        Ok(Empty {})
+    }
+
+    pub(crate) async fn profile(self: Arc<Self>, ctx: Ctx, req: ByUsername) -> ServiceResult<Profile> {
+        let username = req.username.trim().to_lowercase();
+        let user = match store::user_by_field(&self.db, "username", &username).await? {
+            Some(u) if !u.suspended => u,
+            _ => return Err(ApiError::not_found("no such user").into()),
+        };
+        let mut profile = user.profile();
+        if let Some(viewer) = ctx.user.as_ref().filter(|v| **v != profile.id) {
+            let relation = self.relation(viewer, &profile.id).await?;
+            if relation.blocked_by {
+                // A blocker is invisible to the users they block.
+                return Err(ApiError::not_found("no such user").into());
+            }
+            profile.viewer = Some(relation);
+        }
+        Ok(profile)
+    }
+
+    pub(crate) async fn profiles(self: Arc<Self>, _ctx: Ctx, req: ProfilesByIds) -> ServiceResult<Vec<Profile>> {
+        if req.ids.len() > MAX_BATCH {
+            return Err(ApiError::validation(format!("at most {MAX_BATCH} ids per request")).into());
+        }
+        let rows = store::users_by_ids(&self.db, &req.ids).await?;
+        Ok(rows.iter().filter(|u| !u.suspended).map(UserRow::profile).collect())
+    }
+
+    fn refresh_expiry(&self) -> DateTime<Utc> {
+        Utc::now() + chrono::Duration::seconds(self.config.refresh_token_ttl_secs as i64)
+    }
+
+    fn auth_reply(&self, user: &UserRow, session: &SessionId, refresh_token: String) -> ServiceResult<AuthReply> {
+        let now = Utc::now().timestamp();
+        let ttl = self.config.access_ttl().as_secs();
+        let claims = AccessClaims {
+            sub: user.id(),
+            sid: session.clone(),
+            role: user.role(),
+            iat: now,
+            exp: now + ttl as i64,
+            iss: TOKEN_ISSUER.to_owned(),
+        };
+        Ok(AuthReply {
+            user: user.me(),
+            access_token: self.keys.sign(&claims)?,
+            refresh_token,
+            token_type: "Bearer".into(),
+            expires_in: ttl,
+        })
+    }
+
+    async fn token(&self, hash: &str) -> anyhow::Result<Option<TokenRow>> {
+        let mut res = self
+            .db
+            .query(
+                "SELECT record::id(session) AS session, record::id(user) AS user, used, expires_at,
+                        session.revoked AS revoked
+                 FROM $rid",
+            )
+            .bind(("rid", RecordId::new("refresh_token", hash)))
+            .await
+            .context("reading refresh token")?;
+        let rows: Vec<TokenRow> = res.take(0).context("reading refresh token")?;
+        Ok(rows.into_iter().next())
+    }
+
+    async fn reuse_detected(&self, session: &SessionId) -> anyhow::Result<()> {
+        tracing::warn!(%session, "refresh token reused; revoking its session");
+        self.revoke_sessions(std::slice::from_ref(session), "refresh token reused").await
+    }
+
+    /// Ends sessions: their refresh tokens stop working here, their access tokens at every
+    /// edge (through the revocations bucket).
+    pub(crate) async fn revoke_sessions(&self, sessions: &[SessionId], reason: &str) -> anyhow::Result<()> {
+        let rids: Vec<RecordId> = sessions.iter().map(|s| RecordId::new("session", s.as_str())).collect();
+        retry_conflicts(|| async {
+            self.db
+                .query("UPDATE $rids SET revoked = true, revoked_reason = $reason WHERE revoked = false")
+                .bind(("rids", rids.clone()))
+                .bind(("reason", reason.to_owned()))
+                .await?
+                .check()
+        })
+        .await
+        .context("revoking sessions")?;
+        let revocation = Revocation { not_before: Utc::now().timestamp(), except_session: None };
+        for session in sessions {
+            self.revocations.put_json(&session_key(session), &revocation).await?;
+        }
+        Ok(())
+    }
+}
+
+fn invalid_credentials() -> ServiceError {
+    ApiError::new(ErrorCode::InvalidCredentials, "wrong login or password").into()
+}
+
+fn suspended() -> ServiceError {
+    ApiError::new(ErrorCode::AccountSuspended, "this account is suspended").into()
+}
+
+fn reused() -> ServiceError {
+    ApiError::new(
+        ErrorCode::RefreshTokenReused,
+        "this refresh token was already used; the session has been ended, log in again",
+    )
+    .into()
+}

@@ -1,0 +1,85 @@
+//! User-service settings (`[user]` in the configuration file, `MOSAIC_USER__*`).
+
+use anyhow::bail;
+use mosaic_mesh::db::DbConfig;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Settings of the user service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Where the `user` database lives.
+    pub db: DbConfig,
+    /// Access-token lifetime. Short, because an access token is checked without asking the
+    /// user service; revocation (logout, suspension) reaches edges through a KV watch.
+    pub access_token_ttl_secs: u64,
+    /// Refresh-token lifetime; each refresh issues a new one.
+    pub refresh_token_ttl_secs: u64,
+    /// A new signing key every this many seconds; old keys stay published until every token
+    /// they signed has expired.
+    pub key_rotation_secs: u64,
+    /// Argon2id memory cost in KiB (OWASP: 19 MiB with 2 iterations).
+    pub argon2_memory_kib: u32,
+    /// Argon2id iterations.
+    pub argon2_iterations: u32,
+    /// Argon2id lanes.
+    pub argon2_parallelism: u32,
+    /// Failed logins per account per window before further attempts get 429.
+    pub login_max_failures_per_account: u32,
+    /// Failed logins per client IP per window before further attempts get 429.
+    pub login_max_failures_per_ip: u32,
+    /// Length of the throttling window.
+    pub login_window_secs: u64,
+    /// Usernames that are administrators (granted at signup and at every start).
+    pub admins: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            db: DbConfig::default(),
+            access_token_ttl_secs: 15 * 60,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
+            key_rotation_secs: 7 * 24 * 3600,
+            argon2_memory_kib: 19 * 1024,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+            login_max_failures_per_account: 5,
+            login_max_failures_per_ip: 50,
+            login_window_secs: 15 * 60,
+            admins: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Rejects settings the service cannot run safely with, naming the setting.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        // Revocations are kept for a day (see mosaic_api::stream::REVOCATIONS); a token must
+        // not outlive the record that voids it.
+        if !(60..=3600).contains(&self.access_token_ttl_secs) {
+            bail!("user.access_token_ttl_secs must be between 60 and 3600 (got {})", self.access_token_ttl_secs);
+        }
+        if self.refresh_token_ttl_secs < self.access_token_ttl_secs {
+            bail!("user.refresh_token_ttl_secs must be at least user.access_token_ttl_secs");
+        }
+        if self.key_rotation_secs < 2 * self.access_token_ttl_secs {
+            bail!("user.key_rotation_secs must be at least twice user.access_token_ttl_secs");
+        }
+        if self.argon2_memory_kib < 8 * self.argon2_parallelism.max(1) || self.argon2_iterations == 0 {
+            bail!("user.argon2_memory_kib / user.argon2_iterations are below Argon2's minimum");
+        }
+        if self.login_window_secs == 0
+            || self.login_max_failures_per_account == 0
+            || self.login_max_failures_per_ip == 0
+        {
+            bail!("user.login_* throttling settings must be positive");
+        }
+        Ok(())
+    }
+
+    pub(crate) fn access_ttl(&self) -> Duration {
+        Duration::from_secs(self.access_token_ttl_secs)
+    }
+}

@@ -1,0 +1,375 @@
+//! The follow graph, blocks and mutes.
+
+use crate::UserService;
+use crate::store::{self, pair_rid, user_rid};
+use anyhow::Context as _;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use mosaic_api::endpoint::Empty;
+use mosaic_api::user::{
+    Blocked, ByUser, Followed, ListGraph, Muted, Profile, Relation, RelationEntry, RelationsQuery, SocialFilters,
+    Unblocked, Unfollowed, Unmuted,
+};
+use mosaic_api::{ApiError, Id, Page, UserId};
+use mosaic_mesh::db::retry_conflicts;
+use mosaic_mesh::outbox::Staged;
+use mosaic_mesh::{Ctx, ServiceResult};
+use std::collections::HashSet;
+use std::sync::Arc;
+use surrealdb::types::{RecordId, SurrealValue};
+
+/// Most users a relations query may ask about.
+const MAX_RELATIONS: usize = 500;
+
+#[derive(Debug, SurrealValue)]
+#[surreal(crate = "surrealdb::types")]
+struct Edge {
+    other: String,
+    created_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Copy)]
+enum Direction {
+    Followers,
+    Following,
+}
+
+impl UserService {
+    pub(crate) async fn follow(self: Arc<Self>, ctx: Ctx, req: ByUser) -> ServiceResult<Empty> {
+        let me = ctx.require_user()?.clone();
+        let them = req.user_id;
+        if me == them {
+            return Err(ApiError::validation("you cannot follow yourself").into());
+        }
+        store::active_user(&self.db, &them).await?;
+        let relation = self.relation(&me, &them).await?;
+        if relation.blocking || relation.blocked_by {
+            return Err(ApiError::forbidden("you cannot follow this user").into());
+        }
+        let events = vec![Staged::new(Followed { follower: me.clone(), followee: them.clone() })];
+        retry_conflicts(|| async {
+            self.db
+                .query(
+                    "BEGIN TRANSACTION;
+                     IF !record::exists($edge) {
+                        CREATE $edge SET follower = $me, followee = $them, created_at = time::now();
+                        UPDATE $me SET following += 1;
+                        UPDATE $them SET followers += 1;
+                        INSERT INTO outbox $events;
+                     };
+                     COMMIT TRANSACTION;",
+                )
+                .bind(("edge", pair_rid("follows", &me, &them)))
+                .bind(("me", user_rid(&me)))
+                .bind(("them", user_rid(&them)))
+                .bind(("events", events.clone()))
+                .await?
+                .check()
+        })
+        .await
+        .context("following")?;
+        self.outbox.wake();
+        Ok(Empty {})
+    }
+
+    pub(crate) async fn unfollow(self: Arc<Self>, ctx: Ctx, req: ByUser) -> ServiceResult<Empty> {
+        let me = ctx.require_user()?.clone();
+        let them = req.user_id;
+        if me == them {
+            return Err(ApiError::validation("you cannot unfollow yourself").into());
+        }
+        let events = vec![Staged::new(Unfollowed { follower: me.clone(), followee: them.clone() })];
+        retry_conflicts(|| async {
+            self.db
+                .query(
+                    "BEGIN TRANSACTION;
+                     LET $gone = (DELETE $edge RETURN BEFORE);
+                     IF array::len($gone) > 0 {
+                        UPDATE $me SET following -= 1;
+                        UPDATE $them SET followers -= 1;
+                        INSERT INTO outbox $events;
+                     };
+                     COMMIT TRANSACTION;",
+                )
+                .bind(("edge", pair_rid("follows", &me, &them)))
+                .bind(("me", user_rid(&me)))
+                .bind(("them", user_rid(&them)))
+                .bind(("events", events.clone()))
+                .await?
+                .check()
+        })
+        .await
+        .context("unfollowing")?;
+        self.outbox.wake();
+        Ok(Empty {})
+    }
+
+    pub(crate) async fn followers(self: Arc<Self>, _ctx: Ctx, req: ListGraph) -> ServiceResult<Page<Profile>> {
+        self.graph_page(req, Direction::Followers).await
+    }
+
+    pub(crate) async fn following(self: Arc<Self>, _ctx: Ctx, req: ListGraph) -> ServiceResult<Page<Profile>> {
+        self.graph_page(req, Direction::Following).await
+    }
+
+    async fn graph_page(&self, req: ListGraph, direction: Direction) -> ServiceResult<Page<Profile>> {
+        store::active_user(&self.db, &req.user_id).await?;
+        let limit = req.page.limit() as usize;
+        let cursor = req.page.cursor.as_deref().map(decode_cursor).transpose()?;
+        let (anchor, other) = match direction {
+            Direction::Followers => ("followee", "follower"),
+            Direction::Following => ("follower", "followee"),
+        };
+        // Newest first; ties on the timestamp are broken by the other user's id so the order
+        // is total and a cursor never skips or repeats an edge.
+        let after = if cursor.is_some() {
+            "AND (created_at < $at OR (created_at = $at AND record::id(OTHER) < $other_id))"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT record::id({other}) AS other, created_at FROM follows WHERE {anchor} = $uid {} \
+             ORDER BY created_at DESC, other DESC LIMIT $limit",
+            after.replace("OTHER", other)
+        );
+        let (at, other_id) = cursor.unwrap_or((Utc::now(), String::new()));
+        let mut res = self
+            .db
+            .query(sql)
+            .bind(("uid", user_rid(&req.user_id)))
+            .bind(("at", at))
+            .bind(("other_id", other_id))
+            .bind(("limit", (limit + 1) as i64))
+            .await
+            .context("listing graph")?;
+        let mut edges: Vec<Edge> = res.take(0).context("listing graph")?;
+        let next_cursor = if edges.len() > limit {
+            edges.truncate(limit);
+            edges.last().map(|e| encode_cursor(e.created_at, &e.other))
+        } else {
+            None
+        };
+        let ids: Vec<UserId> = edges.iter().map(|e| UserId::from_trusted(e.other.clone())).collect();
+        let profiles = store::users_by_ids(&self.db, &ids).await?;
+        Ok(Page { items: profiles.iter().filter(|u| !u.suspended).map(|u| u.profile()).collect(), next_cursor })
+    }
+
+    pub(crate) async fn block(self: Arc<Self>, ctx: Ctx, req: ByUser) -> ServiceResult<Empty> {
+        let me = ctx.require_user()?.clone();
+        let them = req.user_id;
+        if me == them {
+            return Err(ApiError::validation("you cannot block yourself").into());
+        }
+        if store::user_by_id(&self.db, &them).await?.is_none() {
+            return Err(ApiError::not_found("no such user").into());
+        }
+        let blocked = vec![Staged::new(Blocked { blocker: me.clone(), blocked: them.clone() })];
+        let unfollow_out = vec![Staged::new(Unfollowed { follower: me.clone(), followee: them.clone() })];
+        let unfollow_in = vec![Staged::new(Unfollowed { follower: them.clone(), followee: me.clone() })];
+        retry_conflicts(|| async {
+            self.db
+                .query(
+                    "BEGIN TRANSACTION;
+                     IF !record::exists($block) {
+                        CREATE $block SET blocker = $me, blocked = $them, created_at = time::now();
+                        LET $out = (DELETE $follow_out RETURN BEFORE);
+                        IF array::len($out) > 0 {
+                            UPDATE $me SET following -= 1;
+                            UPDATE $them SET followers -= 1;
+                            INSERT INTO outbox $unfollow_out;
+                        };
+                        LET $in = (DELETE $follow_in RETURN BEFORE);
+                        IF array::len($in) > 0 {
+                            UPDATE $them SET following -= 1;
+                            UPDATE $me SET followers -= 1;
+                            INSERT INTO outbox $unfollow_in;
+                        };
+                        INSERT INTO outbox $blocked;
+                     };
+                     COMMIT TRANSACTION;",
+                )
+                .bind(("block", pair_rid("blocks", &me, &them)))
+                .bind(("follow_out", pair_rid("follows", &me, &them)))
+                .bind(("follow_in", pair_rid("follows", &them, &me)))
+                .bind(("me", user_rid(&me)))
+                .bind(("them", user_rid(&them)))
+                .bind(("blocked", blocked.clone()))
+                .bind(("unfollow_out", unfollow_out.clone()))
+                .bind(("unfollow_in", unfollow_in.clone()))
+                .await?
+                .check()
+        })
+        .await
+        .context("blocking")?;
+        self.outbox.wake();
+        Ok(Empty {})
+    }
+
+    pub(crate) async fn unblock(self: Arc<Self>, ctx: Ctx, req: ByUser) -> ServiceResult<Empty> {
+        let me = ctx.require_user()?.clone();
+        let event = Staged::new(Unblocked { blocker: me.clone(), blocked: req.user_id.clone() });
+        self.remove_pair("blocks", &me, &req.user_id, event).await
+    }
+
+    pub(crate) async fn mute(self: Arc<Self>, ctx: Ctx, req: ByUser) -> ServiceResult<Empty> {
+        let me = ctx.require_user()?.clone();
+        let them = req.user_id;
+        if me == them {
+            return Err(ApiError::validation("you cannot mute yourself").into());
+        }
+        if store::user_by_id(&self.db, &them).await?.is_none() {
+            return Err(ApiError::not_found("no such user").into());
+        }
+        let events = vec![Staged::new(Muted { muter: me.clone(), muted: them.clone() })];
+        retry_conflicts(|| async {
+            self.db
+                .query(
+                    "BEGIN TRANSACTION;
+                     IF !record::exists($edge) {
+                        CREATE $edge SET muter = $me, muted = $them, created_at = time::now();
+                        INSERT INTO outbox $events;
+                     };
+                     COMMIT TRANSACTION;",
+                )
+                .bind(("edge", pair_rid("mutes", &me, &them)))
+                .bind(("me", user_rid(&me)))
+                .bind(("them", user_rid(&them)))
+                .bind(("events", events.clone()))
+                .await?
+                .check()
+        })
+        .await
+        .context("muting")?;
+        self.outbox.wake();
+        Ok(Empty {})
+    }
+
+    pub(crate) async fn unmute(self: Arc<Self>, ctx: Ctx, req: ByUser) -> ServiceResult<Empty> {
+        let me = ctx.require_user()?.clone();
+        let event = Staged::new(Unmuted { muter: me.clone(), muted: req.user_id.clone() });
+        self.remove_pair("mutes", &me, &req.user_id, event).await
+    }
+
+    async fn remove_pair(&self, table: &str, me: &UserId, them: &UserId, event: Staged) -> ServiceResult<Empty> {
+        let events = vec![event];
+        retry_conflicts(|| async {
+            self.db
+                .query(
+                    "BEGIN TRANSACTION;
+                     LET $gone = (DELETE $edge RETURN BEFORE);
+                     IF array::len($gone) > 0 { INSERT INTO outbox $events; };
+                     COMMIT TRANSACTION;",
+                )
+                .bind(("edge", pair_rid(table, me, them)))
+                .bind(("events", events.clone()))
+                .await?
+                .check()
+        })
+        .await
+        .with_context(|| format!("removing {table} edge"))?;
+        self.outbox.wake();
+        Ok(Empty {})
+    }
+
+    pub(crate) async fn relations(
+        self: Arc<Self>,
+        _ctx: Ctx,
+        req: RelationsQuery,
+    ) -> ServiceResult<Vec<RelationEntry>> {
+        if req.others.len() > MAX_RELATIONS {
+            return Err(ApiError::validation(format!("at most {MAX_RELATIONS} users per query")).into());
+        }
+        let relations = self.relations_of(&req.viewer, &req.others).await?;
+        Ok(req
+            .others
+            .into_iter()
+            .zip(relations)
+            .map(|(user_id, relation)| RelationEntry { user_id, relation })
+            .collect())
+    }
+
+    pub(crate) async fn relation(&self, viewer: &UserId, other: &UserId) -> anyhow::Result<Relation> {
+        Ok(self.relations_of(viewer, std::slice::from_ref(other)).await?.pop().unwrap_or_default())
+    }
+
+    /// The viewer's relation to each of `others`, in order, in one round trip.
+    async fn relations_of(&self, viewer: &UserId, others: &[UserId]) -> anyhow::Result<Vec<Relation>> {
+        let ids = |table: &str, outgoing: bool| -> Vec<RecordId> {
+            others
+                .iter()
+                .map(|o| if outgoing { pair_rid(table, viewer, o) } else { pair_rid(table, o, viewer) })
+                .collect()
+        };
+        let mut res = self
+            .db
+            .query(
+                "SELECT VALUE record::id(id) FROM $following;
+                 SELECT VALUE record::id(id) FROM $followed_by;
+                 SELECT VALUE record::id(id) FROM $blocking;
+                 SELECT VALUE record::id(id) FROM $blocked_by;
+                 SELECT VALUE record::id(id) FROM $muting;",
+            )
+            .bind(("following", ids("follows", true)))
+            .bind(("followed_by", ids("follows", false)))
+            .bind(("blocking", ids("blocks", true)))
+            .bind(("blocked_by", ids("blocks", false)))
+            .bind(("muting", ids("mutes", true)))
+            .await
+            .context("reading relations")?;
+        let mut sets: Vec<HashSet<(String, String)>> = Vec::with_capacity(5);
+        for i in 0..5 {
+            let pairs: Vec<Vec<String>> = res.take(i).context("reading relations")?;
+            sets.push(pairs.into_iter().filter_map(|p| Some((p.first()?.clone(), p.get(1)?.clone()))).collect());
+        }
+        let v = viewer.to_string();
+        Ok(others
+            .iter()
+            .map(|o| {
+                let out = (v.clone(), o.to_string());
+                let inc = (o.to_string(), v.clone());
+                Relation {
+                    following: sets[0].contains(&out),
+                    followed_by: sets[1].contains(&inc),
+                    blocking: sets[2].contains(&out),
+                    blocked_by: sets[3].contains(&inc),
+                    muting: sets[4].contains(&out),
+                }
+            })
+            .collect())
+    }
+
+    pub(crate) async fn filters(self: Arc<Self>, _ctx: Ctx, req: ByUser) -> ServiceResult<SocialFilters> {
+        let mut res = self
+            .db
+            .query(
+                "SELECT VALUE record::id(blocked) FROM blocks WHERE blocker = $uid;
+                 SELECT VALUE record::id(blocker) FROM blocks WHERE blocked = $uid;
+                 SELECT VALUE record::id(muted) FROM mutes WHERE muter = $uid;",
+            )
+            .bind(("uid", user_rid(&req.user_id)))
+            .await
+            .context("reading filters")?;
+        let mut take = |i: usize| -> anyhow::Result<Vec<UserId>> {
+            let ids: Vec<String> = res.take(i).context("reading filters")?;
+            Ok(ids.into_iter().map(UserId::from_trusted).collect())
+        };
+        Ok(SocialFilters { blocking: take(0)?, blocked_by: take(1)?, muting: take(2)? })
+    }
+}
+
+fn encode_cursor(at: DateTime<Utc>, other: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}|{other}", at.timestamp_nanos_opt().unwrap_or_default()))
+}
+
+fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, String), ApiError> {
+    let bad = || ApiError::validation("cursor is not valid");
+    let raw = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
+    let raw = String::from_utf8(raw).map_err(|_| bad())?;
+    let (nanos, other) = raw.split_once('|').ok_or_else(bad)?;
+    let nanos: i64 = nanos.parse().map_err(|_| bad())?;
+    if UserId::parse(other).is_none() {
+        return Err(bad());
+    }
+    Ok((DateTime::from_timestamp_nanos(nanos), other.to_owned()))
+}

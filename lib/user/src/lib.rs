@@ -1,0 +1,117 @@
+//! The user service: accounts and sessions, access and refresh tokens, profiles and
+//! preferences, the follow graph, blocks, mutes and suspension.
+//!
+//! Served over NATS as `mosaic.user.v1.*` (see [`mosaic_api::user`]); state in the `user`
+//! SurrealDB database; events (`events.user.*`) through the transactional outbox; token
+//! revocations published to the `revocations` bucket that every edge watches.
+
+mod accounts;
+mod admin;
+pub mod config;
+mod graph;
+mod keys;
+mod password;
+mod store;
+mod throttle;
+pub mod validate;
+
+pub use config::Config;
+
+use keys::Keys;
+use mosaic_api::stream::{EVENTS_USER, LOGIN_THROTTLE, REVOCATIONS};
+use mosaic_api::user::{self as api, SERVICE};
+use mosaic_mesh::db::{self, Db, Migration};
+use mosaic_mesh::kv::Bucket;
+use mosaic_mesh::outbox::Outbox;
+use mosaic_mesh::{CancellationToken, Mesh, ServiceHandle, TaskTracker};
+use password::Passwords;
+use std::sync::Arc;
+use throttle::Throttle;
+
+/// The service's schema, applied in order by [`mosaic_mesh::db::migrate`].
+pub const MIGRATIONS: &[Migration] = mosaic_mesh::migrations!("user": "0001_init");
+
+/// Shared state of one service instance; every endpoint is a method of it.
+pub(crate) struct UserService {
+    config: Config,
+    db: Db,
+    outbox: Outbox,
+    keys: Arc<Keys>,
+    passwords: Passwords,
+    throttle: Throttle,
+    revocations: Bucket,
+}
+
+/// Opens the database and applies pending migrations (`mosaic migrate`).
+pub async fn migrate(config: &Config) -> anyhow::Result<Db> {
+    let db = db::connect(&config.db, SERVICE).await?;
+    db::migrate(&db, MIGRATIONS).await?;
+    Ok(db)
+}
+
+/// Starts one instance of the user service on `mesh`.
+pub async fn start(mesh: &Mesh, config: Config) -> anyhow::Result<ServiceHandle> {
+    config.validate()?;
+    let db = migrate(&config).await?;
+    mesh.ensure_stream(&EVENTS_USER).await?;
+    let revocations = mesh.bucket(&REVOCATIONS).await?;
+    let throttle = Throttle::new(
+        mesh.bucket(&LOGIN_THROTTLE).await?,
+        config.login_window_secs,
+        config.login_max_failures_per_account,
+        config.login_max_failures_per_ip,
+    );
+    store::grant_admins(&db, &config.admins).await?;
+
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let outbox = Outbox::spawn(db.clone(), mesh.clone(), shutdown.child_token(), &tasks);
+    let keys = Keys::load(db.clone(), &config).await?;
+    spawn_key_rotation(keys.clone(), shutdown.child_token(), &tasks);
+
+    let state =
+        Arc::new(UserService { passwords: Passwords::new(&config)?, config, db, outbox, keys, throttle, revocations });
+    let rpc = mesh
+        .service(SERVICE, "Accounts, tokens, profiles and the social graph", state)
+        .endpoint(api::Signup, UserService::signup)
+        .endpoint(api::Login, UserService::login)
+        .endpoint(api::Refresh, UserService::refresh)
+        .endpoint(api::Logout, UserService::logout)
+        .endpoint(api::GetJwks, UserService::jwks)
+        .endpoint(api::GetMe, UserService::me)
+        .endpoint(api::UpdateMe, UserService::update_me)
+        .endpoint(api::ChangePassword, UserService::change_password)
+        .endpoint(api::GetProfile, UserService::profile)
+        .endpoint(api::GetProfiles, UserService::profiles)
+        .endpoint(api::Follow, UserService::follow)
+        .endpoint(api::Unfollow, UserService::unfollow)
+        .endpoint(api::Followers, UserService::followers)
+        .endpoint(api::Following, UserService::following)
+        .endpoint(api::Block, UserService::block)
+        .endpoint(api::Unblock, UserService::unblock)
+        .endpoint(api::Mute, UserService::mute)
+        .endpoint(api::Unmute, UserService::unmute)
+        .endpoint(api::Relations, UserService::relations)
+        .endpoint(api::Filters, UserService::filters)
+        .endpoint(api::Suspend, UserService::suspend)
+        .endpoint(api::Unsuspend, UserService::unsuspend)
+        .start()
+        .await?;
+    Ok(ServiceHandle::new(SERVICE, Some(rpc), shutdown, tasks))
+}
+
+fn spawn_key_rotation(keys: Arc<Keys>, shutdown: CancellationToken, tasks: &TaskTracker) {
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(keys.refresh_interval());
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {
+                    if let Err(e) = keys.refresh().await {
+                        tracing::warn!(error = format!("{e:#}"), "signing-key refresh failed");
+                    }
+                }
+            }
+        }
+    });
+}
