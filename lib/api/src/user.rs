@@ -195,6 +195,9 @@ pub struct AccessClaims {
     pub role: Role,
     /// Issued at (Unix seconds).
     pub iat: i64,
+    /// Issued at in Unix milliseconds: revocations compare at this precision, so a token
+    /// minted in the same second as, but after, a revocation stays valid.
+    pub iat_ms: i64,
     /// Expires at (Unix seconds).
     pub exp: i64,
     /// Issuer (`mosaic`).
@@ -267,8 +270,8 @@ pub struct SuspendRequest {
 /// A value of the revocations bucket (see [`crate::stream::REVOCATIONS`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Revocation {
-    /// Tokens issued at or before this Unix second are void.
-    pub not_before: i64,
+    /// Tokens issued at or before this Unix millisecond are void.
+    pub not_before_ms: i64,
     /// A session whose tokens stay valid (the one that changed the password).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub except_session: Option<SessionId>,

@@ -41,11 +41,11 @@ pub struct Authenticator {
 
 impl Authenticator {
     /// An authenticator with no keys yet; see [`Authenticator::spawn`].
-    pub fn new(mesh: Mesh) -> Arc<Self> {
+    pub fn new(mesh: Mesh, clock_skew_secs: u64) -> Arc<Self> {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[TOKEN_ISSUER]);
         validation.set_required_spec_claims(&["exp", "iat", "sub", "iss"]);
-        validation.leeway = 5;
+        validation.leeway = clock_skew_secs;
         Arc::new(Self {
             mesh,
             keys: ArcSwap::from_pointee(KeySet { keys: HashMap::new(), jwks: Jwks::default() }),
@@ -177,15 +177,16 @@ impl Authenticator {
 
     /// Whether a revocation voids these claims.
     pub fn is_revoked(&self, claims: &AccessClaims) -> bool {
-        if let Some(r) = self.sessions.get(&claims.sid) {
-            if claims.iat <= r.not_before {
-                return true;
-            }
+        if let Some(r) = self.sessions.get(&claims.sid)
+            && claims.iat_ms <= r.not_before_ms
+        {
+            return true;
         }
-        if let Some(r) = self.users.get(&claims.sub) {
-            if claims.iat <= r.not_before && r.except_session.as_ref() != Some(&claims.sid) {
-                return true;
-            }
+        if let Some(r) = self.users.get(&claims.sub)
+            && claims.iat_ms <= r.not_before_ms
+            && r.except_session.as_ref() != Some(&claims.sid)
+        {
+            return true;
         }
         false
     }
@@ -242,8 +243,8 @@ impl Authenticator {
     }
 
     fn prune(&self) {
-        let horizon = chrono::Utc::now().timestamp() - MAX_TOKEN_LIFETIME_SECS;
-        self.sessions.retain(|_, r| r.not_before >= horizon);
-        self.users.retain(|_, r| r.not_before >= horizon);
+        let horizon = chrono::Utc::now().timestamp_millis() - MAX_TOKEN_LIFETIME_SECS * 1000;
+        self.sessions.retain(|_, r| r.not_before_ms >= horizon);
+        self.users.retain(|_, r| r.not_before_ms >= horizon);
     }
 }

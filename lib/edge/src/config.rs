@@ -27,6 +27,8 @@ pub struct Config {
     pub ws_heartbeat_secs: u64,
     /// Frames buffered per user before a slow socket starts losing live frames.
     pub ws_buffer: usize,
+    /// Clock skew tolerated when checking token expiry.
+    pub clock_skew_secs: u64,
 }
 
 impl Default for Config {
@@ -41,6 +43,7 @@ impl Default for Config {
             rate_limit_burst: 400,
             ws_heartbeat_secs: 30,
             ws_buffer: 256,
+            clock_skew_secs: 5,
         }
     }
 }

@@ -105,10 +105,22 @@ impl Auth {
 /// unknown fields 422, missing/wrong content type 415, too large 413.
 pub struct JsonBody<T>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+/// Bodies declared larger than the limit are read and thrown away up to this size before
+/// answering 413, so the client gets the answer instead of a reset connection mid-upload.
+const DRAIN_OVERSIZED_UP_TO: u64 = 64 * 1024 * 1024;
+
+impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for JsonBody<T> {
     type Rejection = HttpError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let declared =
+            req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > state.config.max_json_body_bytes as u64) {
+            if declared.is_some_and(|n| n <= DRAIN_OVERSIZED_UP_TO) {
+                drain(req.into_body()).await;
+            }
+            return Err(HttpError::new(ErrorCode::PayloadTooLarge, "the request body is too large"));
+        }
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(JsonBody(v)),
             Err(rejection) => Err(json_rejection(rejection)),
@@ -133,10 +145,25 @@ fn json_rejection(rejection: JsonRejection) -> HttpError {
 /// An optional JSON body: absent (no content) is `None`, present must be valid.
 pub struct OptionalJson<T>(pub Option<T>);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
+async fn drain(body: axum::body::Body) {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut seen = 0u64;
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen += chunk.len() as u64;
+            if seen > DRAIN_OVERSIZED_UP_TO {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for OptionalJson<T> {
     type Rejection = HttpError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
         let empty = req.headers().get(header::CONTENT_LENGTH).is_some_and(|v| v == "0")
             || (!req.headers().contains_key(header::CONTENT_TYPE)
                 && !req.headers().contains_key(header::TRANSFER_ENCODING));

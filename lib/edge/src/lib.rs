@@ -101,7 +101,7 @@ pub async fn serve(mesh: &Mesh, config: Config, listener: TcpListener) -> anyhow
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
 
-    let auth = auth::Authenticator::new(mesh.clone());
+    let auth = auth::Authenticator::new(mesh.clone(), config.clock_skew_secs);
     let revocations = mesh.bucket(&REVOCATIONS).await?;
     auth.spawn(revocations, Duration::from_secs(5), shutdown.child_token(), &tasks).await;
     let limiter = limiter(&config, shutdown.child_token(), &tasks);

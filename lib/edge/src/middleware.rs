@@ -24,20 +24,20 @@ const OPS_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
 
 /// Answers 429 with `Retry-After` to clients over their rate.
 pub async fn rate_limit(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    if let Some(limiter) = &s.limiter {
-        if !OPS_PATHS.contains(&req.uri().path()) {
-            let (parts, body) = req.into_parts();
-            let ip = crate::extract::client_ip(&parts, s.config.trust_forwarded_for);
-            let req = Request::from_parts(parts, body);
-            if let Some(ip) = ip {
-                if let Err(not_until) = limiter.check_key(&ip) {
-                    let wait = not_until.wait_time_from(DefaultClock::default().now());
-                    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                    return problem(ApiError::rate_limited("too many requests from this address", secs));
-                }
-            }
-            return next.run(req).await;
+    if let Some(limiter) = &s.limiter
+        && !OPS_PATHS.contains(&req.uri().path())
+    {
+        let (parts, body) = req.into_parts();
+        let ip = crate::extract::client_ip(&parts, s.config.trust_forwarded_for);
+        let req = Request::from_parts(parts, body);
+        if let Some(ip) = ip
+            && let Err(not_until) = limiter.check_key(&ip)
+        {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            return problem(ApiError::rate_limited("too many requests from this address", secs));
         }
+        return next.run(req).await;
     }
     next.run(req).await
 }

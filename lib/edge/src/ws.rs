@@ -154,11 +154,10 @@ where
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break None,
                 };
-                if let Some(reply) = reply {
-                    if tx.send(reply).await.is_err() {
+                if let Some(reply) = reply
+                    && tx.send(reply).await.is_err() {
                         break None;
                     }
-                }
             }
         }
     };

@@ -173,8 +173,10 @@ async fn connect_client(config: &NatsConfig, name: &str) -> anyhow::Result<Clien
 }
 
 fn decode_reply<E: Endpoint>(msg: async_nats::Message) -> Result<E::Reply, CallError> {
-    if let Some(headers) = &msg.headers {
-        if let Some(status) = headers.get(h::NATS_SERVICE_ERROR_CODE) {
+    if let Some(headers) = &msg.headers
+        && let Some(status) = headers.get(h::NATS_SERVICE_ERROR_CODE)
+    {
+        {
             let status: u16 = status.as_str().parse().unwrap_or(500);
             let code = headers
                 .get(h::ERROR_CODE)

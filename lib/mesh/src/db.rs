@@ -98,7 +98,7 @@ pub async fn migrate(db: &Db, migrations: &[Migration]) -> anyhow::Result<()> {
              DEFINE FIELD IF NOT EXISTS applied_at ON _migration TYPE datetime;",
         )
         .await?
-        .check()?;
+        .checked()?;
         Ok(())
     })
     .await
@@ -130,7 +130,7 @@ pub async fn migrate(db: &Db, migrations: &[Migration]) -> anyhow::Result<()> {
                 .bind(("name", migration.name))
                 .bind(("checksum", checksum.clone()))
                 .await
-                .and_then(|r| r.check());
+                .and_then(|r| r.checked());
             match outcome {
                 Ok(_) => {
                     tracing::info!(migration = migration.name, "applied migration");
@@ -192,5 +192,29 @@ where
             }
             other => return other,
         }
+    }
+}
+
+/// Like `IndexedResults::check`, but reports the error that explains the failure.
+///
+/// When one statement of a transaction fails, SurrealDB fails every statement of it, most
+/// with a generic "not executed due to a failed transaction"; `check` returns whichever
+/// comes first. This returns the specific one (a conflict, a unique-index violation, a
+/// `THROW`), so callers can tell a retryable conflict from a taken username.
+pub trait Checked: Sized {
+    /// The results, or the most specific statement error.
+    fn checked(self) -> Result<Self, surrealdb::Error>;
+}
+
+impl Checked for surrealdb::IndexedResults {
+    fn checked(mut self) -> Result<Self, surrealdb::Error> {
+        let mut errors: Vec<(usize, surrealdb::Error)> = self.take_errors().into_iter().collect();
+        if errors.is_empty() {
+            return Ok(self);
+        }
+        errors.sort_by_key(|(i, _)| *i);
+        let generic = |e: &surrealdb::Error| e.message().contains("not executed due to a failed transaction");
+        let pick = errors.iter().position(|(_, e)| !generic(e)).unwrap_or(0);
+        Err(errors.swap_remove(pick).1)
     }
 }

@@ -7,7 +7,7 @@
 //! means the row is published again later; JetStream drops the duplicate.
 
 use crate::client::Mesh;
-use crate::db::Db;
+use crate::db::{Checked as _, Db};
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use mosaic_api::{Envelope, Event};
@@ -124,7 +124,7 @@ async fn relay(db: &Db, mesh: &Mesh) -> anyhow::Result<()> {
         db.query("DELETE outbox WHERE id IN $done")
             .bind(("done", done))
             .await
-            .and_then(|r| r.check())
+            .and_then(|r| r.checked())
             .context("clearing the outbox")?;
         if rows.len() < BATCH {
             return Ok(());

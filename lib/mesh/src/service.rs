@@ -141,6 +141,7 @@ impl<S: Send + Sync + 'static> ServiceBuilder<S> {
         let group = service.group(mosaic_api::endpoint::group(self.name));
         let tracker = TaskTracker::new();
         let limit = Arc::new(Semaphore::new(self.max_in_flight));
+        let draining = Arc::new(tokio::sync::RwLock::new(false));
         let mut loops = Vec::with_capacity(self.endpoints.len());
         for registered in self.endpoints {
             let endpoint = group
@@ -155,13 +156,13 @@ impl<S: Send + Sync + 'static> ServiceBuilder<S> {
                 self.state.clone(),
                 limit.clone(),
                 tracker.clone(),
-                self.mesh.clone(),
+                Responder { mesh: self.mesh.clone(), draining: draining.clone() },
             )));
         }
         // Make sure the subscriptions exist on the server before callers are told we're up.
         client.flush().await.context("flushing service subscriptions")?;
         tracing::info!(service = self.name, "serving");
-        Ok(RpcServer { name: self.name, client, _service: service, loops, tracker })
+        Ok(RpcServer { name: self.name, client, _service: service, loops, tracker, draining, mesh: self.mesh })
     }
 }
 
@@ -171,21 +172,34 @@ async fn serve_endpoint<S: Send + Sync + 'static>(
     state: Arc<S>,
     limit: Arc<Semaphore>,
     tracker: TaskTracker,
-    mesh: Mesh,
+    responder: Responder,
 ) {
     while let Some(request) = endpoint.next().await {
         let Ok(permit) = limit.clone().acquire_owned().await else { break };
         let handler = handler.clone();
         let state = state.clone();
-        let mesh = mesh.clone();
+        let responder = responder.clone();
         tracker.spawn(async move {
-            handle(request, handler, state, mesh).await;
+            handle(request, handler, state, responder).await;
             drop(permit);
         });
     }
 }
 
-async fn handle<S>(request: service::Request, handler: Arc<dyn Handler<S>>, state: Arc<S>, mesh: Mesh) {
+/// Sends replies: on the service connection (so `$SRV.STATS` counts them) until a drain
+/// starts, then on the process's main connection.
+///
+/// A publish queued on a connection that is finishing its drain can be dropped without an
+/// error, so no reply may be queued there once the drain has begun: repliers hold the read
+/// side of `draining` while they queue, and [`RpcServer::stop`] takes the write side to flip
+/// it before it asks for the drain.
+#[derive(Clone)]
+struct Responder {
+    mesh: Mesh,
+    draining: Arc<tokio::sync::RwLock<bool>>,
+}
+
+async fn handle<S>(request: service::Request, handler: Arc<dyn Handler<S>>, state: Arc<S>, responder: Responder) {
     let ctx = Ctx::from_headers(request.message.headers.as_ref());
     let subject = request.message.subject.to_string();
     if ctx.expired() {
@@ -223,10 +237,10 @@ async fn handle<S>(request: service::Request, handler: Arc<dyn Handler<S>>, stat
             Err(ApiError::new(ErrorCode::Timeout, "the deadline passed while handling the request"))
         }
     };
-    respond(&request, result, &mesh).await;
+    respond(&request, result, &responder).await;
 }
 
-async fn respond(request: &service::Request, result: Result<Bytes, ApiError>, mesh: &Mesh) {
+async fn respond(request: &service::Request, result: Result<Bytes, ApiError>, responder: &Responder) {
     let Some(reply) = request.message.reply.clone() else { return };
     let (payload, micro, headers) = match result {
         Ok(body) => (body.clone(), Ok(body), HeaderMap::new()),
@@ -240,11 +254,14 @@ async fn respond(request: &service::Request, result: Result<Bytes, ApiError>, me
             (Bytes::new(), Err(micro), headers)
         }
     };
-    if request.respond_with_headers(micro.clone(), headers.clone()).await.is_ok() {
-        return;
+    {
+        let draining = responder.draining.read().await;
+        if !*draining && request.respond_with_headers(micro.clone(), headers.clone()).await.is_ok() {
+            return;
+        }
     }
-    // The service connection is draining and already closed: answer on the process's main
-    // connection instead, so a request accepted during shutdown still gets its reply.
+    // The service connection is draining: answer on the process's main connection, so a
+    // request accepted during shutdown still gets its reply.
     let mut headers = headers;
     let payload = match micro {
         Ok(body) => body,
@@ -254,7 +271,7 @@ async fn respond(request: &service::Request, result: Result<Bytes, ApiError>, me
             payload
         }
     };
-    if let Err(e) = mesh.client().publish_with_headers(reply, headers, payload).await {
+    if let Err(e) = responder.mesh.client().publish_with_headers(reply, headers, payload).await {
         tracing::warn!(error = %e, "could not deliver reply");
     }
 }
@@ -267,11 +284,14 @@ pub struct RpcServer {
     _service: service::Service,
     loops: Vec<JoinHandle<()>>,
     tracker: TaskTracker,
+    draining: Arc<tokio::sync::RwLock<bool>>,
+    mesh: Mesh,
 }
 
 impl RpcServer {
     /// Stops taking requests, answers every request already received, then returns.
     pub async fn stop(self) {
+        *self.draining.write().await = true;
         if let Err(e) = self.client.drain().await {
             tracing::warn!(service = self.name, error = %e, "drain failed");
         }
@@ -281,6 +301,10 @@ impl RpcServer {
         self.tracker.close();
         if tokio::time::timeout(DRAIN_GRACE, self.tracker.wait()).await.is_err() {
             tracing::warn!(service = self.name, "in-flight requests outlived the drain grace period");
+        }
+        // Replies sent on the main connection must leave the process before we say we're done.
+        if let Err(e) = self.mesh.flush().await {
+            tracing::debug!(service = self.name, error = format!("{e:#}"), "flush after drain failed");
         }
         tracing::info!(service = self.name, "stopped serving");
     }

@@ -13,7 +13,7 @@ use mosaic_api::user::{
     ProfilesByIds, RefreshRequest, Revocation, Role, SignedUp, SignupRequest, TOKEN_ISSUER, UpdateProfileRequest,
 };
 use mosaic_api::{ApiError, ErrorCode, Id, SessionId, UserId};
-use mosaic_mesh::db::{is_conflict, retry_conflicts};
+use mosaic_mesh::db::{Checked as _, is_conflict, retry_conflicts};
 use mosaic_mesh::outbox::Staged;
 use mosaic_mesh::{Ctx, ServiceError, ServiceResult};
 use rand::RngCore;
@@ -73,6 +73,13 @@ impl UserService {
             Some(d) if !d.trim().is_empty() => validate::display_name(d)?,
             _ => username.clone(),
         };
+        // Friendly, ordered answers first; the unique indexes below settle races.
+        if store::user_by_field(&self.db, "username", &username).await?.is_some() {
+            return Err(ApiError::new(ErrorCode::UsernameTaken, "this username is already taken").into());
+        }
+        if store::user_by_field(&self.db, "email", &email).await?.is_some() {
+            return Err(ApiError::new(ErrorCode::EmailTaken, "an account with this email already exists").into());
+        }
         let role =
             if self.config.admins.iter().any(|a| a.eq_ignore_ascii_case(&username)) { Role::Admin } else { Role::User };
         let password_hash = self.passwords.hash(req.password).await?;
@@ -104,7 +111,7 @@ impl UserService {
                 .bind(("expires", self.refresh_expiry()))
                 .bind(("events", events.clone()))
                 .await?
-                .check()
+                .checked()
         })
         .await;
         if let Err(e) = result {
@@ -145,10 +152,13 @@ impl UserService {
         self.throttle.succeeded(&login).await;
         let session = SessionId::generate();
         let refresh = NewRefresh::generate();
-        retry_conflicts(|| async {
+        // The suspension check is repeated inside the transaction: a suspension committed
+        // between the read above and this write conflicts with it instead of slipping by.
+        let created = retry_conflicts(|| async {
             self.db
                 .query(
                     "BEGIN TRANSACTION;
+                     IF (SELECT VALUE suspended FROM ONLY $uid) == true { THROW 'account_suspended'; };
                      CREATE $sid SET user = $uid, created_at = time::now(), last_used_at = time::now(), revoked = false;
                      CREATE $rid SET session = $sid, user = $uid, used = false, created_at = time::now(), expires_at = $expires;
                      COMMIT TRANSACTION;",
@@ -158,11 +168,14 @@ impl UserService {
                 .bind(("rid", RecordId::new("refresh_token", refresh.hash.as_str())))
                 .bind(("expires", self.refresh_expiry()))
                 .await?
-                .check()
+                .checked()
         })
-        .await
-        .context("creating session")?;
-        self.auth_reply(&user, &session, refresh.token)
+        .await;
+        match created {
+            Ok(_) => self.auth_reply(&user, &session, refresh.token),
+            Err(e) if e.message().contains("account_suspended") => Err(suspended()),
+            Err(e) => Err(anyhow::Error::new(e).context("creating session").into()),
+        }
     }
 
     pub(crate) async fn refresh(self: Arc<Self>, _ctx: Ctx, req: RefreshRequest) -> ServiceResult<AuthReply> {
@@ -208,7 +221,7 @@ impl UserService {
             .bind(("uid", user_rid(&user_id)))
             .bind(("expires", self.refresh_expiry()))
             .await
-            .and_then(|r| r.check());
+            .and_then(|r| r.checked());
         match outcome {
             Ok(_) => self.auth_reply(&user, &session, refresh.token),
             Err(e) if is_conflict(&e) || e.message().contains("refresh_token_reused") => {
@@ -223,10 +236,11 @@ impl UserService {
         let caller = ctx.require_user()?;
         // Unknown or foreign tokens are not an error: logging out is idempotent and must not
         // reveal which tokens exist.
-        if let Some(token) = self.token(&token_hash(req.refresh_token.trim())).await? {
-            if token.user == caller.as_str() && !token.revoked {
-                self.revoke_sessions(&[SessionId::from_trusted(token.session)], "logout").await?;
-            }
+        if let Some(token) = self.token(&token_hash(req.refresh_token.trim())).await?
+            && token.user == caller.as_str()
+            && !token.revoked
+        {
+            self.revoke_sessions(&[SessionId::from_trusted(token.session)], "logout").await?;
         }
         Ok(Empty {})
     }
@@ -270,7 +284,7 @@ impl UserService {
                     .bind(("topics", topics.clone().unwrap_or_default()))
                     .bind(("events", events.clone()))
                     .await?
-                    .check()
+                    .checked()
             })
             .await
             .context("updating profile")?;
@@ -303,13 +317,16 @@ impl UserService {
                 .bind(("hash", hash.clone()))
                 .bind(("keep", keep.as_ref().map(|s| RecordId::new("session", s.as_str()))))
                 .await?
-                .check()
+                .checked()
         })
         .await
         .context("changing password")?;
         // Access tokens of the other sessions die at every edge; this session's stay valid.
         self.revocations
-            .put_json(&user_key(&id), &Revocation { not_before: Utc::now().timestamp(), except_session: keep })
+            .put_json(
+                &user_key(&id),
+                &Revocation { not_before_ms: Utc::now().timestamp_millis(), except_session: keep },
+            )
             .await?;
         Ok(Empty {})
     }
@@ -345,14 +362,15 @@ impl UserService {
     }
 
     fn auth_reply(&self, user: &UserRow, session: &SessionId, refresh_token: String) -> ServiceResult<AuthReply> {
-        let now = Utc::now().timestamp();
+        let now = Utc::now();
         let ttl = self.config.access_ttl().as_secs();
         let claims = AccessClaims {
             sub: user.id(),
             sid: session.clone(),
             role: user.role(),
-            iat: now,
-            exp: now + ttl as i64,
+            iat: now.timestamp(),
+            iat_ms: now.timestamp_millis(),
+            exp: now.timestamp() + ttl as i64,
             iss: TOKEN_ISSUER.to_owned(),
         };
         Ok(AuthReply {
@@ -394,11 +412,11 @@ impl UserService {
                 .bind(("rids", rids.clone()))
                 .bind(("reason", reason.to_owned()))
                 .await?
-                .check()
+                .checked()
         })
         .await
         .context("revoking sessions")?;
-        let revocation = Revocation { not_before: Utc::now().timestamp(), except_session: None };
+        let revocation = Revocation { not_before_ms: Utc::now().timestamp_millis(), except_session: None };
         for session in sessions {
             self.revocations.put_json(&session_key(session), &revocation).await?;
         }

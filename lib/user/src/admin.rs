@@ -8,7 +8,7 @@ use chrono::Utc;
 use mosaic_api::ApiError;
 use mosaic_api::endpoint::Empty;
 use mosaic_api::user::{ByUser, Revocation, SuspendRequest, Suspended, Unsuspended};
-use mosaic_mesh::db::retry_conflicts;
+use mosaic_mesh::db::{Checked as _, retry_conflicts};
 use mosaic_mesh::outbox::Staged;
 use mosaic_mesh::{Ctx, ServiceResult};
 use std::sync::Arc;
@@ -37,13 +37,16 @@ impl UserService {
                 .bind(("uid", user_rid(&req.user_id)))
                 .bind(("events", events.clone()))
                 .await?
-                .check()
+                .checked()
         })
         .await
         .context("suspending user")?;
         self.outbox.wake();
         self.revocations
-            .put_json(&user_key(&req.user_id), &Revocation { not_before: Utc::now().timestamp(), except_session: None })
+            .put_json(
+                &user_key(&req.user_id),
+                &Revocation { not_before_ms: Utc::now().timestamp_millis(), except_session: None },
+            )
             .await?;
         tracing::info!(user = %req.user_id, by = %admin, reason = ?req.reason, "user suspended");
         Ok(Empty {})
@@ -68,7 +71,7 @@ impl UserService {
                 .bind(("uid", user_rid(&req.user_id)))
                 .bind(("events", events.clone()))
                 .await?
-                .check()
+                .checked()
         })
         .await
         .context("lifting suspension")?;

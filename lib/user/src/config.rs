@@ -58,8 +58,9 @@ impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         // Revocations are kept for a day (see mosaic_api::stream::REVOCATIONS); a token must
         // not outlive the record that voids it.
-        if !(60..=3600).contains(&self.access_token_ttl_secs) {
-            bail!("user.access_token_ttl_secs must be between 60 and 3600 (got {})", self.access_token_ttl_secs);
+        // Under 5 s a token could expire in flight.
+        if !(5..=3600).contains(&self.access_token_ttl_secs) {
+            bail!("user.access_token_ttl_secs must be between 5 and 3600 (got {})", self.access_token_ttl_secs);
         }
         if self.refresh_token_ttl_secs < self.access_token_ttl_secs {
             bail!("user.refresh_token_ttl_secs must be at least user.access_token_ttl_secs");

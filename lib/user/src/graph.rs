@@ -12,7 +12,7 @@ use mosaic_api::user::{
     Unblocked, Unfollowed, Unmuted,
 };
 use mosaic_api::{ApiError, Id, Page, UserId};
-use mosaic_mesh::db::retry_conflicts;
+use mosaic_mesh::db::{Checked as _, retry_conflicts};
 use mosaic_mesh::outbox::Staged;
 use mosaic_mesh::{Ctx, ServiceResult};
 use std::collections::HashSet;
@@ -65,7 +65,7 @@ impl UserService {
                 .bind(("them", user_rid(&them)))
                 .bind(("events", events.clone()))
                 .await?
-                .check()
+                .checked()
         })
         .await
         .context("following")?;
@@ -97,7 +97,7 @@ impl UserService {
                 .bind(("them", user_rid(&them)))
                 .bind(("events", events.clone()))
                 .await?
-                .check()
+                .checked()
         })
         .await
         .context("unfollowing")?;
@@ -198,7 +198,7 @@ impl UserService {
                 .bind(("unfollow_out", unfollow_out.clone()))
                 .bind(("unfollow_in", unfollow_in.clone()))
                 .await?
-                .check()
+                .checked()
         })
         .await
         .context("blocking")?;
@@ -237,7 +237,7 @@ impl UserService {
                 .bind(("them", user_rid(&them)))
                 .bind(("events", events.clone()))
                 .await?
-                .check()
+                .checked()
         })
         .await
         .context("muting")?;
@@ -264,7 +264,7 @@ impl UserService {
                 .bind(("edge", pair_rid(table, me, them)))
                 .bind(("events", events.clone()))
                 .await?
-                .check()
+                .checked()
         })
         .await
         .with_context(|| format!("removing {table} edge"))?;

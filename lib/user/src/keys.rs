@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use mosaic_api::user::{AccessClaims, Jwk, Jwks};
-use mosaic_mesh::db::Db;
+use mosaic_mesh::db::{Checked as _, Db};
 use std::sync::Arc;
 use std::time::Duration;
 use surrealdb::types::SurrealValue;
@@ -78,7 +78,7 @@ impl Keys {
             .query("DELETE signing_key WHERE created_at < $horizon")
             .bind(("horizon", horizon))
             .await
-            .and_then(|r| r.check())
+            .and_then(|r| r.checked())
             .context("pruning old signing keys")?;
         Ok(())
     }
@@ -129,7 +129,7 @@ impl Keys {
             .bind(("private", STANDARD.encode(der.as_bytes())))
             .bind(("public", public_x))
             .await
-            .and_then(|r| r.check());
+            .and_then(|r| r.checked());
         if let Err(e) = created {
             // Another instance created this period's key first; use theirs.
             if !(e.is_already_exists() || mosaic_mesh::db::is_conflict(&e) || e.message().contains("already exists")) {

@@ -49,10 +49,18 @@ pub async fn migrate(config: &Config) -> anyhow::Result<Db> {
     Ok(db)
 }
 
-/// Starts one instance of the user service on `mesh`.
+/// Starts one instance of the user service on `mesh`, with the database of `config.db`.
 pub async fn start(mesh: &Mesh, config: Config) -> anyhow::Result<ServiceHandle> {
     config.validate()?;
-    let db = migrate(&config).await?;
+    let db = db::connect(&config.db, SERVICE).await?;
+    start_with_db(mesh, config, db).await
+}
+
+/// Starts one instance on an already open database: several instances given one handle
+/// behave like several processes sharing a database cluster.
+pub async fn start_with_db(mesh: &Mesh, config: Config, db: Db) -> anyhow::Result<ServiceHandle> {
+    config.validate()?;
+    db::migrate(&db, MIGRATIONS).await?;
     mesh.ensure_stream(&EVENTS_USER).await?;
     let revocations = mesh.bucket(&REVOCATIONS).await?;
     let throttle = Throttle::new(

@@ -4,7 +4,7 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use mosaic_api::user::{Me, Preferences, Profile, Role};
 use mosaic_api::{ApiError, Id, UserId};
-use mosaic_mesh::db::Db;
+use mosaic_mesh::db::{Checked as _, Db};
 use surrealdb::types::{Array, RecordId, SurrealValue};
 
 /// Columns of [`UserRow`]; the record key is selected as `key`.
@@ -132,7 +132,7 @@ pub async fn grant_admins(db: &Db, admins: &[String]) -> anyhow::Result<()> {
     db.query("UPDATE user SET role = 'admin' WHERE username IN $names AND role != 'admin'")
         .bind(("names", names))
         .await
-        .and_then(|r| r.check())
+        .and_then(|r| r.checked())
         .context("granting configured admin roles")?;
     Ok(())
 }
