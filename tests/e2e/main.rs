@@ -1,1 +1,12 @@
+//! End-to-end tests: a real nats-server, real services and a real edge per test, driven
+//! over HTTP and WebSocket like a client app. One binary, one module per area.
 
+mod accounts;
+mod bad_input;
+mod graph;
+mod idempotency;
+mod mesh;
+mod ops;
+mod persistence;
+mod tokens;
+mod ws;

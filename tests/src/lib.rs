@@ -1,1 +1,196 @@
+//! The test kit: one call starts a world of real processes and real services.
+//!
+//! * [`NatsServer`]: a real `nats-server` with JetStream on a free port and a temporary
+//!   store, killed and cleaned up on drop.
+//! * [`World`]: that server, user-service instances in-process on `mem://` SurrealDB, and an
+//!   edge on a free port; plus an HTTP client and helpers that act like a client app.
 
+pub mod client;
+
+use anyhow::Context as _;
+use mosaic_edge::EdgeHandle;
+use mosaic_mesh::db::{Db, DbConfig};
+use mosaic_mesh::{Mesh, NatsConfig, ServiceHandle};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::{Child, Command};
+
+pub use client::{Client, TestUser};
+
+/// A `nats-server -js` child process on its own port and store.
+pub struct NatsServer {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    /// Starts a server on a free port (chosen by the server itself, read back from its
+    /// ports file, so there is no race for the port).
+    pub async fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let store: PathBuf = dir.path().join("jetstream");
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"])
+            .arg(&store)
+            .arg("--ports_file_dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawning nats-server (is it on PATH? see README)")?;
+        let pid = child.id().context("nats-server has no pid")?;
+        let ports = dir.path().join(format!("nats-server_{pid}.ports"));
+        for _ in 0..400 {
+            if let Ok(raw) = std::fs::read_to_string(&ports)
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&raw)
+                && let Some(url) = v["nats"][0].as_str()
+            {
+                return Ok(Self { child, url: url.to_owned(), _dir: dir });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        anyhow::bail!("nats-server did not report its port")
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Connection settings for this server.
+    pub fn config(&self) -> NatsConfig {
+        NatsConfig { url: self.url.clone(), ..Default::default() }
+    }
+
+    /// Kills the server now.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// How a [`World`] is set up.
+#[derive(Clone)]
+pub struct WorldOptions {
+    /// User-service instances to start.
+    pub user_instances: usize,
+    /// User-service settings (the database URL is filled per instance if empty).
+    pub user: mosaic_user::Config,
+    /// Edge settings (the address is always a free port).
+    pub edge: mosaic_edge::Config,
+}
+
+impl Default for WorldOptions {
+    fn default() -> Self {
+        Self {
+            user_instances: 1,
+            user: test_user_config(),
+            edge: mosaic_edge::Config { rate_limit_per_sec: 0, ..Default::default() },
+        }
+    }
+}
+
+/// User-service settings for tests: a cheaper Argon2 cost (the algorithm and code path are
+/// the production ones) and an admin named `boss`.
+pub fn test_user_config() -> mosaic_user::Config {
+    mosaic_user::Config {
+        db: DbConfig { url: "mem://".into(), ..Default::default() },
+        argon2_memory_kib: 4096,
+        argon2_iterations: 1,
+        admins: vec!["boss".into()],
+        ..Default::default()
+    }
+}
+
+/// A running Mosaic: NATS, services and an edge.
+pub struct World {
+    pub nats: NatsServer,
+    pub mesh: Mesh,
+    /// The user database every user-service instance of this world shares.
+    pub user_db: Db,
+    pub users: Vec<ServiceHandle>,
+    pub edge: Option<EdgeHandle>,
+    pub client: Client,
+}
+
+impl World {
+    /// The default world: one user service and an edge.
+    pub async fn start() -> Self {
+        Self::start_with(WorldOptions::default()).await
+    }
+
+    /// A world set up by `options`.
+    pub async fn start_with(options: WorldOptions) -> Self {
+        init_logs();
+        let nats = NatsServer::start().await.expect("nats-server starts");
+        let mesh = Mesh::connect(&nats.config(), "test").await.expect("mesh connects");
+        let user_db = mosaic_mesh::db::connect(&options.user.db, "user").await.expect("user database opens");
+        let mut users = Vec::new();
+        for _ in 0..options.user_instances {
+            users.push(
+                mosaic_user::start_with_db(&mesh, options.user.clone(), user_db.clone())
+                    .await
+                    .expect("user service starts"),
+            );
+        }
+        let mut edge_config = options.edge.clone();
+        edge_config.http = "127.0.0.1:0".parse().expect("address");
+        let edge = mosaic_edge::start(&mesh, edge_config).await.expect("edge starts");
+        let client = Client::new(format!("http://{}", edge.local_addr()));
+        Self { nats, mesh, user_db, users, edge: Some(edge), client }
+    }
+
+    /// The edge's base URL.
+    pub fn base(&self) -> &str {
+        self.client.base()
+    }
+
+    /// Starts one more user-service instance on this world's NATS and database, with its own
+    /// NATS connection as a separate process would have.
+    pub async fn add_user_instance(&mut self, config: mosaic_user::Config) -> anyhow::Result<()> {
+        let mesh = Mesh::connect(&self.nats.config(), "test-extra").await?;
+        self.users.push(mosaic_user::start_with_db(&mesh, config, self.user_db.clone()).await?);
+        Ok(())
+    }
+
+    /// Stops everything in order.
+    pub async fn stop(mut self) {
+        if let Some(edge) = self.edge.take() {
+            edge.stop().await;
+        }
+        for u in self.users.drain(..) {
+            u.stop().await;
+        }
+    }
+}
+
+/// Logs from tests go to the test harness's captured output (`RUST_LOG` to tune).
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,mosaic=info")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// Polls `check` every 20 ms until it returns true or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,211 @@
+//! The mesh seen from outside: plain NATS clients, discovery, scaling, events, consumers.
+
+use futures::StreamExt;
+use mosaic_api::stream::{ConsumerSpec, DEAD_LETTERS, DLQ_REASON, EVENTS_USER};
+use mosaic_api::user::{Followed, SignedUp};
+use mosaic_api::{Envelope, Event};
+use mosaic_mesh::jetstream::HandlerError;
+use mosaic_mesh::{CancellationToken, TaskTracker};
+use mosaic_tests::{World, WorldOptions, eventually, test_user_config};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_nats_client_can_call_the_user_service() {
+    let w = World::start().await;
+    // No Mosaic code on this side: a bare client, JSON in, JSON out.
+    let nats = async_nats::connect(w.nats.url()).await.unwrap();
+    let body = json!({"username": "plain_client", "email": "plain@example.com", "password": "correct horse battery"});
+    let reply = nats.request("mosaic.user.v1.signup", serde_json::to_vec(&body).unwrap().into()).await.unwrap();
+    assert!(reply.headers.as_ref().and_then(|h| h.get("Nats-Service-Error-Code")).is_none());
+    let auth: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(auth["user"]["username"], "plain_client");
+    assert!(auth["access_token"].as_str().unwrap().split('.').count() == 3);
+
+    // Errors come back as micro error headers with the machine code alongside.
+    let again = nats.request("mosaic.user.v1.signup", serde_json::to_vec(&body).unwrap().into()).await.unwrap();
+    let headers = again.headers.expect("error headers");
+    assert_eq!(headers.get("Nats-Service-Error-Code").unwrap().as_str(), "409");
+    assert_eq!(headers.get("Mosaic-Error-Code").unwrap().as_str(), "username_taken");
+    assert!(!headers.get("Nats-Service-Error").unwrap().as_str().is_empty());
+
+    // Garbage is a 400, not a crash.
+    let junk = nats.request("mosaic.user.v1.login", "{{{".into()).await.unwrap();
+    assert_eq!(junk.headers.unwrap().get("Nats-Service-Error-Code").unwrap().as_str(), "400");
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_are_discoverable_through_srv_info_and_ping() {
+    let w = World::start().await;
+    let nats = async_nats::connect(w.nats.url()).await.unwrap();
+    let info = nats.request("$SRV.INFO.user", "".into()).await.unwrap();
+    let info: Value = serde_json::from_slice(&info.payload).unwrap();
+    assert_eq!(info["type"], "io.nats.micro.v1.info_response");
+    assert_eq!(info["name"], "user");
+    let endpoints: Vec<(String, String)> = info["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap().to_owned(), e["subject"].as_str().unwrap().to_owned()))
+        .collect();
+    for name in ["signup", "login", "refresh", "logout", "jwks", "me", "follow", "relations", "suspend"] {
+        assert!(
+            endpoints.contains(&(name.to_owned(), format!("mosaic.user.v1.{name}"))),
+            "{name} missing from {endpoints:?}"
+        );
+    }
+    assert!(info["endpoints"].as_array().unwrap().iter().all(|e| e["queue_group"] == "mosaic.user"));
+    let pong = nats.request("$SRV.PING.user", "".into()).await.unwrap();
+    let pong: Value = serde_json::from_slice(&pong.payload).unwrap();
+    assert_eq!(pong["type"], "io.nats.micro.v1.ping_response");
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_requests_and_stopping_one_fails_none() {
+    let mut w = World::start_with(WorldOptions { user_instances: 1, ..Default::default() }).await;
+    // The second instance shares the database, as two processes share a database cluster.
+    w.add_user_instance(test_user_config()).await.unwrap();
+    let u = w.client.signup("shared").await;
+    let nats = async_nats::connect(w.nats.url()).await.unwrap();
+    let request = serde_json::to_vec(&json!({"username": u.username})).unwrap();
+
+    let call = |nats: async_nats::Client, request: Vec<u8>| async move {
+        let r = nats.request("mosaic.user.v1.profile", request.into()).await;
+        let ok = matches!(&r, Ok(m) if m.headers.is_none() && serde_json::from_slice::<Value>(&m.payload).is_ok_and(|v| v["username"].is_string()));
+        if !ok {
+            eprintln!("failed call: {r:?}");
+        }
+        ok
+    };
+    for _ in 0..100 {
+        assert!(call(nats.clone(), request.clone()).await);
+    }
+    let stats = srv_stats(&nats).await;
+    assert_eq!(stats.len(), 2, "both instances answer $SRV.STATS");
+    for s in &stats {
+        let served: u64 = s["endpoints"].as_array().unwrap().iter().map(|e| e["num_requests"].as_u64().unwrap()).sum();
+        assert!(served > 0, "an instance got no requests: {s}");
+    }
+
+    // Stop one instance while a steady stream of requests keeps coming.
+    let failures = Arc::new(AtomicUsize::new(0));
+    let mut second = Some(w.users.pop().unwrap());
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    for i in 0..400 {
+        let failures = failures.clone();
+        let fut = call(nats.clone(), request.clone());
+        in_flight.push(tokio::spawn(async move {
+            if !fut.await {
+                failures.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+        if i == 100 {
+            let handle = second.take().unwrap();
+            tokio::spawn(async move { handle.stop().await });
+        }
+        if i % 8 == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    while in_flight.next().await.is_some() {}
+    assert_eq!(failures.load(Ordering::Relaxed), 0, "a request failed while an instance stopped");
+    assert!(eventually(Duration::from_secs(5), || async { srv_stats(&nats).await.len() == 1 }).await);
+    w.stop().await;
+}
+
+async fn srv_stats(nats: &async_nats::Client) -> Vec<Value> {
+    let inbox = nats.new_inbox();
+    let mut sub = nats.subscribe(inbox.clone()).await.unwrap();
+    nats.publish_with_reply("$SRV.STATS.user", inbox, "".into()).await.unwrap();
+    let mut out = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(300), sub.next()).await {
+        out.push(serde_json::from_slice(&m.payload).unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_and_graph_changes_are_published_as_events() {
+    let w = World::start().await;
+    let a = w.client.signup("ev_a").await;
+    let b = w.client.signup("ev_b").await;
+    w.client.put(&format!("/v1/users/{}/follow", b.id), &a.access_token).await.assert_status(204);
+
+    let js = async_nats::jetstream::new(async_nats::connect(w.nats.url()).await.unwrap());
+    let stream = js.get_stream(EVENTS_USER.name).await.unwrap();
+    let seen = eventually(Duration::from_secs(5), || async {
+        let signups = stream.get_last_raw_message_by_subject(SignedUp::SUBJECT).await;
+        let follows = stream.get_last_raw_message_by_subject(Followed::SUBJECT).await;
+        match (signups, follows) {
+            (Ok(_), Ok(f)) => {
+                let env: Envelope<Followed> = serde_json::from_slice(&f.payload).unwrap();
+                env.data.follower.to_string() == a.id && env.data.followee.to_string() == b.id
+            }
+            _ => false,
+        }
+    })
+    .await;
+    assert!(seen, "signed_up and followed events reach the stream");
+    w.stop().await;
+}
+
+static POISON: ConsumerSpec = ConsumerSpec {
+    stream: &EVENTS_USER,
+    durable: "test-poison",
+    filter_subjects: &["events.user.signed_up"],
+    max_deliver: 3,
+    backoff: &[Duration::from_millis(50)],
+    ack_wait: Duration::from_secs(5),
+    max_ack_pending: 16,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_messages_are_retried_then_dead_lettered() {
+    let w = World::start().await;
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    w.mesh
+        .consume::<SignedUp, _, _, _>(
+            &POISON,
+            4,
+            attempts.clone(),
+            shutdown.clone(),
+            &tasks,
+            |attempts, _ctx, _env| async move {
+                attempts.fetch_add(1, Ordering::Relaxed);
+                Err(HandlerError::Transient(anyhow::anyhow!("the dependency is down")))
+            },
+        )
+        .await
+        .unwrap();
+    w.client.signup("poison").await;
+
+    let js = async_nats::jetstream::new(async_nats::connect(w.nats.url()).await.unwrap());
+    let dead = eventually(Duration::from_secs(10), || async {
+        match js.get_stream(DEAD_LETTERS.name).await {
+            Ok(s) => s.get_last_raw_message_by_subject("dlq.EVENTS_USER.test-poison").await.is_ok(),
+            Err(_) => false,
+        }
+    })
+    .await;
+    assert!(dead, "the message is parked after max_deliver attempts");
+    assert_eq!(attempts.load(Ordering::Relaxed), 3);
+    let parked = js
+        .get_stream(DEAD_LETTERS.name)
+        .await
+        .unwrap()
+        .get_last_raw_message_by_subject("dlq.EVENTS_USER.test-poison")
+        .await
+        .unwrap();
+    let reason = parked.headers.get(DLQ_REASON).unwrap().as_str().to_owned();
+    assert!(reason.contains("dependency is down"), "{reason}");
+    shutdown.cancel();
+    tasks.close();
+    tasks.wait().await;
+    w.stop().await;
+}

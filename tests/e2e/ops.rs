@@ -1,0 +1,87 @@
+//! Health, readiness, metrics and the OpenAPI document.
+
+use mosaic_tests::World;
+use serde_json::Value;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_metrics_answer() {
+    let w = World::start().await;
+    let health = w.client.send(reqwest::Method::GET, "/healthz", None, None).await;
+    health.assert_status(200);
+    assert_eq!(health.body["status"], "ok");
+    let ready = w.client.send(reqwest::Method::GET, "/readyz", None, None).await;
+    ready.assert_status(200);
+    assert_eq!(ready.body["status"], "ready");
+    assert_eq!(ready.body["services"]["user"], true);
+    w.client.signup("metrics").await;
+    let metrics = w.client.send(reqwest::Method::GET, "/metrics", None, None).await;
+    metrics.assert_status(200);
+    assert!(metrics.text.contains("http_requests_total"), "{}", &metrics.text[..metrics.text.len().min(500)]);
+    assert!(metrics.text.contains("route=\"/v1/auth/signup\""));
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_fails_when_nats_is_gone() {
+    let mut w = World::start().await;
+    w.nats.kill().await;
+    let gone = mosaic_tests::eventually(std::time::Duration::from_secs(5), || async {
+        w.client.send(reqwest::Method::GET, "/readyz", None, None).await.status == 503
+    })
+    .await;
+    assert!(gone, "readyz stays 200 without NATS");
+    // With NATS gone, calls fail fast and cleanly instead of hanging.
+    let r = w
+        .client
+        .post("/v1/auth/login", None, serde_json::json!({"login": "x_y_z", "password": "whatever it is"}))
+        .await;
+    assert!(matches!(r.status.as_u16(), 503 | 504), "{}", r.text);
+    assert!(r.content_type().starts_with("application/problem+json"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_lists_every_route() {
+    let w = World::start().await;
+    let doc = w.client.send(reqwest::Method::GET, "/openapi.json", None, None).await;
+    doc.assert_status(200);
+    let paths = doc.body["paths"].as_object().expect("paths");
+    let expect = [
+        ("post", "/v1/auth/signup"),
+        ("post", "/v1/auth/login"),
+        ("post", "/v1/auth/refresh"),
+        ("post", "/v1/auth/logout"),
+        ("get", "/v1/auth/jwks"),
+        ("get", "/v1/users/me"),
+        ("patch", "/v1/users/me"),
+        ("put", "/v1/users/me/password"),
+        ("get", "/v1/users/{username}"),
+        ("put", "/v1/users/{id}/follow"),
+        ("delete", "/v1/users/{id}/follow"),
+        ("get", "/v1/users/{id}/followers"),
+        ("get", "/v1/users/{id}/following"),
+        ("put", "/v1/users/{id}/block"),
+        ("delete", "/v1/users/{id}/block"),
+        ("put", "/v1/users/{id}/mute"),
+        ("delete", "/v1/users/{id}/mute"),
+        ("post", "/v1/admin/users/{id}/suspend"),
+        ("post", "/v1/admin/users/{id}/unsuspend"),
+        ("get", "/v1/ws"),
+        ("get", "/healthz"),
+        ("get", "/readyz"),
+        ("get", "/metrics"),
+    ];
+    for (method, path) in expect {
+        assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing from /openapi.json");
+    }
+    assert!(doc.body["components"]["schemas"]["Problem"].is_object());
+    assert!(doc.body["components"]["securitySchemes"]["bearer"].is_object());
+    let documented: usize = paths.values().map(|p| p.as_object().map_or(0, |o| o.len())).sum();
+    assert_eq!(
+        documented,
+        expect.len(),
+        "the document lists routes that are not implemented (or tests miss some): {:?}",
+        paths.keys().collect::<Vec<_>>()
+    );
+    let _: &Value = &doc.body["info"]["title"];
+    w.stop().await;
+}

@@ -1,0 +1,66 @@
+//! State survives restarts on the embedded `surrealkv://` engine, and migrations run once.
+
+use mosaic_mesh::Mesh;
+use mosaic_mesh::db::DbConfig;
+use mosaic_tests::{Client, NatsServer, test_user_config};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_survive_a_restart_on_surrealkv() {
+    mosaic_tests::init_logs();
+    let nats = NatsServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_user_config();
+    config.db = DbConfig { url: format!("surrealkv://{}", dir.path().join("user").display()), ..Default::default() };
+    let mesh = Mesh::connect(&nats.config(), "persist").await.unwrap();
+
+    let edge_config =
+        mosaic_edge::Config { http: "127.0.0.1:0".parse().unwrap(), rate_limit_per_sec: 0, ..Default::default() };
+    let user = mosaic_user::start(&mesh, config.clone()).await.unwrap();
+    let edge = mosaic_edge::start(&mesh, edge_config.clone()).await.unwrap();
+    let client = Client::new(format!("http://{}", edge.local_addr()));
+    let u = client.signup("durable").await;
+    edge.stop().await;
+    user.stop().await;
+
+    // A second start applies no migration twice and finds the account, its password and
+    // its refresh token. (The embedded engine releases its file lock asynchronously after
+    // the last handle is dropped; a new process would not have to wait.)
+    let mut db = None;
+    for _ in 0..100 {
+        match mosaic_mesh::db::connect(&config.db, "user").await {
+            Ok(d) => {
+                db = Some(d);
+                break;
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
+    let user = mosaic_user::start_with_db(&mesh, config, db.expect("database reopens")).await.unwrap();
+    let edge = mosaic_edge::start(&mesh, edge_config).await.unwrap();
+    let client = Client::new(format!("http://{}", edge.local_addr()));
+    client.login(&u).await;
+    client.post("/v1/auth/refresh", None, json!({"refresh_token": u.refresh_token})).await.assert_status(200);
+    edge.stop().await;
+    user.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_migrations_apply_each_file_once() {
+    let db = mosaic_mesh::db::connect(&DbConfig { url: "mem://".into(), ..Default::default() }, "user").await.unwrap();
+    let runs = (0..4).map(|_| {
+        let db = db.clone();
+        async move { mosaic_mesh::db::migrate(&db, mosaic_user::MIGRATIONS).await }
+    });
+    for r in futures::future::join_all(runs).await {
+        r.unwrap();
+    }
+    let mut res = db.query("SELECT VALUE record::id(id) FROM _migration ORDER BY id").await.unwrap();
+    let applied: Vec<String> = res.take(0).unwrap();
+    assert_eq!(applied, vec!["mesh/0001_outbox".to_owned(), "user/0001_init".to_owned()]);
+
+    // A migration edited after it was applied stops the start.
+    let edited = [mosaic_mesh::db::Migration { name: "user/0001_init", sql: "DEFINE TABLE sneaky;" }];
+    let err = mosaic_mesh::db::migrate(&db, &edited).await.unwrap_err().to_string();
+    assert!(err.contains("changed after it was applied"), "{err}");
+}

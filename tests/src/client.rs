@@ -1,0 +1,155 @@
+//! An HTTP client that behaves like a client app, with helpers for common steps.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// HTTP client bound to one edge.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+/// A signed-up account and its tokens.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub id: String,
+    pub username: String,
+    pub email: String,
+    pub password: String,
+    pub access_token: String,
+    pub refresh_token: String,
+}
+
+/// A reply: status, headers, body as JSON (`Null` when empty or not JSON).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    /// The `content-type` header.
+    pub fn content_type(&self) -> &str {
+        self.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+
+    /// Asserts a problem+json error with `status` and `code`.
+    #[track_caller]
+    pub fn assert_problem(&self, status: u16, code: &str) {
+        assert_eq!(self.status.as_u16(), status, "unexpected status; body: {}", self.text);
+        assert!(
+            self.content_type().starts_with("application/problem+json"),
+            "not problem+json: {}",
+            self.content_type()
+        );
+        assert_eq!(self.body["code"], code, "unexpected code; body: {}", self.text);
+        assert_eq!(self.body["status"], status);
+        assert!(self.body["title"].is_string() && self.body["detail"].is_string() && self.body["type"].is_string());
+    }
+
+    /// Asserts the status.
+    #[track_caller]
+    pub fn assert_status(&self, status: u16) -> &Self {
+        assert_eq!(self.status.as_u16(), status, "unexpected status; body: {}", self.text);
+        self
+    }
+}
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A unique suffix for names in a test.
+pub fn unique() -> String {
+    format!("{}{}", std::process::id() % 1000, SEQ.fetch_add(1, Ordering::Relaxed))
+}
+
+impl Client {
+    /// A client for the edge at `base`.
+    pub fn new(base: String) -> Self {
+        Self { http: reqwest::Client::builder().build().expect("client"), base }
+    }
+
+    /// The edge's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The underlying reqwest client.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Sends a request with an optional bearer token and JSON body.
+    pub async fn send(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        Self::read(req.send().await.expect("request sent")).await
+    }
+
+    /// Reads a response into a [`Reply`].
+    pub async fn read(res: reqwest::Response) -> Reply {
+        let status = res.status();
+        let headers = res.headers().clone();
+        let text = res.text().await.expect("body read");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply { status, headers, body, text }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        self.send(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
+        self.send(Method::POST, path, token, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, token: &str) -> Reply {
+        self.send(Method::PUT, path, Some(token), None).await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Reply {
+        self.send(Method::DELETE, path, Some(token), None).await
+    }
+
+    /// Signs up `name_<unique>` with a valid password.
+    pub async fn signup(&self, name: &str) -> TestUser {
+        self.signup_exact(&format!("{name}_{}", unique())).await
+    }
+
+    /// Signs up exactly `username`.
+    pub async fn signup_exact(&self, username: &str) -> TestUser {
+        let email = format!("{username}@example.com");
+        let password = format!("horse battery staple {}", unique());
+        let reply = self
+            .post("/v1/auth/signup", None, json!({"username": username, "email": email, "password": password}))
+            .await;
+        reply.assert_status(201);
+        TestUser {
+            id: reply.body["user"]["id"].as_str().expect("id").to_owned(),
+            username: username.to_owned(),
+            email,
+            password,
+            access_token: reply.body["access_token"].as_str().expect("access token").to_owned(),
+            refresh_token: reply.body["refresh_token"].as_str().expect("refresh token").to_owned(),
+        }
+    }
+
+    /// Logs `user` in again: a new session.
+    pub async fn login(&self, user: &TestUser) -> TestUser {
+        let reply = self.post("/v1/auth/login", None, json!({"login": user.username, "password": user.password})).await;
+        reply.assert_status(200);
+        TestUser {
+            access_token: reply.body["access_token"].as_str().expect("access").to_owned(),
+            refresh_token: reply.body["refresh_token"].as_str().expect("refresh").to_owned(),
+            ..user.clone()
+        }
+    }
+}
