@@ -6,6 +6,7 @@ mod bad_input;
 mod graph;
 mod idempotency;
 mod mesh;
+mod nats_config;
 mod ops;
 mod persistence;
 mod tokens;

@@ -29,9 +29,16 @@ impl NatsServer {
     /// Starts a server on a free port (chosen by the server itself, read back from its
     /// ports file, so there is no race for the port).
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(&[], &[]).await
+    }
+
+    /// Starts a server with extra arguments (e.g. `-c <config>`) and environment.
+    pub async fn start_with(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let store: PathBuf = dir.path().join("jetstream");
         let child = Command::new("nats-server")
+            .args(args)
+            .envs(env.iter().copied())
             .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"])
             .arg(&store)
             .arg("--ports_file_dir")

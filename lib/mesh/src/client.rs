@@ -21,13 +21,17 @@ pub struct NatsConfig {
     pub url: String,
     /// A `.creds` file (JWT + nkey seed) for decentralised auth.
     pub creds_file: Option<PathBuf>,
+    /// User name, for servers with user/password accounts (see `nats/accounts.conf`).
+    pub user: Option<String>,
+    /// Password of `user`.
+    pub password: Option<crate::config::Secret>,
     /// JetStream replicas for streams and buckets this process declares (3 in a cluster).
     pub replicas: usize,
 }
 
 impl Default for NatsConfig {
     fn default() -> Self {
-        Self { url: "nats://127.0.0.1:4222".into(), creds_file: None, replicas: 1 }
+        Self { url: "nats://127.0.0.1:4222".into(), creds_file: None, user: None, password: None, replicas: 1 }
     }
 }
 
@@ -152,7 +156,10 @@ async fn connect_client(config: &NatsConfig, name: &str) -> anyhow::Result<Clien
         Some(path) => ConnectOptions::with_credentials_file(path.clone())
             .await
             .with_context(|| format!("reading nats.creds_file {}", path.display()))?,
-        None => ConnectOptions::new(),
+        None => match (&config.user, &config.password) {
+            (Some(user), Some(password)) => ConnectOptions::with_user_and_password(user.clone(), password.expose().to_owned()),
+            _ => ConnectOptions::new(),
+        },
     };
     opts = opts
         .name(name)

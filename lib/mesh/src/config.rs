@@ -10,6 +10,29 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Serialize, de::DeserializeOwned};
 use std::path::Path;
 
+/// A secret setting (password, key): readable by the code that needs it, never printed by
+/// `Debug` or logs.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret itself; call only where it is used.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
 /// Environment variable prefix.
 pub const ENV_PREFIX: &str = "MOSAIC_";
 

@@ -28,7 +28,7 @@ pub struct DbConfig {
     /// Root user for remote servers.
     pub username: Option<String>,
     /// Root password for remote servers.
-    pub password: Option<String>,
+    pub password: Option<crate::config::Secret>,
 }
 
 /// SurrealDB namespace shared by all service databases.
@@ -48,7 +48,7 @@ pub async fn connect(config: &DbConfig, database: &str) -> anyhow::Result<Db> {
         .await
         .with_context(|| format!("opening SurrealDB at {url} for service {database}"))?;
     if let (Some(username), Some(password)) = (&config.username, &config.password) {
-        db.signin(surrealdb::opt::auth::Root { username: username.clone(), password: password.clone() })
+        db.signin(surrealdb::opt::auth::Root { username: username.clone(), password: password.expose().to_owned() })
             .await
             .with_context(|| format!("signing in to SurrealDB at {url}"))?;
     }

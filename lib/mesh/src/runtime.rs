@@ -17,6 +17,10 @@ pub struct Common {
     pub nats_url: String,
     /// NATS credentials file (`.creds`), for clusters with decentralised auth.
     pub nats_creds: Option<PathBuf>,
+    /// NATS user (user/password accounts, see `nats/accounts.conf`).
+    pub nats_user: Option<String>,
+    /// NATS password of `nats_user`.
+    pub nats_password: Option<crate::config::Secret>,
     /// JetStream replicas for what this process declares (1 alone, 3 in a cluster).
     pub nats_replicas: usize,
     /// Log as JSON lines instead of human-readable text.
@@ -29,6 +33,8 @@ impl Default for Common {
             data_dir: PathBuf::from("mosaic-data"),
             nats_url: NatsConfig::default().url,
             nats_creds: None,
+            nats_user: None,
+            nats_password: None,
             nats_replicas: 1,
             log_json: false,
         }
@@ -38,7 +44,13 @@ impl Default for Common {
 impl Common {
     /// The NATS connection settings.
     pub fn nats(&self) -> NatsConfig {
-        NatsConfig { url: self.nats_url.clone(), creds_file: self.nats_creds.clone(), replicas: self.nats_replicas }
+        NatsConfig {
+            url: self.nats_url.clone(),
+            creds_file: self.nats_creds.clone(),
+            user: self.nats_user.clone(),
+            password: self.nats_password.clone(),
+            replicas: self.nats_replicas,
+        }
     }
 
     /// The embedded database URL of `service` under the data directory.

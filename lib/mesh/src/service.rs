@@ -201,7 +201,7 @@ struct Responder {
 
 async fn handle<S>(request: service::Request, handler: Arc<dyn Handler<S>>, state: Arc<S>, responder: Responder) {
     let ctx = Ctx::from_headers(request.message.headers.as_ref());
-    let subject = request.message.subject.to_string();
+    let subject = &request.message.subject;
     if ctx.expired() {
         // The caller has given up; doing the work would only add load.
         tracing::debug!(%subject, "dropping request received after its deadline");
