@@ -22,7 +22,13 @@ fn repo(path: &str) -> PathBuf {
 
 #[test]
 fn every_committed_nats_config_is_valid() {
-    for file in ["nats/dev.conf", "nats/cluster/node-a.conf", "nats/cluster/node-b.conf", "nats/cluster/node-c.conf", "nats/leaf-edge.conf"] {
+    for file in [
+        "nats/dev.conf",
+        "nats/cluster/node-a.conf",
+        "nats/cluster/node-b.conf",
+        "nats/cluster/node-c.conf",
+        "nats/leaf-edge.conf",
+    ] {
         let out = std::process::Command::new("nats-server")
             .arg("-t")
             .arg("-c")
@@ -35,7 +41,12 @@ fn every_committed_nats_config_is_valid() {
 }
 
 fn login(user: &str, password: &str, url: &str) -> NatsConfig {
-    NatsConfig { url: url.to_owned(), user: Some(user.into()), password: Some(Secret::new(password)), ..Default::default() }
+    NatsConfig {
+        url: url.to_owned(),
+        user: Some(user.into()),
+        password: Some(Secret::new(password)),
+        ..Default::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,27 +60,38 @@ async fn service_permissions_allow_the_job_and_nothing_more() {
     let nats = NatsServer::start_with(&["-c", config.to_str().unwrap()], SECRETS).await.unwrap();
 
     let user_mesh = Mesh::connect(&login("user-service", "user-secret", nats.url()), "user").await.unwrap();
-    let user = mosaic_user::start(&user_mesh, test_user_config()).await.expect("user service works with its permissions");
+    let user =
+        mosaic_user::start(&user_mesh, test_user_config()).await.expect("user service works with its permissions");
     let edge_mesh = Mesh::connect(&login("edge", "edge-secret", nats.url()), "edge").await.unwrap();
-    let edge_config = mosaic_edge::Config { http: "127.0.0.1:0".parse().unwrap(), rate_limit_per_sec: 0, ..Default::default() };
+    let edge_config =
+        mosaic_edge::Config { http: "127.0.0.1:0".parse().unwrap(), rate_limit_per_sec: 0, ..Default::default() };
     let edge = mosaic_edge::start(&edge_mesh, edge_config).await.expect("edge works with its permissions");
 
     let client = Client::new(format!("http://{}", edge.local_addr()));
     let u = client.signup("perm").await;
     client.get("/v1/users/me", &u.access_token).await.assert_status(200);
     let again = client.login(&u).await;
-    client.post("/v1/auth/refresh", None, serde_json::json!({"refresh_token": again.refresh_token})).await.assert_status(200);
+    client
+        .post("/v1/auth/refresh", None, serde_json::json!({"refresh_token": again.refresh_token}))
+        .await
+        .assert_status(200);
 
     // The edge's credentials cannot impersonate a service: its subscription is refused, so
     // nothing it runs can answer service requests.
-    let edge_raw = async_nats::connect_with_options(nats.url(), async_nats::ConnectOptions::with_user_and_password("edge".into(), "edge-secret".into()))
-        .await
-        .unwrap();
+    let edge_raw = async_nats::connect_with_options(
+        nats.url(),
+        async_nats::ConnectOptions::with_user_and_password("edge".into(), "edge-secret".into()),
+    )
+    .await
+    .unwrap();
     let _sub = edge_raw.subscribe("mosaic.fake.v1.steal").await.unwrap();
     edge_raw.flush().await.unwrap();
-    let admin = async_nats::connect_with_options(nats.url(), async_nats::ConnectOptions::with_user_and_password("admin".into(), "admin-secret".into()))
-        .await
-        .unwrap();
+    let admin = async_nats::connect_with_options(
+        nats.url(),
+        async_nats::ConnectOptions::with_user_and_password("admin".into(), "admin-secret".into()),
+    )
+    .await
+    .unwrap();
     let stolen = tokio::time::timeout(Duration::from_secs(2), admin.request("mosaic.fake.v1.steal", "x".into())).await;
     assert!(!matches!(stolen, Ok(Ok(_))), "the edge user could subscribe to a service subject");
 

@@ -326,7 +326,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn header() {
-    println!("| path | sequential p50 | sequential p99 | concurrent p50 | concurrent p99 | concurrent throughput (median of 5 rounds) |");
+    println!(
+        "| path | sequential p50 | sequential p99 | concurrent p50 | concurrent p99 | concurrent throughput (median of 5 rounds) |"
+    );
     println!("|---|---|---|---|---|---|");
 }
 
@@ -363,4 +365,3 @@ fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }
-

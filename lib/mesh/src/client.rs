@@ -157,7 +157,9 @@ async fn connect_client(config: &NatsConfig, name: &str) -> anyhow::Result<Clien
             .await
             .with_context(|| format!("reading nats.creds_file {}", path.display()))?,
         None => match (&config.user, &config.password) {
-            (Some(user), Some(password)) => ConnectOptions::with_user_and_password(user.clone(), password.expose().to_owned()),
+            (Some(user), Some(password)) => {
+                ConnectOptions::with_user_and_password(user.clone(), password.expose().to_owned())
+            }
             _ => ConnectOptions::new(),
         },
     };
