@@ -56,6 +56,8 @@ pub enum ErrorCode {
     MediaNotReady,
     /// The body is larger than the route allows.
     PayloadTooLarge,
+    /// The upload would exceed the user's storage quota.
+    QuotaExceeded,
     /// The body's type is not accepted, or is not what its `Content-Type` claims.
     UnsupportedMediaType,
     /// Too many requests; retry after the indicated delay.
@@ -81,7 +83,7 @@ impl ErrorCode {
             MethodNotAllowed => 405,
             Conflict | UsernameTaken | EmailTaken | IdempotencyInProgress | MediaNotReady => 409,
             IdempotencyKeyReused => 422,
-            PayloadTooLarge => 413,
+            PayloadTooLarge | QuotaExceeded => 413,
             UnsupportedMediaType => 415,
             RateLimited => 429,
             Internal => 500,
@@ -112,6 +114,7 @@ impl ErrorCode {
             IdempotencyKeyReused => "idempotency_key_reused",
             MediaNotReady => "media_not_ready",
             PayloadTooLarge => "payload_too_large",
+            QuotaExceeded => "quota_exceeded",
             UnsupportedMediaType => "unsupported_media_type",
             RateLimited => "rate_limited",
             Internal => "internal",
@@ -168,6 +171,7 @@ impl ErrorCode {
             IdempotencyKeyReused => "Idempotency key reused",
             MediaNotReady => "Media not ready",
             PayloadTooLarge => "Payload too large",
+            QuotaExceeded => "Storage quota exceeded",
             UnsupportedMediaType => "Unsupported media type",
             RateLimited => "Too many requests",
             Internal => "Internal error",

@@ -76,6 +76,12 @@ id_type! {
     SessionId;
     /// A domain event; also its JetStream `Nats-Msg-Id`.
     EventId;
+    /// An uploaded photo or video.
+    MediaId;
+    /// A post.
+    PostId;
+    /// An upload in progress (its staging object).
+    UploadId;
 }
 
 #[cfg(test)]

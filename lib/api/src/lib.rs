@@ -6,6 +6,7 @@
 //! NATS headers services read ([`headers`]), and the WebSocket frames clients see ([`ws`]).
 //! Service crates depend on this crate and on `mosaic-mesh`, never on each other.
 
+pub mod content;
 pub mod endpoint;
 pub mod error;
 pub mod event;
@@ -19,5 +20,5 @@ pub mod ws;
 pub use endpoint::Endpoint;
 pub use error::{ApiError, ErrorCode};
 pub use event::{Envelope, Event};
-pub use ids::{EventId, Id, SessionId, UserId};
+pub use ids::{EventId, Id, MediaId, PostId, SessionId, UploadId, UserId};
 pub use page::{Page, PageRequest};

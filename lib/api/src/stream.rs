@@ -124,3 +124,23 @@ pub const IDEMPOTENCY: KvSpec = KvSpec {
     max_age: Duration::from_secs(24 * 3600),
     per_key_ttl: false,
 };
+
+/// Events of posts (`events.post.*`).
+pub const EVENTS_POST: StreamSpec = StreamSpec {
+    name: "EVENTS_POST",
+    description: "Post events of the content service",
+    subjects: &["events.post.>"],
+    retention: Retention::Limits,
+    max_age: Duration::from_secs(14 * 24 * 3600),
+    duplicate_window: Duration::from_secs(600),
+};
+
+/// Media processing jobs: a work queue shared by every content worker.
+pub const MEDIA_JOBS: StreamSpec = StreamSpec {
+    name: "MEDIA_JOBS",
+    description: "Photo and video processing jobs (work queue)",
+    subjects: &["jobs.media.>"],
+    retention: Retention::WorkQueue,
+    max_age: Duration::from_secs(7 * 24 * 3600),
+    duplicate_window: Duration::from_secs(600),
+};

@@ -233,6 +233,12 @@ pub struct ProfilesByIds {
     pub ids: Vec<UserId>,
 }
 
+/// Many users by username (for resolving `@mentions`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProfilesByUsername {
+    pub usernames: Vec<String>,
+}
+
 /// How `viewer` relates to each of `others`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RelationsQuery {
@@ -298,6 +304,8 @@ crate::endpoint! {
     pub GetProfile => "user" . "profile" : ByUsername => Profile;
     /// Public profiles by id (unknown ids are left out).
     pub GetProfiles => "user" . "profiles" : ProfilesByIds => Vec<Profile>;
+    /// Public profiles by username (unknown names are left out).
+    pub LookupUsernames => "user" . "lookup_usernames" : ProfilesByUsername => Vec<Profile>;
     /// The caller follows a user.
     pub Follow => "user" . "follow" : ByUser => Empty;
     /// The caller unfollows a user.

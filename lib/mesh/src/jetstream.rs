@@ -4,6 +4,7 @@
 
 use crate::client::Mesh;
 use crate::ctx::Ctx;
+use crate::service::Lifecycle;
 use anyhow::{Context as _, anyhow};
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind, consumer, kv, stream};
@@ -18,8 +19,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 /// How a message handler failed.
 #[derive(Debug, thiserror::Error)]
@@ -119,11 +118,10 @@ impl Mesh {
     /// parks the message in the dead-letter stream.
     pub async fn consume<E, S, F, Fut>(
         &self,
-        spec: &'static ConsumerSpec,
+        spec: ConsumerSpec,
         concurrency: usize,
         state: Arc<S>,
-        shutdown: CancellationToken,
-        tasks: &TaskTracker,
+        lifecycle: &Lifecycle,
         handler: F,
     ) -> anyhow::Result<()>
     where
@@ -133,7 +131,7 @@ impl Mesh {
         Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
     {
         let handler = Arc::new(handler);
-        self.consume_raw(spec, concurrency, shutdown, tasks, move |delivery: Delivery| {
+        self.consume_raw(spec, concurrency, lifecycle, move |delivery: Delivery| {
             let handler = handler.clone();
             let state = state.clone();
             async move {
@@ -149,10 +147,9 @@ impl Mesh {
     /// Like [`Mesh::consume`], for consumers that dispatch on the subject themselves.
     pub async fn consume_raw<F, Fut>(
         &self,
-        spec: &'static ConsumerSpec,
+        spec: ConsumerSpec,
         concurrency: usize,
-        shutdown: CancellationToken,
-        tasks: &TaskTracker,
+        lifecycle: &Lifecycle,
         handler: F,
     ) -> anyhow::Result<()>
     where
@@ -161,11 +158,12 @@ impl Mesh {
     {
         self.ensure_stream(spec.stream).await?;
         self.ensure_stream(&DEAD_LETTERS).await?;
-        let consumer = self.durable_consumer(spec).await?;
+        let consumer = self.durable_consumer(&spec).await?;
         let mesh = self.clone();
         let handler = Arc::new(handler);
-        let inner_tasks = tasks.clone();
-        tasks.spawn(async move {
+        let inner = lifecycle.clone();
+        let shutdown = lifecycle.shutdown().clone();
+        lifecycle.spawn(async move {
             let limit = Arc::new(Semaphore::new(concurrency.max(1)));
             loop {
                 let mut messages = tokio::select! {
@@ -195,8 +193,14 @@ impl Mesh {
                     let Ok(permit) = limit.clone().acquire_owned().await else { return };
                     let handler = handler.clone();
                     let mesh = mesh.clone();
-                    inner_tasks.spawn(async move {
-                        process(&mesh, spec, message, handler.as_ref()).await;
+                    let aborted = inner.aborted().clone();
+                    inner.spawn(async move {
+                        // An aborted instance leaves the message unacknowledged, as a
+                        // crashed process would; JetStream redelivers it after `ack_wait`.
+                        tokio::select! {
+                            _ = process(&mesh, spec, message, handler.as_ref()) => {}
+                            _ = aborted.cancelled() => {}
+                        }
                         drop(permit);
                     });
                 }
@@ -205,7 +209,7 @@ impl Mesh {
         Ok(())
     }
 
-    async fn durable_consumer(&self, spec: &'static ConsumerSpec) -> anyhow::Result<consumer::PullConsumer> {
+    async fn durable_consumer(&self, spec: &ConsumerSpec) -> anyhow::Result<consumer::PullConsumer> {
         let stream = self
             .jetstream()
             .get_stream(spec.stream.name)
@@ -228,7 +232,7 @@ impl Mesh {
     }
 }
 
-async fn process<F, Fut>(mesh: &Mesh, spec: &'static ConsumerSpec, message: jetstream::Message, handler: &F)
+async fn process<F, Fut>(mesh: &Mesh, spec: ConsumerSpec, message: jetstream::Message, handler: &F)
 where
     F: Fn(Delivery) -> Fut,
     Fut: Future<Output = Result<(), HandlerError>>,
@@ -259,7 +263,7 @@ where
     let result = match outcome {
         Ok(()) => message.ack().await,
         Err(HandlerError::Transient(e)) if attempt < spec.max_deliver => {
-            let delay = backoff_for(spec, attempt);
+            let delay = backoff_for(&spec, attempt);
             tracing::warn!(
                 consumer = spec.durable,
                 attempt,
@@ -275,12 +279,12 @@ where
                 HandlerError::Permanent(r) => r.clone(),
             };
             tracing::error!(consumer = spec.durable, attempt, %reason, "parking message in dead letters");
-            match dead_letter(mesh, spec, &message, stream_seq, &reason).await {
+            match dead_letter(mesh, &spec, &message, stream_seq, &reason).await {
                 Ok(()) => message.ack_with(AckKind::Term).await,
                 Err(e) => {
                     // Never drop a message we could not park: let it come back later.
                     tracing::error!(error = format!("{e:#}"), "dead-lettering failed");
-                    message.ack_with(AckKind::Nak(Some(backoff_for(spec, attempt)))).await
+                    message.ack_with(AckKind::Nak(Some(backoff_for(&spec, attempt)))).await
                 }
             }
         }

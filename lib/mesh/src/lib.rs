@@ -21,12 +21,13 @@ pub mod kv;
 pub mod outbox;
 pub mod runtime;
 pub mod service;
+pub mod storage;
 pub mod telemetry;
 pub mod trace;
 
 pub use client::{Mesh, NatsConfig, PushSubscription};
 pub use ctx::Ctx;
 pub use error::{CallError, ServiceError, ServiceResult};
-pub use service::{ServiceBuilder, ServiceHandle};
+pub use service::{Lifecycle, ServiceBuilder, ServiceHandle};
 pub use tokio_util::sync::CancellationToken;
 pub use tokio_util::task::TaskTracker;

@@ -8,6 +8,7 @@
 
 use crate::client::Mesh;
 use crate::db::{Checked as _, Db};
+use crate::service::Lifecycle;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use mosaic_api::{Envelope, Event};
@@ -15,8 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use surrealdb::types::SurrealValue;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 /// How often the relay looks for rows nobody woke it for (a crashed instance's).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
@@ -68,10 +67,11 @@ pub struct Outbox {
 
 impl Outbox {
     /// Starts the relay for `db`'s outbox.
-    pub fn spawn(db: Db, mesh: Mesh, shutdown: CancellationToken, tasks: &TaskTracker) -> Self {
+    pub fn spawn(db: Db, mesh: Mesh, lifecycle: &Lifecycle) -> Self {
         let wake = Arc::new(Notify::new());
         let notified = wake.clone();
-        tasks.spawn(async move {
+        let shutdown = lifecycle.shutdown().clone();
+        lifecycle.spawn(async move {
             let mut failures = 0u32;
             loop {
                 match relay(&db, &mesh).await {

@@ -25,6 +25,8 @@ pub struct Common {
     pub nats_replicas: usize,
     /// Log as JSON lines instead of human-readable text.
     pub log_json: bool,
+    /// Media storage, shared by the content service (writes) and the edge (uploads, serving).
+    pub storage: crate::storage::StorageConfig,
 }
 
 impl Default for Common {
@@ -37,6 +39,7 @@ impl Default for Common {
             nats_password: None,
             nats_replicas: 1,
             log_json: false,
+            storage: Default::default(),
         }
     }
 }
@@ -58,6 +61,16 @@ impl Common {
         let dir = self.data_dir.join("db").join(service);
         let dir = std::path::absolute(&dir).unwrap_or(dir);
         format!("surrealkv://{}", dir.display())
+    }
+
+    /// The storage settings, with an empty URL filled by `<data_dir>/media`.
+    pub fn storage(&self) -> crate::storage::StorageConfig {
+        let mut storage = self.storage.clone();
+        if storage.url.trim().is_empty() {
+            let dir = self.data_dir.join("media");
+            storage.url = format!("file://{}", std::path::absolute(&dir).unwrap_or(dir).display());
+        }
+        storage
     }
 
     /// Fills an empty database URL with the embedded default.

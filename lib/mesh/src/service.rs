@@ -289,6 +289,13 @@ pub struct RpcServer {
 }
 
 impl RpcServer {
+    /// Vanishes without draining (see [`ServiceHandle::abort`]).
+    pub fn abort(self) {
+        for l in &self.loops {
+            l.abort();
+        }
+    }
+
     /// Stops taking requests, answers every request already received, then returns.
     pub async fn stop(self) {
         *self.draining.write().await = true;
@@ -310,20 +317,58 @@ impl RpcServer {
     }
 }
 
-/// The uniform handle of a running service instance: its endpoints and its background
-/// tasks (consumers, relays, schedulers), stopped together.
-pub struct ServiceHandle {
-    name: &'static str,
-    rpc: Option<RpcServer>,
+/// The lifetime of one service instance's background work (consumers, relays, schedulers).
+///
+/// `shutdown` asks work to stop taking new items and finish what it holds; `abort` tells it
+/// to drop what it holds, unacknowledged, as a crashed process would (JetStream then
+/// redelivers to another instance).
+#[derive(Clone, Default)]
+pub struct Lifecycle {
     shutdown: CancellationToken,
+    abort: CancellationToken,
     tasks: TaskTracker,
 }
 
+impl std::fmt::Debug for Lifecycle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lifecycle").field("stopping", &self.shutdown.is_cancelled()).finish()
+    }
+}
+
+impl Lifecycle {
+    /// A fresh lifecycle.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Cancelled when the instance stops gracefully (and when it is aborted).
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+    /// Cancelled when the instance is aborted.
+    pub fn aborted(&self) -> &CancellationToken {
+        &self.abort
+    }
+    /// Runs `task` as part of the instance; stopping waits for it.
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(task);
+    }
+}
+
+/// The uniform handle of a running service instance: its endpoints and its background
+/// work, stopped together.
+pub struct ServiceHandle {
+    name: &'static str,
+    rpc: Option<RpcServer>,
+    lifecycle: Lifecycle,
+}
+
 impl ServiceHandle {
-    /// Wraps a started service. Background tasks must be spawned on `tasks` and stop when
-    /// `shutdown` is cancelled.
-    pub fn new(name: &'static str, rpc: Option<RpcServer>, shutdown: CancellationToken, tasks: TaskTracker) -> Self {
-        Self { name, rpc, shutdown, tasks }
+    /// Wraps a started service whose background work runs under `lifecycle`.
+    pub fn new(name: &'static str, rpc: Option<RpcServer>, lifecycle: Lifecycle) -> Self {
+        Self { name, rpc, lifecycle }
     }
 
     /// The service's name.
@@ -336,10 +381,22 @@ impl ServiceHandle {
         if let Some(rpc) = self.rpc {
             rpc.stop().await;
         }
-        self.shutdown.cancel();
-        self.tasks.close();
-        if tokio::time::timeout(DRAIN_GRACE, self.tasks.wait()).await.is_err() {
+        self.lifecycle.shutdown.cancel();
+        self.lifecycle.tasks.close();
+        if tokio::time::timeout(DRAIN_GRACE, self.lifecycle.tasks.wait()).await.is_err() {
             tracing::warn!(service = self.name, "background tasks outlived the grace period");
         }
+    }
+
+    /// Stops at once, as a crash would: endpoints vanish without draining and work in
+    /// progress is dropped unacknowledged. For failure testing and emergency stops.
+    pub async fn abort(self) {
+        self.lifecycle.abort.cancel();
+        self.lifecycle.shutdown.cancel();
+        if let Some(rpc) = self.rpc {
+            rpc.abort();
+        }
+        self.lifecycle.tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.lifecycle.tasks.wait()).await;
     }
 }
