@@ -1,0 +1,123 @@
+//! The content service: uploads, photo and video processing, posts and user timelines.
+//!
+//! * Uploads: the edge streams bytes into the object store under a ticket from
+//!   [`mosaic_api::content::BeginUploadEp`], then registers them; originals are stored once
+//!   per content hash.
+//! * Processing: a JetStream work queue (`MEDIA_JOBS`) shared by every instance's worker
+//!   pool; a watchdog retries or fails jobs whose worker died; a sweeper removes what is no
+//!   longer referenced.
+//! * Posts: `events.post.*` leave through the transactional outbox.
+
+pub mod config;
+mod hygiene;
+mod posts;
+mod process;
+mod store;
+mod upload;
+
+pub use config::Config;
+
+use mosaic_api::content::{self as api, SERVICE};
+use mosaic_api::stream::{ConsumerSpec, EVENTS_POST, MEDIA_JOBS};
+use mosaic_mesh::db::{self, Db, Migration};
+use mosaic_mesh::outbox::Outbox;
+use mosaic_mesh::storage::Storage;
+use mosaic_mesh::{Lifecycle, Mesh, ServiceHandle};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// The service's schema, applied in order by [`mosaic_mesh::db::migrate`].
+pub const MIGRATIONS: &[Migration] = mosaic_mesh::migrations!("content": "0001_init");
+
+/// Shared state of one instance.
+pub(crate) struct ContentService {
+    config: Config,
+    db: Db,
+    mesh: Mesh,
+    storage: Storage,
+    outbox: Outbox,
+    /// CPU-bound work (decoding, resizing, encoding, ffmpeg) at most `workers` at a time.
+    cpu: Arc<Semaphore>,
+    /// Wakes the sweeper early (after a post deletion).
+    sweep: tokio::sync::Notify,
+}
+
+/// Opens the database and applies pending migrations (`mosaic migrate`).
+pub async fn migrate(config: &Config) -> anyhow::Result<Db> {
+    let db = db::connect(&config.db, SERVICE).await?;
+    db::migrate(&db, MIGRATIONS).await?;
+    Ok(db)
+}
+
+/// Starts one instance on `mesh` with media in `storage`.
+pub async fn start(mesh: &Mesh, config: Config, storage: Storage) -> anyhow::Result<ServiceHandle> {
+    config.validate()?;
+    let db = db::connect(&config.db, SERVICE).await?;
+    start_with_db(mesh, config, storage, db).await
+}
+
+/// Starts one instance on an already open database.
+pub async fn start_with_db(mesh: &Mesh, config: Config, storage: Storage, db: Db) -> anyhow::Result<ServiceHandle> {
+    config.validate()?;
+    db::migrate(&db, MIGRATIONS).await?;
+    mesh.ensure_stream(&EVENTS_POST).await?;
+    mesh.ensure_stream(&MEDIA_JOBS).await?;
+
+    let lifecycle = Lifecycle::new();
+    let outbox = Outbox::spawn(db.clone(), mesh.clone(), &lifecycle);
+    let state = Arc::new(ContentService {
+        cpu: Arc::new(Semaphore::new(config.workers)),
+        sweep: tokio::sync::Notify::new(),
+        config,
+        db,
+        mesh: mesh.clone(),
+        storage,
+        outbox,
+    });
+
+    let jobs = ConsumerSpec {
+        stream: &MEDIA_JOBS,
+        durable: "content-workers",
+        filter_subjects: &[],
+        // Our own attempt counter fails the media first; this bound parks what slips past it.
+        max_deliver: i64::from(state.config.max_attempts) + 2,
+        // Consumer specs are static data; the configured delays are leaked once per start
+        // (a few bytes) to become that.
+        backoff: Box::leak(
+            state
+                .config
+                .job_retry_backoff_ms
+                .iter()
+                .map(|ms| Duration::from_millis(*ms))
+                .collect::<Vec<_>>()
+                .into_boxed_slice(),
+        ),
+        ack_wait: Duration::from_secs(state.config.job_ack_wait_secs),
+        max_ack_pending: 256,
+    };
+    mesh.consume::<api::ProcessMedia, _, _, _>(
+        jobs,
+        state.config.workers,
+        state.clone(),
+        &lifecycle,
+        ContentService::process,
+    )
+    .await?;
+    hygiene::spawn(state.clone(), &lifecycle);
+
+    let rpc = mesh
+        .service(SERVICE, "Uploads, media processing, posts and timelines", state)
+        .endpoint(api::BeginUploadEp, ContentService::begin_upload)
+        .endpoint(api::CompleteUploadEp, ContentService::complete_upload)
+        .endpoint(api::GetMedia, ContentService::get_media)
+        .endpoint(api::GetStorage, ContentService::storage_usage)
+        .endpoint(api::CreatePost, ContentService::create_post)
+        .endpoint(api::GetPost, ContentService::get_post)
+        .endpoint(api::GetPosts, ContentService::get_posts)
+        .endpoint(api::DeletePost, ContentService::delete_post)
+        .endpoint(api::UserPosts, ContentService::user_posts)
+        .start()
+        .await?;
+    Ok(ServiceHandle::new(SERVICE, Some(rpc), lifecycle))
+}

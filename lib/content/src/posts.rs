@@ -1,0 +1,386 @@
+//! Posts and user timelines.
+
+use crate::ContentService;
+use crate::store::{self, MediaRow, POST_FIELDS, PostRow, media_rid, post_rid};
+use anyhow::Context as _;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use mosaic_api::content::{
+    Author, ByPost, CreatePostRequest, MediaStatus, Mention, Post, PostCreated, PostDeleted, PostMentioned, PostsByIds,
+    Timeline,
+};
+use mosaic_api::endpoint::Empty;
+use mosaic_api::user::{self as users, ProfilesByIds, ProfilesByUsername, RelationsQuery, Role};
+use mosaic_api::{ApiError, ErrorCode, Id, MediaId, Page, PostId, UserId};
+use mosaic_mesh::db::{Checked as _, retry_conflicts};
+use mosaic_mesh::outbox::Staged;
+use mosaic_mesh::{Ctx, ServiceResult};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use surrealdb::types::{RecordId, SurrealValue};
+
+const MAX_CAPTION: usize = 2200;
+const MAX_MEDIA: usize = 10;
+const MAX_TAGS: usize = 30;
+const MAX_MENTIONS: usize = 20;
+
+#[derive(Debug, Clone, SurrealValue)]
+#[surreal(crate = "surrealdb::types")]
+struct MentionValue {
+    id: String,
+    username: String,
+}
+
+impl ContentService {
+    pub(crate) async fn create_post(self: Arc<Self>, ctx: Ctx, req: CreatePostRequest) -> ServiceResult<Post> {
+        let author = ctx.require_user()?.clone();
+        let caption = req.caption.trim().to_owned();
+        if caption.chars().count() > MAX_CAPTION {
+            return Err(ApiError::validation(format!("caption must be at most {MAX_CAPTION} characters")).into());
+        }
+        if caption.chars().any(|c| c.is_control() && c != '\n') {
+            return Err(ApiError::validation("caption must not contain control characters").into());
+        }
+        if req.media_ids.is_empty() || req.media_ids.len() > MAX_MEDIA {
+            return Err(ApiError::validation(format!("a post has 1 to {MAX_MEDIA} media")).into());
+        }
+        let unique: HashSet<&MediaId> = req.media_ids.iter().collect();
+        if unique.len() != req.media_ids.len() {
+            return Err(ApiError::validation("media_ids lists an item twice").into());
+        }
+        let tags = tags(&caption, req.tags.as_deref().unwrap_or_default())?;
+
+        let media = store::media_by_ids(&self.db, &req.media_ids).await?;
+        for id in &req.media_ids {
+            let Some(m) = media.iter().find(|m| &m.id() == id).filter(|m| !m.deleted) else {
+                return Err(ApiError::not_found(format!("no such media: {id}")).into());
+            };
+            if m.owner != author.as_str() {
+                return Err(ApiError::forbidden(format!("media {id} belongs to someone else")).into());
+            }
+            match m.status() {
+                MediaStatus::Ready => {}
+                MediaStatus::Processing => {
+                    return Err(
+                        ApiError::new(ErrorCode::MediaNotReady, format!("media {id} is still processing")).into()
+                    );
+                }
+                MediaStatus::Failed => {
+                    return Err(ApiError::new(ErrorCode::MediaNotReady, format!("media {id} failed processing")).into());
+                }
+            }
+            if m.post.is_some() {
+                return Err(ApiError::new(ErrorCode::Conflict, format!("media {id} is already in a post")).into());
+            }
+        }
+
+        let mentions = self.resolve_mentions(&ctx, &author, &caption).await?;
+        let post_id = PostId::generate();
+        let now = Utc::now();
+        let mut events = vec![Staged::new(PostCreated {
+            post_id: post_id.clone(),
+            author: author.clone(),
+            tags: tags.clone(),
+            created_at: now,
+        })];
+        events.extend(mentions.iter().map(|m| {
+            Staged::new(PostMentioned { post_id: post_id.clone(), author: author.clone(), mentioned: m.id.clone() })
+        }));
+        let mention_values: Vec<MentionValue> =
+            mentions.iter().map(|m| MentionValue { id: m.id.to_string(), username: m.username.clone() }).collect();
+        let media_rids: Vec<RecordId> = req.media_ids.iter().map(media_rid).collect();
+        let media_keys: Vec<String> = req.media_ids.iter().map(|m| m.to_string()).collect();
+        let result = retry_conflicts(|| async {
+            self.db
+                .query(
+                    "BEGIN TRANSACTION;
+                     LET $claimed = (UPDATE $media SET post = $key, updated_at = time::now()
+                        WHERE post = NONE AND owner = $author AND status = 'ready' AND deleted = false RETURN VALUE id);
+                     IF array::len($claimed) != array::len($media) { THROW 'media_taken'; };
+                     CREATE $post SET author = $author, caption = $caption, tags = $tags, mentions = $mentions,
+                        media = $media_keys, deleted = false, created_at = $now;
+                     INSERT INTO outbox $events;
+                     COMMIT TRANSACTION;",
+                )
+                .bind(("media", media_rids.clone()))
+                .bind(("key", post_id.to_string()))
+                .bind(("author", author.to_string()))
+                .bind(("post", post_rid(&post_id)))
+                .bind(("caption", caption.clone()))
+                .bind(("tags", tags.clone()))
+                .bind(("mentions", mention_values.clone()))
+                .bind(("media_keys", media_keys.clone()))
+                .bind(("now", now))
+                .bind(("events", events.clone()))
+                .await?
+                .checked()
+        })
+        .await;
+        match result {
+            Ok(_) => {}
+            Err(e) if e.message().contains("media_taken") => {
+                return Err(
+                    ApiError::new(ErrorCode::Conflict, "a media item was used by another post meanwhile").into()
+                );
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("creating post").into()),
+        }
+        self.outbox.wake();
+        let row =
+            store::posts_by_ids(&self.db, std::slice::from_ref(&post_id)).await?.pop().context("new post vanished")?;
+        Ok(self.hydrate(&ctx, vec![row]).await?.pop().context("new post vanished")?)
+    }
+
+    pub(crate) async fn get_post(self: Arc<Self>, ctx: Ctx, req: ByPost) -> ServiceResult<Post> {
+        let viewer = ctx.require_user()?.clone();
+        let row = store::posts_by_ids(&self.db, std::slice::from_ref(&req.post_id)).await?.pop().filter(|p| !p.deleted);
+        let Some(row) = row else { return Err(ApiError::not_found("no such post").into()) };
+        let visible = self.visible_authors(&ctx, &viewer, &[row.author()]).await?;
+        if !visible.contains(&row.author()) {
+            return Err(ApiError::not_found("no such post").into());
+        }
+        Ok(self.hydrate(&ctx, vec![row]).await?.pop().context("post vanished")?)
+    }
+
+    pub(crate) async fn get_posts(self: Arc<Self>, ctx: Ctx, req: PostsByIds) -> ServiceResult<Vec<Post>> {
+        let viewer = ctx.require_user()?.clone();
+        if req.ids.len() > 100 {
+            return Err(ApiError::validation("at most 100 posts per request").into());
+        }
+        let rows: Vec<PostRow> =
+            store::posts_by_ids(&self.db, &req.ids).await?.into_iter().filter(|p| !p.deleted).collect();
+        let authors: Vec<UserId> = rows.iter().map(PostRow::author).collect();
+        let visible = self.visible_authors(&ctx, &viewer, &authors).await?;
+        let rows = rows.into_iter().filter(|p| visible.contains(&p.author())).collect();
+        self.hydrate(&ctx, rows).await
+    }
+
+    pub(crate) async fn delete_post(self: Arc<Self>, ctx: Ctx, req: ByPost) -> ServiceResult<Empty> {
+        let caller = ctx.require_user()?.clone();
+        let row = store::posts_by_ids(&self.db, std::slice::from_ref(&req.post_id)).await?.pop().filter(|p| !p.deleted);
+        let Some(row) = row else { return Err(ApiError::not_found("no such post").into()) };
+        if row.author != caller.as_str() && ctx.role != Role::Admin {
+            return Err(ApiError::forbidden("only the author or an administrator may delete this post").into());
+        }
+        let events = vec![Staged::new(PostDeleted { post_id: req.post_id.clone(), author: row.author() })];
+        let media_rids: Vec<RecordId> = row.media.iter().map(|m| RecordId::new("media", m.as_str())).collect();
+        retry_conflicts(|| async {
+            self.db
+                .query(
+                    "BEGIN TRANSACTION;
+                     IF (SELECT VALUE deleted FROM ONLY $post) == false {
+                        UPDATE $post SET deleted = true;
+                        UPDATE $media SET deleted = true, updated_at = time::now();
+                        INSERT INTO outbox $events;
+                     };
+                     COMMIT TRANSACTION;",
+                )
+                .bind(("post", post_rid(&req.post_id)))
+                .bind(("media", media_rids.clone()))
+                .bind(("events", events.clone()))
+                .await?
+                .checked()
+        })
+        .await
+        .context("deleting post")?;
+        self.outbox.wake();
+        // Objects go with the next sweep; nothing links to them any more.
+        self.sweep_soon();
+        Ok(Empty {})
+    }
+
+    pub(crate) async fn user_posts(self: Arc<Self>, ctx: Ctx, req: Timeline) -> ServiceResult<Page<Post>> {
+        let viewer = ctx.require_user()?.clone();
+        if !self.visible_authors(&ctx, &viewer, std::slice::from_ref(&req.user_id)).await?.contains(&req.user_id) {
+            return Err(ApiError::not_found("no such user").into());
+        }
+        let limit = req.page.limit() as usize;
+        let cursor = req.page.cursor.as_deref().map(decode_cursor).transpose()?;
+        let after = if cursor.is_some() {
+            "AND (created_at < $at OR (created_at = $at AND record::id(id) < $after_id))"
+        } else {
+            ""
+        };
+        let (at, after_id) = cursor.unwrap_or((Utc::now(), String::new()));
+        let mut res = self
+            .db
+            .query(format!(
+                "SELECT {POST_FIELDS} FROM post WHERE author = $author AND deleted = false {after}
+                 ORDER BY created_at DESC, key DESC LIMIT $limit"
+            ))
+            .bind(("author", req.user_id.to_string()))
+            .bind(("at", at))
+            .bind(("after_id", after_id))
+            .bind(("limit", (limit + 1) as i64))
+            .await
+            .context("reading timeline")?;
+        let mut rows: Vec<PostRow> = res.take(0).context("reading timeline")?;
+        let next_cursor = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last().map(|p| encode_cursor(p.created_at, &p.key))
+        } else {
+            None
+        };
+        Ok(Page { items: self.hydrate(&ctx, rows).await?, next_cursor })
+    }
+
+    /// Posts with their media and authors, in two lookups however many posts there are.
+    async fn hydrate(&self, ctx: &Ctx, rows: Vec<PostRow>) -> ServiceResult<Vec<Post>> {
+        let media_ids: Vec<MediaId> =
+            rows.iter().flat_map(|p| p.media.iter().map(|m| MediaId::from_trusted(m.clone()))).collect();
+        let media: HashMap<String, MediaRow> =
+            store::media_by_ids(&self.db, &media_ids).await?.into_iter().map(|m| (m.key.clone(), m)).collect();
+        let mut author_ids: Vec<UserId> = rows.iter().map(PostRow::author).collect();
+        author_ids.sort();
+        author_ids.dedup();
+        let profiles = self.mesh.call::<users::GetProfiles>(ctx, &ProfilesByIds { ids: author_ids }).await?;
+        let authors: HashMap<UserId, Author> = profiles
+            .into_iter()
+            .map(|p| (p.id.clone(), Author { id: p.id, username: p.username, display_name: p.display_name }))
+            .collect();
+        Ok(rows
+            .into_iter()
+            .filter_map(|p| {
+                // A suspended author's posts are hidden with them.
+                let author = authors.get(&p.author())?.clone();
+                Some(Post {
+                    id: p.id(),
+                    author,
+                    media: p.media.iter().filter_map(|m| media.get(m)).map(MediaRow::to_api).collect(),
+                    mentions: p
+                        .mentions
+                        .iter()
+                        .map(|m| Mention { id: UserId::from_trusted(m.id.clone()), username: m.username.clone() })
+                        .collect(),
+                    caption: p.caption,
+                    tags: p.tags,
+                    like_count: 0,
+                    comment_count: 0,
+                    liked_by_me: false,
+                    created_at: p.created_at,
+                })
+            })
+            .collect())
+    }
+
+    /// The authors among `authors` whose posts `viewer` may see (no block either way).
+    async fn visible_authors(&self, ctx: &Ctx, viewer: &UserId, authors: &[UserId]) -> ServiceResult<HashSet<UserId>> {
+        let others: Vec<UserId> =
+            authors.iter().filter(|a| *a != viewer).cloned().collect::<HashSet<_>>().into_iter().collect();
+        let mut visible: HashSet<UserId> = authors.iter().filter(|a| *a == viewer).cloned().collect();
+        if others.is_empty() {
+            return Ok(visible);
+        }
+        let relations =
+            self.mesh.call::<users::Relations>(ctx, &RelationsQuery { viewer: viewer.clone(), others }).await?;
+        visible.extend(
+            relations.into_iter().filter(|r| !r.relation.blocking && !r.relation.blocked_by).map(|r| r.user_id),
+        );
+        Ok(visible)
+    }
+
+    /// `@names` of the caption that are users who have not blocked the author.
+    async fn resolve_mentions(&self, ctx: &Ctx, author: &UserId, caption: &str) -> ServiceResult<Vec<Mention>> {
+        let names = mentions(caption);
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let found =
+            self.mesh.call::<users::LookupUsernames>(ctx, &ProfilesByUsername { usernames: names.clone() }).await?;
+        let ids: Vec<UserId> = found.iter().map(|p| p.id.clone()).filter(|id| id != author).collect();
+        let allowed = self.visible_authors(ctx, author, &ids).await?;
+        let mut out: Vec<Mention> = found
+            .into_iter()
+            .filter(|p| allowed.contains(&p.id) && &p.id != author)
+            .map(|p| Mention { id: p.id, username: p.username })
+            .collect();
+        out.sort_by_key(|m| names.iter().position(|n| *n == m.username));
+        Ok(out)
+    }
+}
+
+/// Tags: the caption's `#hashtags` then the extra tags, lowercase, deduplicated.
+fn tags(caption: &str, extra: &[String]) -> Result<Vec<String>, ApiError> {
+    let mut out: Vec<String> = Vec::new();
+    for tag in
+        hashtags(caption).into_iter().chain(extra.iter().map(|t| t.trim().trim_start_matches('#').to_lowercase()))
+    {
+        if tag.is_empty() || tag.chars().count() > 32 || !tag.chars().all(|c| c.is_alphanumeric() || c == '_') {
+            return Err(ApiError::validation(format!("{tag:?} is not a valid tag")));
+        }
+        if !out.contains(&tag) {
+            out.push(tag);
+        }
+    }
+    if out.len() > MAX_TAGS {
+        return Err(ApiError::validation(format!("a post has at most {MAX_TAGS} tags")));
+    }
+    Ok(out)
+}
+
+fn words_after(text: &str, sigil: char, allowed: impl Fn(char) -> bool) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut chars = text.char_indices().peekable();
+    let mut prev: Option<char> = None;
+    while let Some((_, c)) = chars.next() {
+        // A sigil inside a word (an email address, `a#b`) starts nothing.
+        if c == sigil && !prev.is_some_and(|p| p.is_alphanumeric() || p == '_') {
+            let mut word = String::new();
+            while let Some(&(_, n)) = chars.peek() {
+                if !allowed(n) {
+                    break;
+                }
+                word.push(n);
+                chars.next();
+            }
+            let word = word.trim_end_matches('.').to_lowercase();
+            if !word.is_empty() {
+                out.push(word);
+            }
+            prev = None;
+            continue;
+        }
+        prev = Some(c);
+    }
+    out
+}
+
+fn hashtags(caption: &str) -> Vec<String> {
+    words_after(caption, '#', |c| c.is_alphanumeric() || c == '_')
+}
+
+fn mentions(caption: &str) -> Vec<String> {
+    let mut names = words_after(caption, '@', |c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+    names.retain(|n| (3..=30).contains(&n.len()));
+    names.dedup();
+    names.truncate(MAX_MENTIONS);
+    names
+}
+
+fn encode_cursor(at: DateTime<Utc>, key: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}|{key}", at.timestamp_nanos_opt().unwrap_or_default()))
+}
+
+fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, String), ApiError> {
+    let bad = || ApiError::validation("cursor is not valid");
+    let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?).map_err(|_| bad())?;
+    let (nanos, key) = raw.split_once('|').ok_or_else(bad)?;
+    let nanos: i64 = nanos.parse().map_err(|_| bad())?;
+    PostId::parse(key).ok_or_else(bad)?;
+    Ok((DateTime::from_timestamp_nanos(nanos), key.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashtags_and_mentions_come_from_the_caption() {
+        let caption = "Sunset at the #Beach with @Ana_B and @tom.k. #beach #golden_hour mail me: x@y.io #";
+        assert_eq!(hashtags(caption), vec!["beach", "beach", "golden_hour"]);
+        assert_eq!(mentions(caption), vec!["ana_b", "tom.k"]);
+        assert_eq!(tags(caption, &["Travel".into()]).unwrap(), vec!["beach", "golden_hour", "travel"]);
+        assert!(tags("", &["no spaces".into()]).is_err());
+    }
+}
