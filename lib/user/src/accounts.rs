@@ -10,7 +10,8 @@ use chrono::{DateTime, Utc};
 use mosaic_api::endpoint::Empty;
 use mosaic_api::user::{
     AccessClaims, AuthReply, ByUsername, ChangePasswordRequest, Jwks, LoginRequest, Me, Profile, ProfileUpdated,
-    ProfilesByIds, RefreshRequest, Revocation, Role, SignedUp, SignupRequest, TOKEN_ISSUER, UpdateProfileRequest,
+    ProfilesByIds, ProfilesByUsername, RefreshRequest, Revocation, Role, SignedUp, SignupRequest, TOKEN_ISSUER,
+    UpdateProfileRequest,
 };
 use mosaic_api::{ApiError, ErrorCode, Id, SessionId, UserId};
 use mosaic_mesh::db::{Checked as _, is_conflict, retry_conflicts};
@@ -354,6 +355,19 @@ impl UserService {
             return Err(ApiError::validation(format!("at most {MAX_BATCH} ids per request")).into());
         }
         let rows = store::users_by_ids(&self.db, &req.ids).await?;
+        Ok(rows.iter().filter(|u| !u.suspended).map(UserRow::profile).collect())
+    }
+
+    pub(crate) async fn lookup_usernames(
+        self: Arc<Self>,
+        _ctx: Ctx,
+        req: ProfilesByUsername,
+    ) -> ServiceResult<Vec<Profile>> {
+        if req.usernames.len() > MAX_BATCH {
+            return Err(ApiError::validation(format!("at most {MAX_BATCH} usernames per request")).into());
+        }
+        let names: Vec<String> = req.usernames.iter().map(|u| u.trim().to_lowercase()).collect();
+        let rows = store::users_by_usernames(&self.db, &names).await?;
         Ok(rows.iter().filter(|u| !u.suspended).map(UserRow::profile).collect())
     }
 

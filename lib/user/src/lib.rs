@@ -8,6 +8,7 @@
 mod accounts;
 mod admin;
 pub mod config;
+mod counts;
 mod graph;
 mod keys;
 mod password;
@@ -23,13 +24,13 @@ use mosaic_api::user::{self as api, SERVICE};
 use mosaic_mesh::db::{self, Db, Migration};
 use mosaic_mesh::kv::Bucket;
 use mosaic_mesh::outbox::Outbox;
-use mosaic_mesh::{CancellationToken, Mesh, ServiceHandle, TaskTracker};
+use mosaic_mesh::{Lifecycle, Mesh, ServiceHandle};
 use password::Passwords;
 use std::sync::Arc;
 use throttle::Throttle;
 
 /// The service's schema, applied in order by [`mosaic_mesh::db::migrate`].
-pub const MIGRATIONS: &[Migration] = mosaic_mesh::migrations!("user": "0001_init");
+pub const MIGRATIONS: &[Migration] = mosaic_mesh::migrations!("user": "0001_init", "0002_post_counts");
 
 /// Shared state of one service instance; every endpoint is a method of it.
 pub(crate) struct UserService {
@@ -71,14 +72,14 @@ pub async fn start_with_db(mesh: &Mesh, config: Config, db: Db) -> anyhow::Resul
     );
     store::grant_admins(&db, &config.admins).await?;
 
-    let shutdown = CancellationToken::new();
-    let tasks = TaskTracker::new();
-    let outbox = Outbox::spawn(db.clone(), mesh.clone(), shutdown.child_token(), &tasks);
+    let lifecycle = Lifecycle::new();
+    let outbox = Outbox::spawn(db.clone(), mesh.clone(), &lifecycle);
     let keys = Keys::load(db.clone(), &config).await?;
-    spawn_key_rotation(keys.clone(), shutdown.child_token(), &tasks);
+    spawn_key_rotation(keys.clone(), &lifecycle);
 
     let state =
         Arc::new(UserService { passwords: Passwords::new(&config)?, config, db, outbox, keys, throttle, revocations });
+    counts::spawn(state.clone(), mesh, &lifecycle).await?;
     let rpc = mesh
         .service(SERVICE, "Accounts, tokens, profiles and the social graph", state)
         .endpoint(api::Signup, UserService::signup)
@@ -91,6 +92,7 @@ pub async fn start_with_db(mesh: &Mesh, config: Config, db: Db) -> anyhow::Resul
         .endpoint(api::ChangePassword, UserService::change_password)
         .endpoint(api::GetProfile, UserService::profile)
         .endpoint(api::GetProfiles, UserService::profiles)
+        .endpoint(api::LookupUsernames, UserService::lookup_usernames)
         .endpoint(api::Follow, UserService::follow)
         .endpoint(api::Unfollow, UserService::unfollow)
         .endpoint(api::Followers, UserService::followers)
@@ -105,11 +107,12 @@ pub async fn start_with_db(mesh: &Mesh, config: Config, db: Db) -> anyhow::Resul
         .endpoint(api::Unsuspend, UserService::unsuspend)
         .start()
         .await?;
-    Ok(ServiceHandle::new(SERVICE, Some(rpc), shutdown, tasks))
+    Ok(ServiceHandle::new(SERVICE, Some(rpc), lifecycle))
 }
 
-fn spawn_key_rotation(keys: Arc<Keys>, shutdown: CancellationToken, tasks: &TaskTracker) {
-    tasks.spawn(async move {
+fn spawn_key_rotation(keys: Arc<Keys>, lifecycle: &Lifecycle) {
+    let shutdown = lifecycle.shutdown().clone();
+    lifecycle.spawn(async move {
         let mut tick = tokio::time::interval(keys.refresh_interval());
         loop {
             tokio::select! {

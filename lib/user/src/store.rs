@@ -124,6 +124,18 @@ pub async fn users_by_ids(db: &Db, ids: &[UserId]) -> anyhow::Result<Vec<UserRow
     Ok(ids.iter().filter_map(|id| by_id.remove(id.as_str())).collect())
 }
 
+pub async fn users_by_usernames(db: &Db, names: &[String]) -> anyhow::Result<Vec<UserRow>> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut res = db
+        .query(format!("SELECT {USER_FIELDS} FROM user WHERE username IN $names"))
+        .bind(("names", names.to_vec()))
+        .await
+        .context("looking up usernames")?;
+    res.take(0).context("looking up usernames")
+}
+
 pub async fn grant_admins(db: &Db, admins: &[String]) -> anyhow::Result<()> {
     if admins.is_empty() {
         return Ok(());
