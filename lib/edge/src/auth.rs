@@ -11,7 +11,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use mosaic_api::user::{AccessClaims, GetJwks, Jwks, Revocation, TOKEN_ISSUER};
 use mosaic_api::{ApiError, ErrorCode, Id, SessionId, UserId, endpoint::Empty};
 use mosaic_mesh::kv::Bucket;
-use mosaic_mesh::{CancellationToken, Ctx, Mesh, TaskTracker};
+use mosaic_mesh::{CancellationToken, Ctx, Lifecycle, Mesh};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,19 +59,14 @@ impl Authenticator {
 
     /// Loads keys and the revocation snapshot (waiting up to `wait` for both), then keeps
     /// them current in the background.
-    pub async fn spawn(
-        self: &Arc<Self>,
-        revocations: Bucket,
-        wait: Duration,
-        shutdown: CancellationToken,
-        tasks: &TaskTracker,
-    ) {
+    pub async fn spawn(self: &Arc<Self>, revocations: Bucket, wait: Duration, lifecycle: &Lifecycle) {
         let watcher = self.clone();
-        let stop = shutdown.clone();
-        tasks.spawn(async move { watcher.watch_revocations(revocations, stop).await });
+        let stop = lifecycle.shutdown().clone();
+        lifecycle.spawn(async move { watcher.watch_revocations(revocations, stop).await });
 
         let refresher = self.clone();
-        tasks.spawn(async move {
+        let shutdown = lifecycle.shutdown().clone();
+        lifecycle.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
             loop {
                 tokio::select! {

@@ -29,6 +29,11 @@ pub struct Config {
     pub ws_buffer: usize,
     /// Clock skew tolerated when checking token expiry.
     pub clock_skew_secs: u64,
+    /// Answer media requests with a redirect to a presigned store URL (S3 stores only), so
+    /// the bytes bypass the edge.
+    pub media_redirect: bool,
+    /// Lifetime of those presigned URLs.
+    pub media_redirect_ttl_secs: u64,
 }
 
 impl Default for Config {
@@ -44,6 +49,8 @@ impl Default for Config {
             ws_heartbeat_secs: 30,
             ws_buffer: 256,
             clock_skew_secs: 5,
+            media_redirect: false,
+            media_redirect_ttl_secs: 3600,
         }
     }
 }

@@ -25,7 +25,8 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use mosaic_api::stream::{IDEMPOTENCY, REVOCATIONS};
 use mosaic_api::{ApiError, ErrorCode};
 use mosaic_mesh::kv::Bucket;
-use mosaic_mesh::{CancellationToken, Mesh, TaskTracker};
+use mosaic_mesh::storage::Storage;
+use mosaic_mesh::{CancellationToken, Lifecycle, Mesh};
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::{Arc, OnceLock};
@@ -41,7 +42,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 /// Services whose health `/readyz` reports.
-pub const SERVICES: &[&str] = &[mosaic_api::user::SERVICE];
+pub const SERVICES: &[&str] = &[mosaic_api::user::SERVICE, mosaic_api::content::SERVICE];
 
 /// What every request handler can reach.
 pub struct AppState {
@@ -51,6 +52,7 @@ pub struct AppState {
     pub(crate) config: Config,
     pub(crate) metrics: Option<PrometheusHandle>,
     pub(crate) idempotency: Option<Bucket>,
+    pub(crate) storage: Option<mosaic_mesh::storage::Storage>,
     pub(crate) limiter: Option<Arc<middleware::Limiter>>,
     pub(crate) services: &'static [&'static str],
     pub(crate) shutdown: CancellationToken,
@@ -59,8 +61,7 @@ pub struct AppState {
 /// A running edge.
 pub struct EdgeHandle {
     addr: SocketAddr,
-    shutdown: CancellationToken,
-    tasks: TaskTracker,
+    lifecycle: Lifecycle,
 }
 
 impl EdgeHandle {
@@ -71,55 +72,56 @@ impl EdgeHandle {
 
     /// Stops accepting, closes sockets with "going away", lets in-flight requests finish.
     pub async fn stop(self) {
-        self.shutdown.cancel();
-        self.tasks.close();
-        if tokio::time::timeout(Duration::from_secs(30), self.tasks.wait()).await.is_err() {
-            tracing::warn!("edge tasks outlived the shutdown grace period");
-        }
+        mosaic_mesh::ServiceHandle::from(self).stop().await;
     }
 }
 
 impl From<EdgeHandle> for mosaic_mesh::ServiceHandle {
     fn from(edge: EdgeHandle) -> Self {
-        mosaic_mesh::ServiceHandle::new("edge", None, edge.shutdown, edge.tasks)
+        mosaic_mesh::ServiceHandle::new("edge", None, edge.lifecycle)
     }
 }
 
-/// Binds `config.http` and serves.
-pub async fn start(mesh: &Mesh, config: Config) -> anyhow::Result<EdgeHandle> {
+/// Binds `config.http` and serves; media is read from and uploaded to `storage`.
+pub async fn start(mesh: &Mesh, config: Config, storage: Option<Storage>) -> anyhow::Result<EdgeHandle> {
     config.validate()?;
     let listener = TcpListener::bind(config.http)
         .await
         .with_context(|| format!("binding edge.http {} (is the port in use?)", config.http))?;
-    serve(mesh, config, listener).await
+    serve(mesh, config, storage, listener).await
 }
 
 /// Serves on an already bound listener (tests bind port 0).
-pub async fn serve(mesh: &Mesh, config: Config, listener: TcpListener) -> anyhow::Result<EdgeHandle> {
+pub async fn serve(
+    mesh: &Mesh,
+    config: Config,
+    storage: Option<Storage>,
+    listener: TcpListener,
+) -> anyhow::Result<EdgeHandle> {
     config.validate()?;
     let addr = listener.local_addr()?;
-    let shutdown = CancellationToken::new();
-    let tasks = TaskTracker::new();
+    let lifecycle = Lifecycle::new();
 
     let auth = auth::Authenticator::new(mesh.clone(), config.clock_skew_secs);
     let revocations = mesh.bucket(&REVOCATIONS).await?;
-    auth.spawn(revocations, Duration::from_secs(5), shutdown.child_token(), &tasks).await;
-    let limiter = limiter(&config, shutdown.child_token(), &tasks);
+    auth.spawn(revocations, Duration::from_secs(5), &lifecycle).await;
+    let limiter = limiter(&config, &lifecycle);
     let state = Arc::new(AppState {
         mesh: mesh.clone(),
         auth,
         hub: hub::Hub::new(mesh.clone(), config.ws_buffer),
         idempotency: Some(mesh.bucket(&IDEMPOTENCY).await?),
+        storage,
         metrics: prometheus(),
         limiter,
         services: SERVICES,
         config,
-        shutdown: shutdown.clone(),
+        shutdown: lifecycle.shutdown().clone(),
     });
     let app = app(state);
 
-    let stop = shutdown.clone();
-    tasks.spawn(async move {
+    let stop = lifecycle.shutdown().clone();
+    lifecycle.spawn(async move {
         let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await;
@@ -128,7 +130,7 @@ pub async fn serve(mesh: &Mesh, config: Config, listener: TcpListener) -> anyhow
         }
     });
     tracing::info!(%addr, "edge listening");
-    Ok(EdgeHandle { addr, shutdown, tasks })
+    Ok(EdgeHandle { addr, lifecycle })
 }
 
 /// The full application: routes, `/openapi.json`, fallbacks and middleware.
@@ -188,12 +190,13 @@ fn cors(config: &Config) -> CorsLayer {
     }
 }
 
-fn limiter(config: &Config, shutdown: CancellationToken, tasks: &TaskTracker) -> Option<Arc<middleware::Limiter>> {
+fn limiter(config: &Config, lifecycle: &Lifecycle) -> Option<Arc<middleware::Limiter>> {
     let rate = NonZeroU32::new(config.rate_limit_per_sec)?;
     let burst = NonZeroU32::new(config.rate_limit_burst).unwrap_or(rate);
     let limiter = Arc::new(governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst)));
     let sweeper = limiter.clone();
-    tasks.spawn(async move {
+    let shutdown = lifecycle.shutdown().clone();
+    lifecycle.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tokio::select! {

@@ -101,9 +101,22 @@ pub async fn idempotency(State(s): State<Arc<AppState>>, req: Request, next: Nex
         }
     };
     let (parts, body) = req.into_parts();
-    let body = match to_bytes(body, s.config.max_json_body_bytes).await {
-        Ok(b) => b,
-        Err(_) => return problem(ApiError::new(ErrorCode::PayloadTooLarge, "the request body is too large")),
+    // JSON bodies are small and fingerprinted by content; uploads are streamed and never
+    // buffered here, so they are fingerprinted by type and length.
+    let is_json = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|ct| ct.starts_with("application/json"));
+    let (body, fingerprint_source): (Body, bytes::Bytes) = if is_json {
+        match to_bytes(body, s.config.max_json_body_bytes).await {
+            Ok(b) => (Body::from(b.clone()), b),
+            Err(_) => return problem(ApiError::new(ErrorCode::PayloadTooLarge, "the request body is too large")),
+        }
+    } else {
+        let described =
+            format!("{:?}|{:?}", parts.headers.get(header::CONTENT_TYPE), parts.headers.get(header::CONTENT_LENGTH));
+        (body, bytes::Bytes::from(described))
     };
     let caller = parts
         .headers
@@ -122,7 +135,7 @@ pub async fn idempotency(State(s): State<Arc<AppState>>, req: Request, next: Nex
         .chain_update([0])
         .chain_update(&key)
         .finalize());
-    let fingerprint = hex(&Sha256::digest(&body));
+    let fingerprint = hex(&Sha256::digest(&fingerprint_source));
     let now = chrono::Utc::now().timestamp();
     let pending = Stored { fingerprint: fingerprint.clone(), started: now, done: None };
     let pending_bytes = bytes::Bytes::from(serde_json::to_vec(&pending).expect("serializes"));
@@ -134,7 +147,7 @@ pub async fn idempotency(State(s): State<Arc<AppState>>, req: Request, next: Nex
             // Without the store we cannot promise idempotency; running the request is still
             // better than failing it.
             tracing::warn!(error = format!("{e:#}"), "idempotency store unavailable");
-            return next.run(Request::from_parts(parts, Body::from(body))).await;
+            return next.run(Request::from_parts(parts, body)).await;
         }
     };
     if !claimed {
@@ -174,7 +187,7 @@ pub async fn idempotency(State(s): State<Arc<AppState>>, req: Request, next: Nex
         }
     }
 
-    let response = next.run(Request::from_parts(parts, Body::from(body))).await;
+    let response = next.run(Request::from_parts(parts, body)).await;
     let status = response.status();
     if status.is_server_error() {
         let _ = bucket.delete(&scope).await;

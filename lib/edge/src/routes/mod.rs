@@ -2,7 +2,9 @@
 //! same definitions.
 
 pub mod accounts;
+pub mod media;
 pub mod ops;
+pub mod posts;
 
 use crate::AppState;
 use crate::error::Problem;
@@ -34,5 +36,7 @@ pub fn all() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(ops::router())
         .merge(accounts::router())
+        .merge(media::router())
+        .merge(posts::router())
         .routes(routes!(crate::ws::ws))
 }
