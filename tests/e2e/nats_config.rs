@@ -65,7 +65,7 @@ async fn service_permissions_allow_the_job_and_nothing_more() {
     let edge_mesh = Mesh::connect(&login("edge", "edge-secret", nats.url()), "edge").await.unwrap();
     let edge_config =
         mosaic_edge::Config { http: "127.0.0.1:0".parse().unwrap(), rate_limit_per_sec: 0, ..Default::default() };
-    let edge = mosaic_edge::start(&edge_mesh, edge_config).await.expect("edge works with its permissions");
+    let edge = mosaic_edge::start(&edge_mesh, edge_config, None).await.expect("edge works with its permissions");
 
     let client = Client::new(format!("http://{}", edge.local_addr()));
     let u = client.signup("perm").await;

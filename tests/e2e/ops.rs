@@ -13,6 +13,7 @@ async fn health_readiness_and_metrics_answer() {
     ready.assert_status(200);
     assert_eq!(ready.body["status"], "ready");
     assert_eq!(ready.body["services"]["user"], true);
+    assert_eq!(ready.body["services"]["content"], true);
     w.client.signup("metrics").await;
     let metrics = w.client.send(reqwest::Method::GET, "/metrics", None, None).await;
     metrics.assert_status(200);
@@ -66,6 +67,14 @@ async fn openapi_lists_every_route() {
         ("post", "/v1/admin/users/{id}/suspend"),
         ("post", "/v1/admin/users/{id}/unsuspend"),
         ("get", "/v1/ws"),
+        ("post", "/v1/media"),
+        ("get", "/v1/media/{id}"),
+        ("get", "/v1/media/{id}/{variant}"),
+        ("get", "/v1/users/me/storage"),
+        ("post", "/v1/posts"),
+        ("get", "/v1/posts/{id}"),
+        ("delete", "/v1/posts/{id}"),
+        ("get", "/v1/users/{id}/posts"),
         ("get", "/healthz"),
         ("get", "/readyz"),
         ("get", "/metrics"),

@@ -17,7 +17,7 @@ async fn accounts_survive_a_restart_on_surrealkv() {
     let edge_config =
         mosaic_edge::Config { http: "127.0.0.1:0".parse().unwrap(), rate_limit_per_sec: 0, ..Default::default() };
     let user = mosaic_user::start(&mesh, config.clone()).await.unwrap();
-    let edge = mosaic_edge::start(&mesh, edge_config.clone()).await.unwrap();
+    let edge = mosaic_edge::start(&mesh, edge_config.clone(), None).await.unwrap();
     let client = Client::new(format!("http://{}", edge.local_addr()));
     let u = client.signup("durable").await;
     edge.stop().await;
@@ -37,7 +37,7 @@ async fn accounts_survive_a_restart_on_surrealkv() {
         }
     }
     let user = mosaic_user::start_with_db(&mesh, config, db.expect("database reopens")).await.unwrap();
-    let edge = mosaic_edge::start(&mesh, edge_config).await.unwrap();
+    let edge = mosaic_edge::start(&mesh, edge_config, None).await.unwrap();
     let client = Client::new(format!("http://{}", edge.local_addr()));
     client.login(&u).await;
     client.post("/v1/auth/refresh", None, json!({"refresh_token": u.refresh_token})).await.assert_status(200);
@@ -57,7 +57,10 @@ async fn concurrent_migrations_apply_each_file_once() {
     }
     let mut res = db.query("SELECT VALUE record::id(id) FROM _migration ORDER BY id").await.unwrap();
     let applied: Vec<String> = res.take(0).unwrap();
-    assert_eq!(applied, vec!["mesh/0001_outbox".to_owned(), "user/0001_init".to_owned()]);
+    assert_eq!(
+        applied,
+        vec!["mesh/0001_outbox".to_owned(), "user/0001_init".to_owned(), "user/0002_post_counts".to_owned()]
+    );
 
     // A migration edited after it was applied stops the start.
     let edited = [mosaic_mesh::db::Migration { name: "user/0001_init", sql: "DEFINE TABLE sneaky;" }];

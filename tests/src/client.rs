@@ -119,6 +119,57 @@ impl Client {
         self.send(Method::DELETE, path, Some(token), None).await
     }
 
+    /// Uploads raw bytes as `content_type`.
+    pub async fn upload(&self, token: &str, content_type: &str, bytes: Vec<u8>) -> Reply {
+        let res = self
+            .http
+            .post(format!("{}/v1/media", self.base))
+            .bearer_auth(token)
+            .header("content-type", content_type)
+            .body(bytes)
+            .send()
+            .await
+            .expect("upload sent");
+        Self::read(res).await
+    }
+
+    /// Uploads and waits until processing ends; returns the media document.
+    pub async fn upload_ready(&self, token: &str, content_type: &str, bytes: Vec<u8>) -> Value {
+        let r = self.upload(token, content_type, bytes).await;
+        r.assert_status(202);
+        self.wait_media(token, r.body["id"].as_str().expect("id")).await
+    }
+
+    /// Polls `GET /v1/media/{id}` until it is no longer `processing` (at most 90 s).
+    pub async fn wait_media(&self, token: &str, id: &str) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+        loop {
+            let r = self.get(&format!("/v1/media/{id}"), token).await;
+            r.assert_status(200);
+            if r.body["status"] != "processing" {
+                return r.body;
+            }
+            assert!(std::time::Instant::now() < deadline, "media {id} still processing after 90 s");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Fetches a public URL path and returns status, headers and bytes.
+    pub async fn fetch(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, reqwest::header::HeaderMap, bytes::Bytes) {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let res = req.send().await.expect("fetch sent");
+        let status = res.status();
+        let headers = res.headers().clone();
+        (status, headers, res.bytes().await.expect("body"))
+    }
+
     /// Signs up `name_<unique>` with a valid password.
     pub async fn signup(&self, name: &str) -> TestUser {
         self.signup_exact(&format!("{name}_{}", unique())).await

@@ -6,10 +6,12 @@
 //!   edge on a free port; plus an HTTP client and helpers that act like a client app.
 
 pub mod client;
+pub mod media;
 
 use anyhow::Context as _;
 use mosaic_edge::EdgeHandle;
 use mosaic_mesh::db::{Db, DbConfig};
+use mosaic_mesh::storage::{Storage, StorageConfig};
 use mosaic_mesh::{Mesh, NatsConfig, ServiceHandle};
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -87,6 +89,12 @@ pub struct WorldOptions {
     pub user: mosaic_user::Config,
     /// Edge settings (the address is always a free port).
     pub edge: mosaic_edge::Config,
+    /// Content-service instances to start.
+    pub content_instances: usize,
+    /// Content-service settings.
+    pub content: mosaic_content::Config,
+    /// Media storage; `None`: a fresh local directory.
+    pub storage: Option<StorageConfig>,
 }
 
 impl Default for WorldOptions {
@@ -95,6 +103,9 @@ impl Default for WorldOptions {
             user_instances: 1,
             user: test_user_config(),
             edge: mosaic_edge::Config { rate_limit_per_sec: 0, ..Default::default() },
+            content_instances: 1,
+            content: test_content_config(),
+            storage: None,
         }
     }
 }
@@ -111,12 +122,33 @@ pub fn test_user_config() -> mosaic_user::Config {
     }
 }
 
+/// Content-service settings for tests: short redelivery and retry delays so crash and
+/// retry paths finish in seconds.
+pub fn test_content_config() -> mosaic_content::Config {
+    mosaic_content::Config {
+        db: DbConfig { url: "mem://".into(), ..Default::default() },
+        workers: 2,
+        job_ack_wait_secs: 3,
+        job_retry_backoff_ms: vec![100, 200],
+        sweep_interval_secs: 2,
+        ..Default::default()
+    }
+}
+
 /// A running Mosaic: NATS, services and an edge.
 pub struct World {
     pub nats: NatsServer,
     pub mesh: Mesh,
     /// The user database every user-service instance of this world shares.
     pub user_db: Db,
+    /// The content database every content instance of this world shares.
+    pub content_db: Db,
+    /// Media storage shared by the content instances and the edge.
+    pub storage: Storage,
+    pub content: Vec<ServiceHandle>,
+    /// The content settings instances of this world start with.
+    pub content_config: mosaic_content::Config,
+    _media_dir: tempfile::TempDir,
     pub users: Vec<ServiceHandle>,
     pub edge: Option<EdgeHandle>,
     pub client: Client,
@@ -142,11 +174,39 @@ impl World {
                     .expect("user service starts"),
             );
         }
+        let media_dir = tempfile::tempdir().expect("temp dir");
+        let storage_config = options.storage.clone().unwrap_or_else(|| StorageConfig {
+            url: format!("file://{}", media_dir.path().display()),
+            ..Default::default()
+        });
+        let storage = Storage::open(&storage_config).expect("storage opens");
+        let content_db =
+            mosaic_mesh::db::connect(&options.content.db, "content").await.expect("content database opens");
+        let mut content = Vec::new();
+        for _ in 0..options.content_instances {
+            content.push(
+                mosaic_content::start_with_db(&mesh, options.content.clone(), storage.clone(), content_db.clone())
+                    .await
+                    .expect("content service starts"),
+            );
+        }
         let mut edge_config = options.edge.clone();
         edge_config.http = "127.0.0.1:0".parse().expect("address");
-        let edge = mosaic_edge::start(&mesh, edge_config).await.expect("edge starts");
+        let edge = mosaic_edge::start(&mesh, edge_config, Some(storage.clone())).await.expect("edge starts");
         let client = Client::new(format!("http://{}", edge.local_addr()));
-        Self { nats, mesh, user_db, users, edge: Some(edge), client }
+        Self {
+            nats,
+            mesh,
+            user_db,
+            users,
+            content_db,
+            storage,
+            content,
+            content_config: options.content,
+            _media_dir: media_dir,
+            edge: Some(edge),
+            client,
+        }
     }
 
     /// The edge's base URL.
@@ -162,10 +222,33 @@ impl World {
         Ok(())
     }
 
+    /// The directory of the default (local) media storage.
+    pub fn media_dir(&self) -> &std::path::Path {
+        self._media_dir.path()
+    }
+
+    /// Starts one more content instance (own NATS connection, shared database and storage).
+    pub async fn add_content_instance(&mut self) -> anyhow::Result<()> {
+        let mesh = Mesh::connect(&self.nats.config(), "test-content").await?;
+        self.content.push(
+            mosaic_content::start_with_db(
+                &mesh,
+                self.content_config.clone(),
+                self.storage.clone(),
+                self.content_db.clone(),
+            )
+            .await?,
+        );
+        Ok(())
+    }
+
     /// Stops everything in order.
     pub async fn stop(mut self) {
         if let Some(edge) = self.edge.take() {
             edge.stop().await;
+        }
+        for c in self.content.drain(..) {
+            c.stop().await;
         }
         for u in self.users.drain(..) {
             u.stop().await;
@@ -199,5 +282,65 @@ where
             return false;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A real S3-compatible server (moto) on a free port, with one bucket; killed on drop.
+pub struct S3Server {
+    child: Child,
+    endpoint: String,
+    bucket: String,
+}
+
+impl S3Server {
+    /// Starts `moto_server` and creates `bucket`.
+    pub async fn start(bucket: &str) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawning moto_server (pip install 'moto[server]'; see scripts/deps.sh)")?;
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        for _ in 0..200 {
+            if let Ok(r) = http.put(format!("{endpoint}/{bucket}")).send().await
+                && r.status().is_success()
+            {
+                return Ok(Self { child, endpoint, bucket: bucket.to_owned() });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::bail!("moto_server did not come up on port {port}")
+    }
+
+    /// Storage settings pointing at the bucket.
+    pub fn storage(&self) -> StorageConfig {
+        StorageConfig {
+            url: format!("s3://{}", self.bucket),
+            endpoint: Some(self.endpoint.clone()),
+            region: Some("us-east-1".into()),
+            access_key_id: Some("test".into()),
+            secret_access_key: Some(mosaic_mesh::config::Secret::new("test")),
+            allow_http: true,
+            virtual_hosted_style: false,
+        }
+    }
+
+    /// Lists the keys under `prefix` straight from the server.
+    pub async fn keys(&self, prefix: &str) -> Vec<String> {
+        let body = reqwest::get(format!("{}/{}?list-type=2&prefix={prefix}", self.endpoint, self.bucket))
+            .await
+            .and_then(|r| r.error_for_status())
+            .expect("list objects");
+        let text = body.text().await.unwrap_or_default();
+        text.split("<Key>").skip(1).filter_map(|s| s.split("</Key>").next()).map(str::to_owned).collect()
+    }
+
+    /// Stops the server.
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
     }
 }

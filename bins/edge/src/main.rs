@@ -29,8 +29,9 @@ struct NoFlags {}
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let settings: Settings = mosaic_mesh::config::load(args.config.as_deref(), &NoFlags {})?;
+    let storage = mosaic_mesh::storage::Storage::open(&settings.common.storage())?;
     serve_until_signal(&settings.common, "edge", |mesh| async move {
-        Ok(mosaic_edge::start(&mesh, settings.edge).await?.into())
+        Ok(mosaic_edge::start(&mesh, settings.edge, Some(storage)).await?.into())
     })
     .await
 }

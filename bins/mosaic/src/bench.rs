@@ -158,7 +158,7 @@ async fn bench_edge(mesh: &Mesh, load: &Load) -> anyhow::Result<()> {
     )
     .await?;
     let edge_config = mosaic_edge::Config { http: "127.0.0.1:0".parse()?, rate_limit_per_sec: 0, ..Default::default() };
-    let edge = mosaic_edge::start(mesh, edge_config).await?;
+    let edge = mosaic_edge::start(mesh, edge_config, None).await?;
     let base = format!("http://{}", edge.local_addr());
 
     let bare = axum::Router::new().route(

@@ -12,6 +12,7 @@ mod nats;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use mosaic_mesh::runtime::{Common, serve_until_signal, shutdown_signal};
+use mosaic_mesh::storage::Storage;
 use mosaic_mesh::{Mesh, ServiceHandle};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -50,6 +51,7 @@ enum Command {
 #[derive(Clone, Copy, ValueEnum)]
 enum Component {
     User,
+    Content,
     Edge,
 }
 
@@ -81,6 +83,7 @@ struct Settings {
     /// Spawn `nats-server` when nothing answers at `nats_url` (local URLs only).
     embedded_nats: Option<bool>,
     user: mosaic_user::Config,
+    content: mosaic_content::Config,
     edge: mosaic_edge::Config,
 }
 
@@ -91,7 +94,9 @@ impl Settings {
             s.edge.http = http;
         }
         s.common.fill_db_url(&mut s.user.db.url, mosaic_api::user::SERVICE);
+        s.common.fill_db_url(&mut s.content.db.url, mosaic_api::content::SERVICE);
         s.user.validate()?;
+        s.content.validate()?;
         s.edge.validate()?;
         Ok(s)
     }
@@ -116,9 +121,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     serve_until_signal(&s.common, "user", |mesh| async move { mosaic_user::start(&mesh, s.user).await })
                         .await
                 }
+                Component::Content => {
+                    let storage = Storage::open(&s.common.storage())?;
+                    serve_until_signal(&s.common, "content", |mesh| async move {
+                        mosaic_content::start(&mesh, s.content, storage).await
+                    })
+                    .await
+                }
                 Component::Edge => {
+                    let storage = Storage::open(&s.common.storage())?;
                     serve_until_signal(&s.common, "edge", |mesh| async move {
-                        Ok(mosaic_edge::start(&mesh, s.edge).await?.into())
+                        Ok(mosaic_edge::start(&mesh, s.edge, Some(storage)).await?.into())
                     })
                     .await
                 }
@@ -128,6 +141,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let s = Settings::load(cli.config.as_deref(), &flags)?;
             mosaic_mesh::telemetry::init(s.common.log_json);
             mosaic_user::migrate(&s.user).await?;
+            mosaic_content::migrate(&s.content).await?;
             println!("migrations applied");
             Ok(())
         }
@@ -142,10 +156,13 @@ async fn up(s: Settings) -> anyhow::Result<()> {
     let embedded = nats::ensure(&s.common.nats_url, &s.common.data_dir, s.embedded_nats.unwrap_or(true)).await?;
     let mesh = Mesh::connect(&s.common.nats(), "mosaic").await?;
 
+    let storage = Storage::open(&s.common.storage())?;
     let user = mosaic_user::start(&mesh, s.user).await.context("starting the user service")?;
-    let edge = mosaic_edge::start(&mesh, s.edge).await.context("starting the edge")?;
+    let content =
+        mosaic_content::start(&mesh, s.content, storage.clone()).await.context("starting the content service")?;
+    let edge = mosaic_edge::start(&mesh, s.edge, Some(storage)).await.context("starting the edge")?;
     let url = format!("http://{}", edge.local_addr());
-    let components: Vec<ServiceHandle> = vec![edge.into(), user];
+    let components: Vec<ServiceHandle> = vec![edge.into(), content, user];
 
     println!("Mosaic is up at {url} (NATS {}, data in {})", s.common.nats_url, s.common.data_dir.display());
     shutdown_signal().await;
