@@ -555,3 +555,18 @@ async fn media_never_posted_is_swept_after_its_time() {
     );
     w.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transcode_past_its_time_limit_fails_with_timeout() {
+    let mut options = WorldOptions::default();
+    options.content.video_time_limit_secs = 1;
+    let w = World::start_with(options).await;
+    let dir = tempfile::tempdir().unwrap();
+    let u = w.client.signup("slowvideo").await;
+    let m = w
+        .client
+        .upload_ready(&u.access_token, "video/mp4", media::video(dir.path(), "long.mp4", 20, 1920, 1080, None))
+        .await;
+    assert_eq!((m["status"].as_str(), m["error"].as_str()), (Some("failed"), Some("timeout")), "{m}");
+    w.stop().await;
+}

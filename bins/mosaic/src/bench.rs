@@ -21,6 +21,8 @@ pub enum Which {
     Mesh(Load),
     /// Authenticated `GET /v1/users/me` through the edge vs a bare axum handler.
     Edge(Load),
+    /// The photo pipeline vs vipsthumbnail; the video path vs the same ffmpeg run bare.
+    Media(crate::bench_media::MediaLoad),
 }
 
 #[derive(Args, Clone)]
@@ -50,6 +52,10 @@ mosaic_api::endpoint! {
 pub async fn run(which: Which) -> anyhow::Result<()> {
     let load = match &which {
         Which::Mesh(l) | Which::Edge(l) => l.clone(),
+        Which::Media(m) => {
+            let m = m.clone();
+            return tokio::task::spawn_blocking(move || crate::bench_media::run(&m)).await?;
+        }
     };
     let dir = tempfile_dir()?;
     let url = match &load.nats_url {
@@ -62,6 +68,7 @@ pub async fn run(which: Which) -> anyhow::Result<()> {
     let result = match which {
         Which::Mesh(_) => bench_mesh(&mesh, &load).await,
         Which::Edge(_) => bench_edge(&mesh, &load).await,
+        Which::Media(_) => unreachable!("handled above"),
     };
     if let Some(e) = embedded {
         e.stop().await;

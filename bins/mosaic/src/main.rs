@@ -7,6 +7,7 @@
 //! * `mosaic bench …` measures the mesh and the edge.
 
 mod bench;
+mod bench_media;
 mod nats;
 
 use anyhow::Context as _;

@@ -11,7 +11,7 @@
 pub mod config;
 mod hygiene;
 mod posts;
-mod process;
+pub mod process;
 mod store;
 mod upload;
 

@@ -133,6 +133,30 @@ pub fn target_size(width: u32, height: u32) -> (u32, u32) {
     (even(width as f64), even(height as f64))
 }
 
+/// The ffmpeg arguments that re-encode `input` to a streaming-ready MP4 at `output` (public
+/// so the benchmark can run exactly this command without Mosaic around it).
+pub fn transcode_args(input: &Path, output: &Path, probe: &Probe, max_seconds: u64) -> Vec<std::ffi::OsString> {
+    let (w, h) = target_size(probe.width, probe.height);
+    let fps = probe.fps.clamp(1.0, 60.0);
+    let mut args: Vec<std::ffi::OsString> = Vec::new();
+    let mut push = |items: &[&str]| args.extend(items.iter().map(std::ffi::OsString::from));
+    push(&["-hide_banner", "-nostdin", "-y", "-loglevel", "error", "-i"]);
+    args.push(input.as_os_str().to_owned());
+    let mut push = |items: &[&str]| args.extend(items.iter().map(std::ffi::OsString::from));
+    push(&["-map", "0:v:0", "-map", "0:a:0?", "-sn", "-dn"]);
+    // Autorotation (on by default) turns the display matrix into pixels before the
+    // filters; nothing of the input's rotation or metadata reaches the output.
+    push(&["-vf", &format!("scale={w}:{h}:flags=lanczos,format=yuv420p")]);
+    push(&["-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-profile:v", "high"]);
+    push(&["-fps_mode", "cfr", "-r", &format!("{fps:.3}")]);
+    push(&["-c:a", "aac", "-b:a", "128k", "-ac", "2"]);
+    push(&["-map_metadata", "-1", "-map_chapters", "-1"]);
+    push(&["-movflags", "+faststart"]);
+    push(&["-t", &max_seconds.to_string()]);
+    args.push(output.as_os_str().to_owned());
+    args
+}
+
 /// Re-encodes `input` to a streaming-ready MP4 at `output`.
 pub fn transcode(
     input: &Path,
@@ -141,24 +165,8 @@ pub fn transcode(
     max_seconds: u64,
     limit: Duration,
 ) -> Result<(), MediaError> {
-    let (w, h) = target_size(probe.width, probe.height);
-    let fps = probe.fps.clamp(1.0, 60.0);
     let mut command = FfmpegCommand::new();
-    command
-        .hide_banner()
-        .args(["-nostdin", "-y", "-loglevel", "error"])
-        .input(input)
-        .args(["-map", "0:v:0", "-map", "0:a:0?", "-sn", "-dn"])
-        // Autorotation (on by default) turns the display matrix into pixels before the
-        // filters; nothing of the input's rotation or metadata reaches the output.
-        .args(["-vf", &format!("scale={w}:{h}:flags=lanczos,format=yuv420p")])
-        .args(["-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-profile:v", "high"])
-        .args(["-fps_mode", "cfr", "-r", &format!("{fps:.3}")])
-        .args(["-c:a", "aac", "-b:a", "128k", "-ac", "2"])
-        .args(["-map_metadata", "-1", "-map_chapters", "-1"])
-        .args(["-movflags", "+faststart"])
-        .args(["-t", &max_seconds.to_string()])
-        .output(output);
+    command.args(transcode_args(input, output, probe, max_seconds));
     run(command, limit)
 }
 
