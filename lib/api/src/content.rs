@@ -219,6 +219,26 @@ pub struct Timeline {
     pub page: PageRequest,
 }
 
+/// What the feed and interaction services need to know of a post.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostRef {
+    pub post_id: PostId,
+    pub author: UserId,
+    pub tags: Vec<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Most post references one [`RecentPosts`] request returns.
+pub const MAX_RECENT_POSTS: u32 = 1000;
+
+/// The newest posts of some authors.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecentByAuthors {
+    pub authors: Vec<UserId>,
+    /// At most [`MAX_RECENT_POSTS`] in all.
+    pub limit: u32,
+}
+
 crate::endpoint! {
     /// Checks type, size and quota, and names where the edge streams the bytes.
     pub BeginUploadEp => "content" . "begin_upload" : BeginUpload => UploadTicket;
@@ -238,6 +258,10 @@ crate::endpoint! {
     pub DeletePost => "content" . "delete_post" : ByPost => Empty;
     /// A user's posts, newest first.
     pub UserPosts => "content" . "user_posts" : Timeline => Page<Post>;
+    /// Authors, tags and times of posts (deleted ones left out); for other services.
+    pub PostRefs => "content" . "post_refs" : PostsByIds => Vec<PostRef>;
+    /// The newest posts of some authors, newest first; for feed building.
+    pub RecentPosts => "content" . "recent_posts" : RecentByAuthors => Vec<PostRef>;
 }
 
 macro_rules! content_event {

@@ -82,6 +82,8 @@ id_type! {
     PostId;
     /// An upload in progress (its staging object).
     UploadId;
+    /// A comment on a post.
+    CommentId;
 }
 
 #[cfg(test)]

@@ -144,3 +144,63 @@ pub const MEDIA_JOBS: StreamSpec = StreamSpec {
     max_age: Duration::from_secs(7 * 24 * 3600),
     duplicate_window: Duration::from_secs(600),
 };
+
+/// Events of likes and comments (`events.interaction.*`).
+pub const EVENTS_INTERACTION: StreamSpec = StreamSpec {
+    name: "EVENTS_INTERACTION",
+    description: "Likes and comments of the interaction service",
+    subjects: &["events.interaction.>"],
+    retention: Retention::Limits,
+    max_age: Duration::from_secs(14 * 24 * 3600),
+    duplicate_window: Duration::from_secs(600),
+};
+
+/// Post views (`events.view.*`): high volume, read by analytics.
+pub const EVENTS_VIEW: StreamSpec = StreamSpec {
+    name: "EVENTS_VIEW",
+    description: "Post views recorded by the edge, for analytics",
+    subjects: &["events.view.>"],
+    retention: Retention::Limits,
+    max_age: Duration::from_secs(7 * 24 * 3600),
+    duplicate_window: Duration::from_secs(120),
+};
+
+/// Notifications to deliver: a work queue the notification service drains.
+pub const NOTIFY_JOBS: StreamSpec = StreamSpec {
+    name: "NOTIFY_JOBS",
+    description: "Notifications to deliver to users (work queue)",
+    subjects: &["jobs.notify.>"],
+    retention: Retention::WorkQueue,
+    max_age: Duration::from_secs(7 * 24 * 3600),
+    duplicate_window: Duration::from_secs(600),
+};
+
+/// Cached home feeds, one key per reader (`feed.<user_id>`).
+///
+/// An entry that nobody reads or writes for `max_age` disappears: that is how the feed
+/// service tells active readers (pushed to) from inactive ones (rebuilt when they return).
+pub const FEEDS: KvSpec = KvSpec {
+    bucket: "feeds",
+    description: "Home-feed cache: recent post references per reader",
+    history: 1,
+    max_age: Duration::from_secs(14 * 24 * 3600),
+    per_key_ttl: false,
+};
+
+/// Authors whose posts are merged into feeds at read time instead of pushed (`author.<id>`).
+pub const FEED_PULL_AUTHORS: KvSpec = KvSpec {
+    bucket: "feed_pull_authors",
+    description: "Authors with too many followers to fan out to; feeds pull their posts",
+    history: 1,
+    max_age: Duration::ZERO,
+    per_key_ttl: false,
+};
+
+/// Ranked feed snapshots, so the pages after the first keep the first page's order.
+pub const FEED_SNAPSHOTS: KvSpec = KvSpec {
+    bucket: "feed_snapshots",
+    description: "Ranked home-feed orders behind cursors",
+    history: 1,
+    max_age: Duration::from_secs(30 * 60),
+    per_key_ttl: false,
+};

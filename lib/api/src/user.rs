@@ -283,6 +283,41 @@ pub struct Revocation {
     pub except_session: Option<SessionId>,
 }
 
+/// Most ids an [`Audience`] page or a [`FeedSeed`] carries.
+pub const MAX_GRAPH_IDS: u32 = 10_000;
+
+/// A page of the followers who should see an author's posts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AudienceQuery {
+    pub author: UserId,
+    /// The last id of the previous page.
+    #[serde(default)]
+    pub after: Option<UserId>,
+    /// Page size, at most [`MAX_GRAPH_IDS`].
+    pub limit: u32,
+}
+
+/// Followers of an author who do not mute them, in id order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AudiencePage {
+    pub ids: Vec<UserId>,
+    /// Pass as `after` for the next page; `None` on the last one.
+    pub next: Option<UserId>,
+    /// The author's follower count (mutes included).
+    pub followers: u64,
+}
+
+/// What the feed service needs to build a reader's feed, in one request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FeedSeed {
+    /// Accounts the reader follows (newest first, at most [`MAX_GRAPH_IDS`]).
+    pub following: Vec<UserId>,
+    /// Accounts whose posts the reader must not see: blocked either way, or muted.
+    pub hidden: Vec<UserId>,
+    /// The reader's preferred topics.
+    pub topics: Vec<String>,
+}
+
 crate::endpoint! {
     /// Creates an account and its first session.
     pub Signup => "user" . "signup" : SignupRequest => AuthReply;
@@ -330,6 +365,10 @@ crate::endpoint! {
     pub Suspend => "user" . "suspend" : SuspendRequest => Empty;
     /// Admin: lifts a suspension.
     pub Unsuspend => "user" . "unsuspend" : ByUser => Empty;
+    /// Followers who should see an author's posts (for fan-out), a page at a time.
+    pub Audience => "user" . "audience" : AudienceQuery => AudiencePage;
+    /// A reader's follows, hidden accounts and topics (for feed building).
+    pub GetFeedSeed => "user" . "feed_seed" : ByUser => FeedSeed;
 }
 
 macro_rules! user_event {

@@ -117,6 +117,8 @@ pub async fn start_with_db(mesh: &Mesh, config: Config, storage: Storage, db: Db
         .endpoint(api::GetPosts, ContentService::get_posts)
         .endpoint(api::DeletePost, ContentService::delete_post)
         .endpoint(api::UserPosts, ContentService::user_posts)
+        .endpoint(api::PostRefs, ContentService::post_refs)
+        .endpoint(api::RecentPosts, ContentService::recent_posts)
         .start()
         .await?;
     Ok(ServiceHandle::new(SERVICE, Some(rpc), lifecycle))

@@ -7,10 +7,12 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use mosaic_api::content::{
-    Author, ByPost, CreatePostRequest, MediaStatus, Mention, Post, PostCreated, PostDeleted, PostMentioned, PostsByIds,
-    Timeline,
+    Author, ByPost, CreatePostRequest, MAX_RECENT_POSTS, MediaStatus, Mention, Post, PostCreated, PostDeleted,
+    PostMentioned, PostRef, PostsByIds, RecentByAuthors, Timeline,
 };
 use mosaic_api::endpoint::Empty;
+use mosaic_api::interaction::{GetSignals, SignalsQuery};
+use mosaic_api::text::{hashtags, mentions};
 use mosaic_api::user::{self as users, ProfilesByIds, ProfilesByUsername, RelationsQuery, Role};
 use mosaic_api::{ApiError, ErrorCode, Id, MediaId, Page, PostId, UserId};
 use mosaic_mesh::db::{Checked as _, retry_conflicts};
@@ -23,7 +25,6 @@ use surrealdb::types::{RecordId, SurrealValue};
 const MAX_CAPTION: usize = 2200;
 const MAX_MEDIA: usize = 10;
 const MAX_TAGS: usize = 30;
-const MAX_MENTIONS: usize = 20;
 
 #[derive(Debug, Clone, SurrealValue)]
 #[surreal(crate = "surrealdb::types")]
@@ -225,7 +226,38 @@ impl ContentService {
         Ok(Page { items: self.hydrate(&ctx, rows).await?, next_cursor })
     }
 
-    /// Posts with their media and authors, in two lookups however many posts there are.
+    pub(crate) async fn post_refs(self: Arc<Self>, _ctx: Ctx, req: PostsByIds) -> ServiceResult<Vec<PostRef>> {
+        if req.ids.len() > MAX_RECENT_POSTS as usize {
+            return Err(ApiError::validation(format!("at most {MAX_RECENT_POSTS} posts per request")).into());
+        }
+        let rows = store::posts_by_ids(&self.db, &req.ids).await?;
+        Ok(rows.into_iter().filter(|p| !p.deleted).map(|p| p.to_ref()).collect())
+    }
+
+    pub(crate) async fn recent_posts(self: Arc<Self>, _ctx: Ctx, req: RecentByAuthors) -> ServiceResult<Vec<PostRef>> {
+        if req.limit == 0 || req.limit > MAX_RECENT_POSTS {
+            return Err(ApiError::validation(format!("limit must be 1 to {MAX_RECENT_POSTS}")).into());
+        }
+        if req.authors.is_empty() {
+            return Ok(Vec::new());
+        }
+        let authors: Vec<String> = req.authors.iter().map(|a| a.to_string()).collect();
+        let mut res = self
+            .db
+            .query(format!(
+                "SELECT {POST_FIELDS} FROM post WHERE author IN $authors AND deleted = false
+                 ORDER BY created_at DESC LIMIT $limit"
+            ))
+            .bind(("authors", authors))
+            .bind(("limit", i64::from(req.limit)))
+            .await
+            .context("reading recent posts")?;
+        let rows: Vec<PostRow> = res.take(0).context("reading recent posts")?;
+        Ok(rows.into_iter().map(|p| p.to_ref()).collect())
+    }
+
+    /// Posts with their media, authors and counts, in three lookups however many posts
+    /// there are.
     async fn hydrate(&self, ctx: &Ctx, rows: Vec<PostRow>) -> ServiceResult<Vec<Post>> {
         let media_ids: Vec<MediaId> =
             rows.iter().flat_map(|p| p.media.iter().map(|m| MediaId::from_trusted(m.clone()))).collect();
@@ -239,11 +271,19 @@ impl ContentService {
             .into_iter()
             .map(|p| (p.id.clone(), Author { id: p.id, username: p.username, display_name: p.display_name }))
             .collect();
+        let counts: HashMap<PostId, _> = if rows.is_empty() {
+            HashMap::new()
+        } else {
+            let query = SignalsQuery { post_ids: rows.iter().map(PostRow::id).collect(), authors: Vec::new() };
+            let signals = self.mesh.call::<GetSignals>(ctx, &query).await?;
+            signals.counts.into_iter().map(|c| (c.post_id.clone(), c)).collect()
+        };
         Ok(rows
             .into_iter()
             .filter_map(|p| {
                 // A suspended author's posts are hidden with them.
                 let author = authors.get(&p.author())?.clone();
+                let count = counts.get(&p.id());
                 Some(Post {
                     id: p.id(),
                     author,
@@ -255,9 +295,9 @@ impl ContentService {
                         .collect(),
                     caption: p.caption,
                     tags: p.tags,
-                    like_count: 0,
-                    comment_count: 0,
-                    liked_by_me: false,
+                    like_count: count.map_or(0, |c| c.like_count),
+                    comment_count: count.map_or(0, |c| c.comment_count),
+                    liked_by_me: count.is_some_and(|c| c.liked_by_me),
                     created_at: p.created_at,
                 })
             })
@@ -319,45 +359,6 @@ fn tags(caption: &str, extra: &[String]) -> Result<Vec<String>, ApiError> {
     Ok(out)
 }
 
-fn words_after(text: &str, sigil: char, allowed: impl Fn(char) -> bool) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut chars = text.char_indices().peekable();
-    let mut prev: Option<char> = None;
-    while let Some((_, c)) = chars.next() {
-        // A sigil inside a word (an email address, `a#b`) starts nothing.
-        if c == sigil && !prev.is_some_and(|p| p.is_alphanumeric() || p == '_') {
-            let mut word = String::new();
-            while let Some(&(_, n)) = chars.peek() {
-                if !allowed(n) {
-                    break;
-                }
-                word.push(n);
-                chars.next();
-            }
-            let word = word.trim_end_matches('.').to_lowercase();
-            if !word.is_empty() {
-                out.push(word);
-            }
-            prev = None;
-            continue;
-        }
-        prev = Some(c);
-    }
-    out
-}
-
-fn hashtags(caption: &str) -> Vec<String> {
-    words_after(caption, '#', |c| c.is_alphanumeric() || c == '_')
-}
-
-fn mentions(caption: &str) -> Vec<String> {
-    let mut names = words_after(caption, '@', |c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
-    names.retain(|n| (3..=30).contains(&n.len()));
-    names.dedup();
-    names.truncate(MAX_MENTIONS);
-    names
-}
-
 fn encode_cursor(at: DateTime<Utc>, key: &str) -> String {
     URL_SAFE_NO_PAD.encode(format!("{}|{key}", at.timestamp_nanos_opt().unwrap_or_default()))
 }
@@ -378,8 +379,6 @@ mod tests {
     #[test]
     fn hashtags_and_mentions_come_from_the_caption() {
         let caption = "Sunset at the #Beach with @Ana_B and @tom.k. #beach #golden_hour mail me: x@y.io #";
-        assert_eq!(hashtags(caption), vec!["beach", "beach", "golden_hour"]);
-        assert_eq!(mentions(caption), vec!["ana_b", "tom.k"]);
         assert_eq!(tags(caption, &["Travel".into()]).unwrap(), vec!["beach", "golden_hour", "travel"]);
         assert!(tags("", &["no spaces".into()]).is_err());
     }

@@ -124,6 +124,14 @@ impl PostRow {
     pub fn author(&self) -> UserId {
         UserId::from_trusted(self.author.clone())
     }
+    pub fn to_ref(&self) -> mosaic_api::content::PostRef {
+        mosaic_api::content::PostRef {
+            post_id: self.id(),
+            author: self.author(),
+            tags: self.tags.clone(),
+            created_at: self.created_at,
+        }
+    }
 }
 
 pub fn media_rid(id: &MediaId) -> RecordId {

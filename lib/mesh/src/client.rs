@@ -145,6 +145,22 @@ impl Mesh {
             .context("publishing push frame")
     }
 
+    /// Publishes an already encoded frame to every socket of `user`: a fan-out encodes once
+    /// for all recipients.
+    pub async fn push_raw(&self, user: &UserId, frame: bytes::Bytes) -> anyhow::Result<()> {
+        self.inner.client.publish(mosaic_api::ws::push_subject(user), frame).await.context("publishing push frame")
+    }
+
+    /// Publishes a frame to every socket watching `post` (core NATS, at most once).
+    pub async fn push_post<T: Serialize>(&self, post: &mosaic_api::PostId, frame: &T) -> anyhow::Result<()> {
+        let payload = serde_json::to_vec(frame).context("encoding push frame")?;
+        self.inner
+            .client
+            .publish(mosaic_api::ws::post_subject(post), payload.into())
+            .await
+            .context("publishing post frame")
+    }
+
     /// Waits until everything published so far reached the server.
     pub async fn flush(&self) -> anyhow::Result<()> {
         self.inner.client.flush().await.context("flushing NATS connection")
@@ -199,9 +215,10 @@ fn decode_reply<E: Endpoint>(msg: async_nats::Message) -> Result<E::Reply, CallE
     Ok(serde_json::from_slice(&msg.payload)?)
 }
 
-/// Frames published for one user (see [`Mesh::subscribe_push`]).
+/// Frames published for one user (see [`Mesh::subscribe_push`]) or for some posts (see
+/// [`Mesh::subscribe_posts`]).
 pub struct PushSubscription {
-    inner: async_nats::Subscriber,
+    inner: futures::stream::SelectAll<async_nats::Subscriber>,
 }
 
 impl futures::Stream for PushSubscription {
@@ -226,7 +243,23 @@ impl Mesh {
             .await
             .context("subscribing to push frames")?;
         self.inner.client.flush().await.context("flushing push subscription")?;
-        Ok(PushSubscription { inner })
+        Ok(PushSubscription { inner: futures::stream::select_all([inner]) })
+    }
+
+    /// Subscribes to the `post.counts` frames of `posts`. Returns once the server knows.
+    pub async fn subscribe_posts(&self, posts: &[mosaic_api::PostId]) -> anyhow::Result<PushSubscription> {
+        let mut subs = Vec::with_capacity(posts.len());
+        for post in posts {
+            let sub = self
+                .inner
+                .client
+                .subscribe(mosaic_api::ws::post_subject(post))
+                .await
+                .context("subscribing to post frames")?;
+            subs.push(sub);
+        }
+        self.inner.client.flush().await.context("flushing post subscriptions")?;
+        Ok(PushSubscription { inner: futures::stream::select_all(subs) })
     }
 }
 

@@ -7,6 +7,7 @@
 
 mod accounts;
 mod admin;
+mod audience;
 pub mod config;
 mod counts;
 mod graph;
@@ -30,7 +31,8 @@ use std::sync::Arc;
 use throttle::Throttle;
 
 /// The service's schema, applied in order by [`mosaic_mesh::db::migrate`].
-pub const MIGRATIONS: &[Migration] = mosaic_mesh::migrations!("user": "0001_init", "0002_post_counts");
+pub const MIGRATIONS: &[Migration] =
+    mosaic_mesh::migrations!("user": "0001_init", "0002_post_counts", "0003_mutes_muted");
 
 /// Shared state of one service instance; every endpoint is a method of it.
 pub(crate) struct UserService {
@@ -105,6 +107,8 @@ pub async fn start_with_db(mesh: &Mesh, config: Config, db: Db) -> anyhow::Resul
         .endpoint(api::Filters, UserService::filters)
         .endpoint(api::Suspend, UserService::suspend)
         .endpoint(api::Unsuspend, UserService::unsuspend)
+        .endpoint(api::Audience, UserService::audience)
+        .endpoint(api::GetFeedSeed, UserService::feed_seed)
         .start()
         .await?;
     Ok(ServiceHandle::new(SERVICE, Some(rpc), lifecycle))
