@@ -1,0 +1,90 @@
+//! Feed-service settings (`[feed]`, `MOSAIC_FEED__*`).
+
+use anyhow::bail;
+use serde::{Deserialize, Serialize};
+
+/// Settings of the feed service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Posts kept per cached feed.
+    pub cap: usize,
+    /// Authors with at least this many followers are not fanned out to: their posts are
+    /// merged into feeds when read.
+    pub fanout_threshold: u64,
+    /// Readers who have not opened their feed for this long get no pushes; their feed is
+    /// rebuilt when they return. (The `feeds` bucket forgets entries after 14 days anyway.)
+    pub active_window_secs: u64,
+    /// Feed writes in flight during one fan-out.
+    pub fanout_concurrency: usize,
+    /// Recent posts taken from each pulled (high-follower) author at read time.
+    pub pull_posts_per_author: u32,
+    /// How long a pulled author's recent posts are reused before asking again.
+    pub pull_cache_ms: u64,
+    /// How long a hydrated post is reused (counts are always fresh).
+    pub post_cache_ms: u64,
+    /// Posts of a newly followed account added to the follower's feed.
+    pub follow_backfill: u32,
+    /// Ranking weights and recency half-life; see the README's "Feed ranking".
+    pub ranking: Ranking,
+}
+
+/// Weights of the ranked order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Ranking {
+    pub recency: f64,
+    pub affinity: f64,
+    pub topics: f64,
+    pub engagement: f64,
+    /// A post's recency score halves every this many hours.
+    pub half_life_hours: f64,
+}
+
+impl Default for Ranking {
+    fn default() -> Self {
+        Self { recency: 1.0, affinity: 0.6, topics: 0.5, engagement: 0.3, half_life_hours: 24.0 }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            cap: 500,
+            fanout_threshold: 5_000,
+            active_window_secs: 7 * 24 * 3600,
+            fanout_concurrency: 64,
+            pull_posts_per_author: 50,
+            pull_cache_ms: 2_000,
+            post_cache_ms: 10_000,
+            follow_backfill: 20,
+            ranking: Ranking::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Rejects settings the service cannot run with, naming the setting.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !(20..=1_000).contains(&self.cap) {
+            bail!("feed.cap must be between 20 and 1000");
+        }
+        if self.fanout_threshold == 0 {
+            bail!("feed.fanout_threshold must be positive");
+        }
+        if self.fanout_concurrency == 0 {
+            bail!("feed.fanout_concurrency must be positive");
+        }
+        if !(1..=1000).contains(&self.pull_posts_per_author) || self.follow_backfill > 1000 {
+            bail!("feed.pull_posts_per_author must be 1 to 1000 and feed.follow_backfill at most 1000");
+        }
+        let r = &self.ranking;
+        if [r.recency, r.affinity, r.topics, r.engagement].iter().any(|w| !w.is_finite() || *w < 0.0) {
+            bail!("feed.ranking weights must be finite and not negative");
+        }
+        if !(r.half_life_hours.is_finite() && r.half_life_hours > 0.0) {
+            bail!("feed.ranking.half_life_hours must be positive");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,253 @@
+//! The write side: post events fan out into cached feeds and live frames; graph events
+//! reconcile the feeds they touch.
+
+use crate::FeedService;
+use crate::store::entry;
+use futures::StreamExt as _;
+use mosaic_api::content::{ByPost, GetPost, PostCreated, PostDeleted, PostRef, RecentByAuthors, RecentPosts};
+use mosaic_api::stream::{ConsumerSpec, EVENTS_POST, EVENTS_USER};
+use mosaic_api::user::{
+    Audience, AudienceQuery, Blocked, ByUser, Followed, GetFeedSeed, MAX_GRAPH_IDS, Muted, ProfileUpdated, Unblocked,
+    Unfollowed, Unmuted,
+};
+use mosaic_api::ws::ServerFrame;
+use mosaic_api::{ApiError, Envelope, ErrorCode, Event, UserId};
+use mosaic_mesh::jetstream::{Delivery, HandlerError};
+use mosaic_mesh::{CallError, Ctx, Lifecycle, Mesh};
+use serde::de::DeserializeOwned;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+const BACKOFF: &[Duration] =
+    &[Duration::from_millis(200), Duration::from_secs(1), Duration::from_secs(5), Duration::from_secs(30)];
+
+const POSTS: ConsumerSpec = ConsumerSpec {
+    stream: &EVENTS_POST,
+    durable: "feed-fanout",
+    filter_subjects: &[PostCreated::SUBJECT, PostDeleted::SUBJECT],
+    max_deliver: 10,
+    backoff: BACKOFF,
+    // A fan-out to a few thousand feeds takes seconds; it must not be redelivered meanwhile.
+    ack_wait: Duration::from_secs(120),
+    max_ack_pending: 256,
+};
+
+const GRAPH: ConsumerSpec = ConsumerSpec {
+    stream: &EVENTS_USER,
+    durable: "feed-graph",
+    filter_subjects: &[
+        Followed::SUBJECT,
+        Unfollowed::SUBJECT,
+        Blocked::SUBJECT,
+        Unblocked::SUBJECT,
+        Muted::SUBJECT,
+        Unmuted::SUBJECT,
+        ProfileUpdated::SUBJECT,
+    ],
+    max_deliver: 10,
+    backoff: BACKOFF,
+    ack_wait: Duration::from_secs(30),
+    max_ack_pending: 512,
+};
+
+pub(crate) async fn spawn(state: Arc<FeedService>, mesh: &Mesh, lifecycle: &Lifecycle) -> anyhow::Result<()> {
+    let posts = state.clone();
+    mesh.consume_raw(POSTS, 4, lifecycle, move |d: Delivery| {
+        let state = posts.clone();
+        async move { state.on_post_event(d).await }
+    })
+    .await?;
+    mesh.consume_raw(GRAPH, 8, lifecycle, move |d: Delivery| {
+        let state = state.clone();
+        async move { state.on_graph_event(d).await }
+    })
+    .await
+}
+
+fn decode<E: Event>(d: &Delivery) -> Result<E, HandlerError> {
+    serde_json::from_slice::<Envelope<E>>(&d.payload)
+        .map(|e| e.data)
+        .map_err(|e| HandlerError::Permanent(format!("undecodable {}: {e}", d.subject)))
+}
+
+fn transient(e: impl Into<anyhow::Error>) -> HandlerError {
+    HandlerError::Transient(e.into())
+}
+
+impl FeedService {
+    async fn on_post_event(&self, d: Delivery) -> Result<(), HandlerError> {
+        match d.subject.as_str() {
+            PostCreated::SUBJECT => self.fan_out(decode::<PostCreated>(&d)?).await,
+            PostDeleted::SUBJECT => self.retract(decode::<PostDeleted>(&d)?).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Sends the new post to every follower's socket, and into the cached feed of each
+    /// active follower unless the author is big enough to be pulled instead.
+    async fn fan_out(&self, e: PostCreated) -> Result<(), HandlerError> {
+        let author_ctx = Ctx::for_user(e.author.clone()).with_timeout(Duration::from_secs(10));
+        let post = match self.mesh.call::<GetPost>(&author_ctx, &ByPost { post_id: e.post_id.clone() }).await {
+            Ok(p) => p,
+            // Deleted (or its author suspended) before we got to it: nothing to announce.
+            Err(CallError::Api(ApiError { code: ErrorCode::NotFound, .. })) => return Ok(()),
+            Err(err) => return Err(transient(err)),
+        };
+        let frame = serde_json::to_vec(&ServerFrame::FeedPost { post: Box::new(post) })
+            .map_err(|err| transient(anyhow::Error::new(err)))?;
+        let new =
+            entry(&PostRef { post_id: e.post_id, author: e.author.clone(), tags: e.tags, created_at: e.created_at });
+        let cap = self.config.cap;
+        self.modify(&e.author, |doc| doc.merge([new.clone()], cap)).await.map_err(transient)?;
+
+        let mut after = None;
+        let mut pull = None;
+        loop {
+            let page = self
+                .mesh
+                .call::<Audience>(&author_ctx, &AudienceQuery { author: e.author.clone(), after, limit: MAX_GRAPH_IDS })
+                .await
+                .map_err(transient)?;
+            let pull = *pull.get_or_insert(page.followers >= self.config.fanout_threshold);
+            // Live frames first: they are what an online follower is waiting for.
+            for follower in &page.ids {
+                self.mesh.push_raw(follower, frame.clone().into()).await.map_err(transient)?;
+            }
+            if pull {
+                self.mark_pulled(&e.author).await.map_err(transient)?;
+            } else {
+                let author = e.author.clone();
+                let new = new.clone();
+                self.modify_all(page.ids, move |doc| !doc.hidden.contains(&author) && doc.merge([new.clone()], cap))
+                    .await
+                    .map_err(transient)?;
+            }
+            after = page.next;
+            if after.is_none() {
+                break;
+            }
+        }
+        self.mesh.flush().await.map_err(transient)?;
+        Ok(())
+    }
+
+    /// Applies `change` to many feeds, `fanout_concurrency` at a time.
+    async fn modify_all(
+        &self,
+        users: Vec<UserId>,
+        change: impl Fn(&mut crate::codec::FeedDoc) -> bool + Clone + Send + Sync,
+    ) -> anyhow::Result<()> {
+        let mut writes = futures::stream::iter(users)
+            .map(|user| {
+                let change = change.clone();
+                async move { self.modify(&user, change).await }
+            })
+            .buffer_unordered(self.config.fanout_concurrency);
+        while let Some(result) = writes.next().await {
+            result?;
+        }
+        Ok(())
+    }
+
+    /// Marks an author as pulled, once: every feed read from now on merges their posts in.
+    async fn mark_pulled(&self, author: &UserId) -> anyhow::Result<()> {
+        if !self.is_pulled(author) {
+            self.pull_marks.put(&format!("author.{author}"), bytes::Bytes::from_static(b"1")).await?;
+            self.pull_authors.write().expect("pull set poisoned").insert(author.clone());
+        }
+        Ok(())
+    }
+
+    /// Takes a deleted post out of the feeds it was pushed into. Posts of pulled authors were
+    /// never pushed (feeds that picked them up in a rebuild drop them when reading finds them
+    /// gone), so their followers are not walked.
+    async fn retract(&self, e: PostDeleted) -> Result<(), HandlerError> {
+        self.posts.remove(&e.post_id);
+        self.pulled.remove(&e.author);
+        let gone = |doc: &mut crate::codec::FeedDoc| doc.remove(|x| x.post == e.post_id);
+        self.modify(&e.author, gone).await.map_err(transient)?;
+        if self.is_pulled(&e.author) {
+            return Ok(());
+        }
+        let ctx = Ctx::new().with_timeout(Duration::from_secs(10));
+        let mut after = None;
+        loop {
+            let page = self
+                .mesh
+                .call::<Audience>(&ctx, &AudienceQuery { author: e.author.clone(), after, limit: MAX_GRAPH_IDS })
+                .await
+                .map_err(transient)?;
+            let post = e.post_id.clone();
+            self.modify_all(page.ids, move |doc| doc.remove(|x| x.post == post)).await.map_err(transient)?;
+            after = page.next;
+            if after.is_none() {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn on_graph_event(&self, d: Delivery) -> Result<(), HandlerError> {
+        fn one<E: Event + DeserializeOwned>(d: &Delivery) -> Result<E, HandlerError> {
+            decode::<E>(d)
+        }
+        match d.subject.as_str() {
+            Followed::SUBJECT => {
+                let e = one::<Followed>(&d)?;
+                self.reconcile(&e.follower, Some(&e.followee)).await
+            }
+            Unfollowed::SUBJECT => self.reconcile(&one::<Unfollowed>(&d)?.follower, None).await,
+            Blocked::SUBJECT => {
+                let e = one::<Blocked>(&d)?;
+                self.reconcile(&e.blocker, None).await?;
+                self.reconcile(&e.blocked, None).await
+            }
+            Unblocked::SUBJECT => {
+                let e = one::<Unblocked>(&d)?;
+                self.reconcile(&e.blocker, None).await?;
+                self.reconcile(&e.blocked, None).await
+            }
+            Muted::SUBJECT => self.reconcile(&one::<Muted>(&d)?.muter, None).await,
+            Unmuted::SUBJECT => self.reconcile(&one::<Unmuted>(&d)?.muter, None).await,
+            ProfileUpdated::SUBJECT => self.reconcile(&one::<ProfileUpdated>(&d)?.user_id, None).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Brings `user`'s cached feed in line with the graph as it is now (follows, blocks,
+    /// mutes, topics), adding the newest posts of `followed` when that is a new follow.
+    /// Reading the whole seed rather than applying the event keeps redelivered or reordered
+    /// events harmless.
+    async fn reconcile(&self, user: &UserId, followed: Option<&UserId>) -> Result<(), HandlerError> {
+        if !matches!(self.load(user).await.map_err(transient)?, crate::store::Loaded::Active(_)) {
+            return Ok(());
+        }
+        let ctx = Ctx::new().with_timeout(Duration::from_secs(10));
+        let seed = self.mesh.call::<GetFeedSeed>(&ctx, &ByUser { user_id: user.clone() }).await.map_err(transient)?;
+        let backfill = match followed {
+            Some(f) if seed.following.contains(f) && !seed.hidden.contains(f) && self.config.follow_backfill > 0 => {
+                self.mesh
+                    .call::<RecentPosts>(
+                        &ctx,
+                        &RecentByAuthors { authors: vec![f.clone()], limit: self.config.follow_backfill },
+                    )
+                    .await
+                    .map_err(transient)?
+            }
+            _ => Vec::new(),
+        };
+        let cap = self.config.cap;
+        let following: HashSet<&UserId> = seed.following.iter().collect();
+        let hidden: HashSet<&UserId> = seed.hidden.iter().collect();
+        self.modify(user, |doc| {
+            doc.following.clone_from(&seed.following);
+            doc.hidden.clone_from(&seed.hidden);
+            doc.topics.clone_from(&seed.topics);
+            doc.remove(|e| &e.author != user && (!following.contains(&e.author) || hidden.contains(&e.author)));
+            doc.merge(backfill.iter().map(entry), cap);
+            true
+        })
+        .await
+        .map_err(transient)
+    }
+}

@@ -1,0 +1,127 @@
+//! The feed service: each reader's home feed, cached in the `feeds` key-value bucket.
+//!
+//! * Write path (hybrid fan-out): a new post of an author with fewer followers than
+//!   `fanout_threshold` is pushed into the cached feed of each follower who read theirs
+//!   within `active_window_secs`; posts of bigger authors are marked for pulling and merged
+//!   in when a follower reads. Every online follower gets a `feed.post` frame either way.
+//! * Graph events (follow, unfollow, block, mute, preference changes) reconcile the feeds
+//!   they touch; a feed that is missing or stale is rebuilt from the graph on read.
+//! * Read path: one bucket read, cached posts of pulled authors, one request for counts and
+//!   affinity, and post bodies from a short-lived cache; see [`rank`] for the order.
+
+mod codec;
+pub mod config;
+mod fanout;
+pub mod rank;
+mod read;
+mod store;
+
+pub use config::Config;
+
+use mosaic_api::content::{Post, PostRef};
+use mosaic_api::feed::{self as api, SERVICE};
+use mosaic_api::stream::{EVENTS_POST, EVENTS_USER, FEED_PULL_AUTHORS, FEED_SNAPSHOTS, FEEDS};
+use mosaic_api::{Id, PostId, UserId};
+use mosaic_mesh::kv::Bucket;
+use mosaic_mesh::{Lifecycle, Mesh, ServiceHandle};
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// Shared state of one instance.
+pub(crate) struct FeedService {
+    config: Config,
+    mesh: Mesh,
+    feeds: Bucket,
+    snapshots: Bucket,
+    pull_marks: Bucket,
+    /// Authors whose posts are pulled at read time; mirrors `pull_marks` through a watch.
+    pull_authors: RwLock<HashSet<UserId>>,
+    /// Recent posts of pulled authors, briefly, so a burst of readers asks once.
+    pulled: quick_cache::sync::Cache<UserId, (Instant, Arc<Vec<PostRef>>)>,
+    /// Post bodies (author, caption, media), briefly; counts are always read fresh.
+    posts: quick_cache::sync::Cache<PostId, (Instant, Arc<Post>)>,
+}
+
+/// Starts one instance on `mesh`.
+pub async fn start(mesh: &Mesh, config: Config) -> anyhow::Result<ServiceHandle> {
+    config.validate()?;
+    mesh.ensure_stream(&EVENTS_POST).await?;
+    mesh.ensure_stream(&EVENTS_USER).await?;
+    let lifecycle = Lifecycle::new();
+    let state = Arc::new(FeedService {
+        feeds: mesh.bucket(&FEEDS).await?,
+        snapshots: mesh.bucket(&FEED_SNAPSHOTS).await?,
+        pull_marks: mesh.bucket(&FEED_PULL_AUTHORS).await?,
+        pull_authors: RwLock::new(HashSet::new()),
+        pulled: quick_cache::sync::Cache::new(10_000),
+        posts: quick_cache::sync::Cache::new(50_000),
+        mesh: mesh.clone(),
+        config,
+    });
+    state.clone().watch_pull_authors(&lifecycle).await?;
+    fanout::spawn(state.clone(), mesh, &lifecycle).await?;
+    let rpc = mesh
+        .service(SERVICE, "Ranked home feeds with hybrid fan-out", state)
+        .endpoint(api::GetFeed, FeedService::home)
+        .start()
+        .await?;
+    Ok(ServiceHandle::new(SERVICE, Some(rpc), lifecycle))
+}
+
+impl FeedService {
+    /// Mirrors the pulled-author marks into memory, so reads never ask for them. Returns
+    /// once the current marks are loaded.
+    async fn watch_pull_authors(self: Arc<Self>, lifecycle: &Lifecycle) -> anyhow::Result<()> {
+        use futures::StreamExt as _;
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = lifecycle.shutdown().clone();
+        let empty = self.pull_marks.is_empty().await?;
+        lifecycle.spawn(async move {
+            let mut ready = Some(ready_tx);
+            if empty && let Some(tx) = ready.take() {
+                let _ = tx.send(());
+            }
+            loop {
+                let mut changes = match self.pull_marks.watch_all().await {
+                    Ok(w) => w,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "watching pulled authors failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                loop {
+                    let change = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        c = changes.next() => c,
+                    };
+                    let Some(Ok(change)) = change else { break };
+                    if let Some(author) = change.key.strip_prefix("author.").and_then(UserId::parse) {
+                        let mut set = self.pull_authors.write().expect("pull set poisoned");
+                        if change.value.is_some() {
+                            set.insert(author);
+                        } else {
+                            set.remove(&author);
+                        }
+                    }
+                    if change.caught_up
+                        && let Some(tx) = ready.take()
+                    {
+                        let _ = tx.send(());
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), ready_rx)
+            .await
+            .map_err(|_| anyhow::anyhow!("loading pulled authors timed out"))?
+            .map_err(|_| anyhow::anyhow!("pulled-author watch ended"))?;
+        Ok(())
+    }
+
+    fn is_pulled(&self, author: &UserId) -> bool {
+        self.pull_authors.read().expect("pull set poisoned").contains(author)
+    }
+}

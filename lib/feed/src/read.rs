@@ -1,0 +1,291 @@
+//! The read side: `GET /v1/feed`.
+
+use crate::FeedService;
+use crate::codec::Entry;
+use crate::rank::{self, Engagement};
+use crate::store::{Loaded, entry};
+use anyhow::Context as _;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::Utc;
+use mosaic_api::content::{GetPosts, Post, PostRef, PostsByIds, RecentByAuthors, RecentPosts};
+use mosaic_api::feed::{FeedOrder, FeedQuery};
+use mosaic_api::interaction::{GetSignals, PostCounts, SignalsQuery};
+use mosaic_api::page::TimeCursor;
+use mosaic_api::{ApiError, EventId, Id, Page, PostId, UserId};
+use mosaic_mesh::{Ctx, ServiceResult};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Where a ranked listing continues: the stored order of its first page, and the position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RankCursor {
+    snapshot: String,
+    offset: usize,
+    /// The clock the first page was ranked with.
+    at_ms: i64,
+}
+
+impl RankCursor {
+    fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!("r|{}|{}|{}", self.snapshot, self.offset, self.at_ms))
+    }
+
+    fn decode(s: &str) -> Result<Self, ApiError> {
+        let bad = || ApiError::validation("cursor is not valid");
+        let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(s).map_err(|_| bad())?).map_err(|_| bad())?;
+        let mut parts = raw.split('|');
+        if parts.next() != Some("r") {
+            return Err(bad());
+        }
+        let snapshot = parts.next().filter(|s| EventId::parse(s).is_some()).ok_or_else(bad)?.to_owned();
+        let offset: usize = parts.next().and_then(|o| o.parse().ok()).ok_or_else(bad)?;
+        let at_ms: i64 = parts.next().and_then(|o| o.parse().ok()).ok_or_else(bad)?;
+        if parts.next().is_some() || offset > 100_000 {
+            return Err(bad());
+        }
+        Ok(Self { snapshot, offset, at_ms })
+    }
+}
+
+fn snapshot_key(viewer: &UserId, snapshot: &str) -> String {
+    format!("snap.{viewer}.{snapshot}")
+}
+
+impl FeedService {
+    pub(crate) async fn home(self: Arc<Self>, ctx: Ctx, q: FeedQuery) -> ServiceResult<Page<Post>> {
+        let viewer = ctx.require_user()?.clone();
+        let limit = q.page.limit() as usize;
+        match q.order {
+            FeedOrder::Latest => self.latest(&ctx, &viewer, limit, q.page.cursor.as_deref()).await,
+            FeedOrder::Ranked => self.ranked(&ctx, &viewer, limit, q.page.cursor.as_deref()).await,
+        }
+    }
+
+    async fn latest(
+        self: &Arc<Self>,
+        ctx: &Ctx,
+        viewer: &UserId,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> ServiceResult<Page<Post>> {
+        let cursor = cursor.map(TimeCursor::decode).transpose()?;
+        let (_, candidates) = self.candidates(ctx, viewer).await?;
+        let after: Vec<&Entry> = candidates
+            .iter()
+            .filter(|e| {
+                cursor
+                    .as_ref()
+                    .is_none_or(|c| (e.created_ms, e.post.as_str()) < (c.at.timestamp_millis(), c.key.as_str()))
+            })
+            .collect();
+        let page: Vec<PostId> = after.iter().take(limit).map(|e| e.post.clone()).collect();
+        let next_cursor = (after.len() > limit)
+            .then(|| after[limit - 1])
+            .and_then(|e| chrono::DateTime::from_timestamp_millis(e.created_ms).map(|at| (at, e)))
+            .map(|(at, e)| TimeCursor::new(at, e.post.as_str()).encode());
+        let counts = self.counts(ctx, &page).await?;
+        Ok(Page { items: self.hydrate(ctx, &page, &counts).await?, next_cursor })
+    }
+
+    async fn ranked(
+        self: &Arc<Self>,
+        ctx: &Ctx,
+        viewer: &UserId,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> ServiceResult<Page<Post>> {
+        let cursor = cursor.map(RankCursor::decode).transpose()?;
+        if let Some(c) = &cursor
+            && let Some(order) = self.load_snapshot(viewer, &c.snapshot).await?
+        {
+            let page: Vec<PostId> = order.iter().skip(c.offset).take(limit).cloned().collect();
+            let next_cursor =
+                (order.len() > c.offset + limit).then(|| RankCursor { offset: c.offset + limit, ..c.clone() }.encode());
+            let counts = self.counts(ctx, &page).await?;
+            return Ok(Page { items: self.hydrate(ctx, &page, &counts).await?, next_cursor });
+        }
+
+        // A first page, or a snapshot that expired: rank as of the listing's clock.
+        let now_ms = cursor.as_ref().map_or_else(|| Utc::now().timestamp_millis(), |c| c.at_ms);
+        let offset = cursor.as_ref().map_or(0, |c| c.offset);
+        let (doc, mut candidates) = self.candidates(ctx, viewer).await?;
+        candidates.retain(|e| e.created_ms <= now_ms);
+        let mut authors: Vec<UserId> = candidates.iter().map(|e| e.author.clone()).collect();
+        authors.sort();
+        authors.dedup();
+        let query = SignalsQuery { post_ids: candidates.iter().map(|e| e.post.clone()).collect(), authors };
+        let signals =
+            if candidates.is_empty() { Default::default() } else { self.mesh.call::<GetSignals>(ctx, &query).await? };
+        let engagement: HashMap<String, Engagement> = signals
+            .counts
+            .iter()
+            .map(|c| (c.post_id.to_string(), Engagement { likes: c.like_count, comments: c.comment_count }))
+            .collect();
+        let affinity: HashMap<String, Engagement> = signals
+            .affinity
+            .iter()
+            .map(|a| (a.author.to_string(), Engagement { likes: a.likes, comments: a.comments }))
+            .collect();
+        let topics: HashSet<String> = doc.topics.iter().cloned().collect();
+        let inputs = rank::Signals { now_ms, topics: &topics, affinity: &affinity, engagement: &engagement };
+        rank::rank(&self.config.ranking, &mut candidates, &inputs);
+
+        let order: Vec<PostId> = candidates.into_iter().map(|e| e.post).collect();
+        let page: Vec<PostId> = order.iter().skip(offset).take(limit).cloned().collect();
+        let next_cursor = if order.len() > offset + limit {
+            let snapshot = EventId::generate().to_string();
+            self.store_snapshot(viewer, &snapshot, &order);
+            Some(RankCursor { snapshot, offset: offset + limit, at_ms: now_ms }.encode())
+        } else {
+            None
+        };
+        let counts: HashMap<PostId, PostCounts> = signals.counts.into_iter().map(|c| (c.post_id.clone(), c)).collect();
+        Ok(Page { items: self.hydrate(ctx, &page, &counts).await?, next_cursor })
+    }
+
+    /// The reader's candidate posts, newest first: the cached feed (rebuilt when missing or
+    /// stale) plus the recent posts of followed pulled authors, without hidden authors.
+    async fn candidates(
+        self: &Arc<Self>,
+        ctx: &Ctx,
+        viewer: &UserId,
+    ) -> ServiceResult<(crate::codec::FeedDoc, Vec<Entry>)> {
+        let doc = match self.load(viewer).await? {
+            Loaded::Active(doc) => {
+                // Refreshing the activity mark on every read would be a write per read; once
+                // per eighth of the window keeps an active reader active.
+                let refresh_ms = (self.config.active_window_secs as i64).saturating_mul(1000) / 8;
+                if Utc::now().timestamp_millis() - doc.touched_ms > refresh_ms {
+                    let this = self.clone();
+                    let user = viewer.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = this.touch(&user).await {
+                            tracing::warn!(user = %user, error = %e, "could not refresh feed activity");
+                        }
+                    });
+                }
+                doc
+            }
+            Loaded::Stale(revision) => self.rebuild(ctx, viewer, Some(revision)).await?,
+            Loaded::Missing => self.rebuild(ctx, viewer, None).await?,
+        };
+        let following: HashSet<&UserId> = doc.following.iter().collect();
+        let hidden: HashSet<&UserId> = doc.hidden.iter().collect();
+        let visible = |author: &UserId| author == viewer || (following.contains(author) && !hidden.contains(author));
+        let mut out: Vec<Entry> = doc.entries.iter().filter(|e| visible(&e.author)).cloned().collect();
+        let pulled: Vec<UserId> = {
+            let set = self.pull_authors.read().expect("pull set poisoned");
+            doc.following.iter().filter(|a| set.contains(*a) && !hidden.contains(a)).cloned().collect()
+        };
+        if !pulled.is_empty() {
+            let mut seen: HashSet<PostId> = out.iter().map(|e| e.post.clone()).collect();
+            for posts in self.pulled_posts(ctx, &pulled).await? {
+                out.extend(posts.iter().filter(|p| seen.insert(p.post_id.clone())).map(entry));
+            }
+            out.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then_with(|| b.post.cmp(&a.post)));
+            out.truncate(self.config.cap);
+        }
+        Ok((doc, out))
+    }
+
+    /// Recent posts of pulled authors, from the short-lived cache or one request each.
+    async fn pulled_posts(&self, ctx: &Ctx, authors: &[UserId]) -> ServiceResult<Vec<Arc<Vec<PostRef>>>> {
+        let ttl = Duration::from_millis(self.config.pull_cache_ms);
+        let fetches = authors.iter().map(|author| async move {
+            if let Some((at, posts)) = self.pulled.get(author)
+                && at.elapsed() < ttl
+            {
+                return Ok::<_, mosaic_mesh::ServiceError>(posts);
+            }
+            let query = RecentByAuthors { authors: vec![author.clone()], limit: self.config.pull_posts_per_author };
+            let posts = Arc::new(self.mesh.call::<RecentPosts>(ctx, &query).await?);
+            self.pulled.insert(author.clone(), (Instant::now(), posts.clone()));
+            Ok(posts)
+        });
+        futures::future::try_join_all(fetches).await
+    }
+
+    /// Counts of a page of posts, for the reader.
+    async fn counts(&self, ctx: &Ctx, posts: &[PostId]) -> ServiceResult<HashMap<PostId, PostCounts>> {
+        if posts.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let signals =
+            self.mesh.call::<GetSignals>(ctx, &SignalsQuery { post_ids: posts.to_vec(), authors: Vec::new() }).await?;
+        Ok(signals.counts.into_iter().map(|c| (c.post_id.clone(), c)).collect())
+    }
+
+    /// Post bodies in the order asked, from the cache or one request for all the misses,
+    /// with the reader's counts. Posts deleted meanwhile drop out.
+    async fn hydrate(
+        &self,
+        ctx: &Ctx,
+        ids: &[PostId],
+        counts: &HashMap<PostId, PostCounts>,
+    ) -> ServiceResult<Vec<Post>> {
+        let ttl = Duration::from_millis(self.config.post_cache_ms);
+        let mut found: HashMap<PostId, Arc<Post>> = HashMap::new();
+        let mut misses: Vec<PostId> = Vec::new();
+        for id in ids {
+            match self.posts.get(id) {
+                Some((at, post)) if at.elapsed() < ttl => {
+                    found.insert(id.clone(), post);
+                }
+                _ => misses.push(id.clone()),
+            }
+        }
+        if !misses.is_empty() {
+            for post in self.mesh.call::<GetPosts>(ctx, &PostsByIds { ids: misses }).await? {
+                let post = Arc::new(post);
+                self.posts.insert(post.id.clone(), (Instant::now(), post.clone()));
+                found.insert(post.id.clone(), post);
+            }
+        }
+        Ok(ids
+            .iter()
+            .filter_map(|id| found.get(id))
+            .map(|post| {
+                let mut post = Post::clone(post);
+                let c = counts.get(&post.id);
+                post.like_count = c.map_or(0, |c| c.like_count);
+                post.comment_count = c.map_or(0, |c| c.comment_count);
+                post.liked_by_me = c.is_some_and(|c| c.liked_by_me);
+                post
+            })
+            .collect())
+    }
+
+    /// Stores a ranked order for the pages after the first, in the background: the first
+    /// page does not wait for it, and a lost snapshot only means the next page re-ranks.
+    fn store_snapshot(self: &Arc<Self>, viewer: &UserId, snapshot: &str, order: &[PostId]) {
+        let key = snapshot_key(viewer, snapshot);
+        let value: String = order.iter().map(|p| p.as_str()).collect::<Vec<_>>().join("\n");
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = this.snapshots.put(&key, value.into()).await {
+                tracing::warn!(key, error = %e, "could not store feed snapshot");
+            }
+        });
+    }
+
+    async fn load_snapshot(&self, viewer: &UserId, snapshot: &str) -> anyhow::Result<Option<Vec<PostId>>> {
+        let Some(v) = self.snapshots.get(&snapshot_key(viewer, snapshot)).await? else { return Ok(None) };
+        let text = std::str::from_utf8(&v.value).context("feed snapshot is not text")?;
+        Ok(Some(text.lines().filter_map(PostId::parse).collect()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rank_cursors_round_trip_and_reject_others() {
+        let c = RankCursor { snapshot: EventId::generate().to_string(), offset: 40, at_ms: 1_700_000_000_000 };
+        assert_eq!(RankCursor::decode(&c.encode()).unwrap(), c);
+        assert!(RankCursor::decode(&TimeCursor::new(Utc::now(), "abc").encode()).is_err());
+        assert!(RankCursor::decode("garbage").is_err());
+    }
+}

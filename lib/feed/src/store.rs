@@ -1,0 +1,123 @@
+//! Reading and writing cached feeds: every write is a compare-and-set on the key's revision,
+//! retried on conflict, so concurrent fan-outs, graph changes and rebuilds never lose each
+//! other's work.
+
+use crate::FeedService;
+use crate::codec::{Entry, FeedDoc};
+use anyhow::{Context as _, bail};
+use chrono::Utc;
+use mosaic_api::UserId;
+use mosaic_api::content::{PostRef, RecentByAuthors, RecentPosts};
+use mosaic_api::user::{ByUser, GetFeedSeed};
+use mosaic_mesh::{Ctx, ServiceResult};
+
+const CAS_ATTEMPTS: usize = 32;
+
+pub(crate) fn key(user: &UserId) -> String {
+    format!("feed.{user}")
+}
+
+pub(crate) fn entry(p: &PostRef) -> Entry {
+    Entry {
+        post: p.post_id.clone(),
+        author: p.author.clone(),
+        created_ms: p.created_at.timestamp_millis(),
+        tags: p.tags.clone(),
+    }
+}
+
+/// What a read found.
+pub(crate) enum Loaded {
+    /// A feed read within the activity window.
+    Active(FeedDoc),
+    /// A feed not read for longer than the window (its revision, for the rebuild's CAS).
+    Stale(u64),
+    Missing,
+}
+
+impl FeedService {
+    fn is_active(&self, doc: &FeedDoc) -> bool {
+        let window_ms = (self.config.active_window_secs as i64).saturating_mul(1000);
+        Utc::now().timestamp_millis() - doc.touched_ms <= window_ms
+    }
+
+    pub(crate) async fn load(&self, user: &UserId) -> anyhow::Result<Loaded> {
+        let Some(v) = self.feeds.get(&key(user)).await? else { return Ok(Loaded::Missing) };
+        match FeedDoc::decode(&v.value) {
+            Some(doc) if self.is_active(&doc) => Ok(Loaded::Active(doc)),
+            Some(_) => Ok(Loaded::Stale(v.revision)),
+            None => {
+                tracing::warn!(user = %user, "undecodable cached feed; rebuilding it");
+                Ok(Loaded::Stale(v.revision))
+            }
+        }
+    }
+
+    /// Applies `change` to `user`'s feed if it is cached and active (a missing or stale
+    /// feed is rebuilt on its next read, so it needs no update). `change` returns whether it
+    /// changed anything; nothing is written otherwise.
+    pub(crate) async fn modify(
+        &self,
+        user: &UserId,
+        mut change: impl FnMut(&mut FeedDoc) -> bool,
+    ) -> anyhow::Result<()> {
+        let key = key(user);
+        for _ in 0..CAS_ATTEMPTS {
+            let Some(v) = self.feeds.get(&key).await? else { return Ok(()) };
+            let Some(mut doc) = FeedDoc::decode(&v.value) else { return Ok(()) };
+            if !self.is_active(&doc) || !change(&mut doc) {
+                return Ok(());
+            }
+            if self.feeds.update(&key, doc.encode(), v.revision).await?.is_some() {
+                return Ok(());
+            }
+        }
+        bail!("feed {key} too contended")
+    }
+
+    /// Builds `user`'s feed from the graph and stores it (replacing the stale revision
+    /// `previous`, or creating it). Losing the race to another writer is fine: theirs is as
+    /// fresh as ours.
+    pub(crate) async fn rebuild(&self, ctx: &Ctx, user: &UserId, previous: Option<u64>) -> ServiceResult<FeedDoc> {
+        let seed = self.mesh.call::<GetFeedSeed>(ctx, &ByUser { user_id: user.clone() }).await?;
+        let mut authors: Vec<UserId> = seed.following.iter().filter(|a| !seed.hidden.contains(a)).cloned().collect();
+        authors.push(user.clone());
+        let mut doc = FeedDoc {
+            touched_ms: Utc::now().timestamp_millis(),
+            topics: seed.topics,
+            following: seed.following,
+            hidden: seed.hidden,
+            entries: Vec::new(),
+        };
+        // Large follow lists are asked for in slices; each answer is newest first.
+        for chunk in authors.chunks(1000) {
+            let recent = self
+                .mesh
+                .call::<RecentPosts>(ctx, &RecentByAuthors { authors: chunk.to_vec(), limit: self.config.cap as u32 })
+                .await?;
+            doc.merge(recent.iter().map(entry), self.config.cap);
+        }
+        let key = key(user);
+        let bytes = doc.encode();
+        let written = match previous {
+            Some(rev) => self.feeds.update(&key, bytes, rev).await,
+            None => self.feeds.create(&key, bytes).await,
+        }
+        .context("storing rebuilt feed")?;
+        if written.is_none() {
+            tracing::debug!(user = %user, "another writer stored this feed first");
+        }
+        tracing::debug!(user = %user, entries = doc.entries.len(), "feed rebuilt");
+        Ok(doc)
+    }
+
+    /// Marks `user`'s feed as read now, so fan-out keeps serving it.
+    pub(crate) async fn touch(&self, user: &UserId) -> anyhow::Result<()> {
+        let now = Utc::now().timestamp_millis();
+        self.modify(user, |doc| {
+            doc.touched_ms = now;
+            true
+        })
+        .await
+    }
+}
