@@ -4,8 +4,10 @@
 mod accounts;
 mod bad_input;
 mod content;
+mod feed;
 mod graph;
 mod idempotency;
+mod interactions;
 mod mesh;
 mod nats_config;
 mod ops;

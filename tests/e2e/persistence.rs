@@ -59,7 +59,12 @@ async fn concurrent_migrations_apply_each_file_once() {
     let applied: Vec<String> = res.take(0).unwrap();
     assert_eq!(
         applied,
-        vec!["mesh/0001_outbox".to_owned(), "user/0001_init".to_owned(), "user/0002_post_counts".to_owned()]
+        vec![
+            "mesh/0001_outbox".to_owned(),
+            "user/0001_init".to_owned(),
+            "user/0002_post_counts".to_owned(),
+            "user/0003_mutes_muted".to_owned()
+        ]
     );
 
     // A migration edited after it was applied stops the start.

@@ -3,36 +3,18 @@
 use futures::{SinkExt, StreamExt};
 use mosaic_api::{Id, UserId};
 use mosaic_tests::World;
+use mosaic_tests::socket::{self, Socket, next_json};
 use serde_json::{Value, json};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 fn ws_url(w: &World, query: &str) -> String {
-    format!("{}/v1/ws{query}", w.base().replacen("http", "ws", 1))
+    socket::ws_url(w.base(), query)
 }
 
 async fn connect(w: &World, token: &str) -> Socket {
-    let (socket, _) =
-        tokio_tungstenite::connect_async(ws_url(w, &format!("?access_token={token}"))).await.expect("ws connects");
-    socket
-}
-
-async fn next_json(socket: &mut Socket) -> Value {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(5), socket.next())
-            .await
-            .expect("a frame within 5 s")
-            .expect("open")
-            .unwrap();
-        match msg {
-            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    socket::connect(w.base(), token).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

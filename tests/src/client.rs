@@ -170,6 +170,23 @@ impl Client {
         (status, headers, res.bytes().await.expect("body"))
     }
 
+    /// Publishes a post of one small fresh photo.
+    pub async fn create_post(&self, token: &str, caption: &str, tags: &[&str]) -> Value {
+        // Random pixels, so no two photos share a content hash.
+        let mut img = image::RgbImage::new(24, 24);
+        for p in img.pixels_mut() {
+            *p = image::Rgb([rand_byte(), rand_byte(), rand_byte()]);
+        }
+        let mut png = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut png, image::ImageFormat::Png).expect("encode png");
+        let media = self.upload_ready(token, "image/png", png.into_inner()).await;
+        let reply = self
+            .post("/v1/posts", Some(token), json!({"caption": caption, "media_ids": [media["id"]], "tags": tags}))
+            .await;
+        reply.assert_status(201);
+        reply.body
+    }
+
     /// Signs up `name_<unique>` with a valid password.
     pub async fn signup(&self, name: &str) -> TestUser {
         self.signup_exact(&format!("{name}_{}", unique())).await
@@ -203,4 +220,14 @@ impl Client {
             ..user.clone()
         }
     }
+}
+
+fn rand_byte() -> u8 {
+    static STATE: AtomicU64 = AtomicU64::new(0x9E37_79B9_7F4A_7C15);
+    // xorshift: enough to make images differ; not for anything secret.
+    let mut x = STATE.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    (x >> 32) as u8
 }

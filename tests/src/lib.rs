@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod media;
+pub mod socket;
 
 use anyhow::Context as _;
 use mosaic_edge::EdgeHandle;
@@ -95,6 +96,8 @@ pub struct WorldOptions {
     pub content: mosaic_content::Config,
     /// Media storage; `None`: a fresh local directory.
     pub storage: Option<StorageConfig>,
+    /// Feed-service settings.
+    pub feed: mosaic_feed::Config,
 }
 
 impl Default for WorldOptions {
@@ -106,6 +109,7 @@ impl Default for WorldOptions {
             content_instances: 1,
             content: test_content_config(),
             storage: None,
+            feed: mosaic_feed::Config::default(),
         }
     }
 }
@@ -150,6 +154,10 @@ pub struct World {
     pub content_config: mosaic_content::Config,
     _media_dir: tempfile::TempDir,
     pub users: Vec<ServiceHandle>,
+    /// The interaction database.
+    pub interaction_db: Db,
+    /// Interaction and feed instances.
+    pub social: Vec<ServiceHandle>,
     pub edge: Option<EdgeHandle>,
     pub client: Client,
 }
@@ -190,6 +198,14 @@ impl World {
                     .expect("content service starts"),
             );
         }
+        let interaction_db =
+            mosaic_mesh::db::connect(&DbConfig { url: "mem://".into(), ..Default::default() }, "interaction")
+                .await
+                .expect("interaction database opens");
+        let social = vec![
+            mosaic_interaction::start_with_db(&mesh, interaction_db.clone()).await.expect("interaction service starts"),
+            mosaic_feed::start(&mesh, options.feed.clone()).await.expect("feed service starts"),
+        ];
         let mut edge_config = options.edge.clone();
         edge_config.http = "127.0.0.1:0".parse().expect("address");
         let edge = mosaic_edge::start(&mesh, edge_config, Some(storage.clone())).await.expect("edge starts");
@@ -203,6 +219,8 @@ impl World {
             storage,
             content,
             content_config: options.content,
+            interaction_db,
+            social,
             _media_dir: media_dir,
             edge: Some(edge),
             client,
@@ -246,6 +264,9 @@ impl World {
     pub async fn stop(mut self) {
         if let Some(edge) = self.edge.take() {
             edge.stop().await;
+        }
+        for s in self.social.drain(..) {
+            s.stop().await;
         }
         for c in self.content.drain(..) {
             c.stop().await;

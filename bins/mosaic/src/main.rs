@@ -4,10 +4,12 @@
 //!   (a child `nats-server` when none answers, SurrealDB files under the data directory).
 //! * `mosaic serve <service>` runs one component, as the per-service binaries do.
 //! * `mosaic migrate` applies database migrations and exits.
-//! * `mosaic bench …` measures the mesh and the edge.
+//! * `mosaic bench …` measures the mesh, the edge, the media pipeline, and a running
+//!   Mosaic under a social-network load.
 
 mod bench;
 mod bench_media;
+mod bench_social;
 mod nats;
 
 use anyhow::Context as _;
@@ -53,6 +55,8 @@ enum Command {
 enum Component {
     User,
     Content,
+    Interaction,
+    Feed,
     Edge,
 }
 
@@ -85,6 +89,8 @@ struct Settings {
     embedded_nats: Option<bool>,
     user: mosaic_user::Config,
     content: mosaic_content::Config,
+    interaction: mosaic_interaction::Config,
+    feed: mosaic_feed::Config,
     edge: mosaic_edge::Config,
 }
 
@@ -96,8 +102,11 @@ impl Settings {
         }
         s.common.fill_db_url(&mut s.user.db.url, mosaic_api::user::SERVICE);
         s.common.fill_db_url(&mut s.content.db.url, mosaic_api::content::SERVICE);
+        s.common.fill_db_url(&mut s.interaction.db.url, mosaic_api::interaction::SERVICE);
         s.user.validate()?;
         s.content.validate()?;
+        s.interaction.validate()?;
+        s.feed.validate()?;
         s.edge.validate()?;
         Ok(s)
     }
@@ -129,6 +138,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     })
                     .await
                 }
+                Component::Interaction => {
+                    serve_until_signal(&s.common, "interaction", |mesh| async move {
+                        mosaic_interaction::start(&mesh, s.interaction).await
+                    })
+                    .await
+                }
+                Component::Feed => {
+                    serve_until_signal(&s.common, "feed", |mesh| async move { mosaic_feed::start(&mesh, s.feed).await })
+                        .await
+                }
                 Component::Edge => {
                     let storage = Storage::open(&s.common.storage())?;
                     serve_until_signal(&s.common, "edge", |mesh| async move {
@@ -143,6 +162,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             mosaic_mesh::telemetry::init(s.common.log_json);
             mosaic_user::migrate(&s.user).await?;
             mosaic_content::migrate(&s.content).await?;
+            mosaic_interaction::migrate(&s.interaction).await?;
             println!("migrations applied");
             Ok(())
         }
@@ -161,9 +181,12 @@ async fn up(s: Settings) -> anyhow::Result<()> {
     let user = mosaic_user::start(&mesh, s.user).await.context("starting the user service")?;
     let content =
         mosaic_content::start(&mesh, s.content, storage.clone()).await.context("starting the content service")?;
+    let interaction =
+        mosaic_interaction::start(&mesh, s.interaction).await.context("starting the interaction service")?;
+    let feed = mosaic_feed::start(&mesh, s.feed).await.context("starting the feed service")?;
     let edge = mosaic_edge::start(&mesh, s.edge, Some(storage)).await.context("starting the edge")?;
     let url = format!("http://{}", edge.local_addr());
-    let components: Vec<ServiceHandle> = vec![edge.into(), content, user];
+    let components: Vec<ServiceHandle> = vec![edge.into(), feed, interaction, content, user];
 
     println!("Mosaic is up at {url} (NATS {}, data in {})", s.common.nats_url, s.common.data_dir.display());
     shutdown_signal().await;

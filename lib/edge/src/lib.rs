@@ -13,6 +13,7 @@ pub mod extract;
 pub mod hub;
 pub mod middleware;
 pub mod routes;
+pub mod views;
 pub mod ws;
 
 pub use config::Config;
@@ -42,7 +43,12 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 /// Services whose health `/readyz` reports.
-pub const SERVICES: &[&str] = &[mosaic_api::user::SERVICE, mosaic_api::content::SERVICE];
+pub const SERVICES: &[&str] = &[
+    mosaic_api::user::SERVICE,
+    mosaic_api::content::SERVICE,
+    mosaic_api::feed::SERVICE,
+    mosaic_api::interaction::SERVICE,
+];
 
 /// What every request handler can reach.
 pub struct AppState {
@@ -56,6 +62,7 @@ pub struct AppState {
     pub(crate) limiter: Option<Arc<middleware::Limiter>>,
     pub(crate) services: &'static [&'static str],
     pub(crate) shutdown: CancellationToken,
+    pub(crate) views: views::Views,
 }
 
 /// A running edge.
@@ -117,6 +124,7 @@ pub async fn serve(
         services: SERVICES,
         config,
         shutdown: lifecycle.shutdown().clone(),
+        views: views::Views::spawn(mesh.clone(), &lifecycle).await?,
     });
     let app = app(state);
 

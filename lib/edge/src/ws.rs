@@ -16,9 +16,9 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use mosaic_api::user::AccessClaims;
-use mosaic_api::ws::{ClientFrame, ServerFrame};
+use mosaic_api::ws::{ClientFrame, MAX_WATCHED_POSTS, ServerFrame};
 use mosaic_api::{ApiError, ErrorCode};
-use mosaic_mesh::CancellationToken;
+use mosaic_mesh::{CancellationToken, Mesh, PushSubscription};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -73,6 +73,7 @@ pub(crate) async fn ws(
         claims,
         heartbeat: Duration::from_secs(s.config.ws_heartbeat_secs),
         shutdown: s.shutdown.clone(),
+        mesh: s.mesh.clone(),
     };
     Ok(upgrade.max_message_size(MAX_CLIENT_MESSAGE).on_upgrade(move |socket: WebSocket| async move {
         metrics::gauge!("ws_connections").increment(1.0);
@@ -96,6 +97,8 @@ pub struct Control {
     pub claims: AccessClaims,
     pub heartbeat: Duration,
     pub shutdown: CancellationToken,
+    /// Subscribes the socket to the posts it watches.
+    pub mesh: Mesh,
 }
 
 /// Runs one socket until the client leaves, the token expires or is revoked, the client
@@ -112,6 +115,7 @@ where
     heartbeat.tick().await;
     let mut revocation = tokio::time::interval(REVOCATION_CHECK);
     let mut last_seen = Instant::now();
+    let mut watched: Option<PushSubscription> = None;
 
     let close = loop {
         tokio::select! {
@@ -143,10 +147,16 @@ where
                     break None;
                 }
             }
+            Some(frame) = next_watched(&mut watched) => {
+                let Ok(text) = Utf8Bytes::try_from(frame) else { continue };
+                if tx.send(Message::Text(text)).await.is_err() {
+                    break None;
+                }
+            }
             incoming = rx.next() => {
                 last_seen = Instant::now();
                 let reply = match incoming {
-                    Some(Ok(Message::Text(t))) => Some(answer(&t)),
+                    Some(Ok(Message::Text(t))) => Some(answer(&t, &control.mesh, &mut watched).await),
                     Some(Ok(Message::Binary(_))) => Some(text(&ServerFrame::Error {
                         code: ErrorCode::BadRequest,
                         detail: "frames are JSON text".into(),
@@ -167,9 +177,42 @@ where
     let _ = tx.close().await;
 }
 
-fn answer(raw: &str) -> Message {
+/// The next frame of a watched post; never resolves while nothing is watched.
+async fn next_watched(watched: &mut Option<PushSubscription>) -> Option<Bytes> {
+    match watched {
+        Some(w) => w.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn answer(raw: &str, mesh: &Mesh, watched: &mut Option<PushSubscription>) -> Message {
     match serde_json::from_str::<ClientFrame>(raw) {
         Ok(ClientFrame::Ping { id }) => text(&ServerFrame::Pong { id }),
+        Ok(ClientFrame::WatchPosts { mut post_ids }) => {
+            post_ids.sort();
+            post_ids.dedup();
+            if post_ids.len() > MAX_WATCHED_POSTS {
+                return text(&ServerFrame::Error {
+                    code: ErrorCode::ValidationFailed,
+                    detail: format!("watch at most {MAX_WATCHED_POSTS} posts"),
+                });
+            }
+            // Dropping the previous subscription unsubscribes from what is no longer shown.
+            *watched = None;
+            if !post_ids.is_empty() {
+                match mesh.subscribe_posts(&post_ids).await {
+                    Ok(sub) => *watched = Some(sub),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not watch posts");
+                        return text(&ServerFrame::Error {
+                            code: ErrorCode::Unavailable,
+                            detail: "watching is unavailable right now".into(),
+                        });
+                    }
+                }
+            }
+            text(&ServerFrame::Watching { post_ids })
+        }
         Err(e) => text(&ServerFrame::Error { code: ErrorCode::BadRequest, detail: format!("unsupported frame: {e}") }),
     }
 }

@@ -2,6 +2,8 @@
 //! same definitions.
 
 pub mod accounts;
+pub mod feed;
+pub mod interactions;
 pub mod media;
 pub mod ops;
 pub mod posts;
@@ -38,5 +40,7 @@ pub fn all() -> OpenApiRouter<Arc<AppState>> {
         .merge(accounts::router())
         .merge(media::router())
         .merge(posts::router())
+        .merge(feed::router())
+        .merge(interactions::router())
         .routes(routes!(crate::ws::ws))
 }

@@ -1,0 +1,260 @@
+//! Likes, comments, views and owner notifications through the edge.
+
+use futures::SinkExt;
+use mosaic_api::interaction::NotifyUser;
+use mosaic_api::{Envelope, Id};
+use mosaic_tests::socket::{connect, next_of_type};
+use mosaic_tests::{TestUser, World};
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+async fn post_of(w: &World, viewer: &TestUser, post: &str) -> Value {
+    let reply = w.client.get(&format!("/v1/posts/{post}"), &viewer.access_token).await;
+    reply.assert_status(200);
+    reply.body
+}
+
+/// Every message of a stream, in order.
+async fn stream_messages(w: &World, stream: &str) -> Vec<(String, Vec<u8>)> {
+    let mut s = w.mesh.jetstream().get_stream(stream).await.unwrap();
+    let state = s.info().await.unwrap().state.clone();
+    let mut out = Vec::new();
+    if state.messages == 0 {
+        return out;
+    }
+    for seq in state.first_sequence..=state.last_sequence {
+        if let Ok(m) = s.get_raw_message(seq).await {
+            out.push((m.subject.to_string(), m.payload.to_vec()));
+        }
+    }
+    out
+}
+
+/// The owner notifications queued so far.
+async fn notifications(w: &World) -> Vec<NotifyUser> {
+    stream_messages(w, "NOTIFY_JOBS")
+        .await
+        .into_iter()
+        .map(|(_, payload)| serde_json::from_slice::<Envelope<NotifyUser>>(&payload).unwrap().data)
+        .collect()
+}
+
+/// Waits for the outbox relay to have published `n` notifications.
+async fn wait_notifications(w: &World, n: usize) -> Vec<NotifyUser> {
+    for _ in 0..50 {
+        let found = notifications(w).await;
+        if found.len() >= n {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    notifications(w).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_users_liking_unliking_and_retrying_at_once_leave_the_exact_count() {
+    let w = World::start().await;
+    let owner = w.client.signup("owner").await;
+    let post = w.client.create_post(&owner.access_token, "like me", &[]).await;
+    let post_id = post["id"].as_str().unwrap().to_owned();
+    let mut fans = Vec::new();
+    for i in 0..50 {
+        fans.push(w.client.signup(&format!("fan{i}")).await);
+    }
+    // Everyone likes twice (a retry), a third unlike and like again, and every fifth ends
+    // by unliking: 40 likes must remain.
+    let tasks = fans.iter().enumerate().map(|(i, fan)| {
+        let client = w.client.clone();
+        let path = format!("/v1/posts/{post_id}/like");
+        let token = fan.access_token.clone();
+        async move {
+            let (a, b) = tokio::join!(client.put(&path, &token), client.put(&path, &token));
+            a.assert_status(204);
+            b.assert_status(204);
+            if i % 3 == 0 {
+                client.delete(&path, &token).await.assert_status(204);
+                client.put(&path, &token).await.assert_status(204);
+            }
+            if i % 5 == 0 {
+                let (a, b) = tokio::join!(client.delete(&path, &token), client.delete(&path, &token));
+                a.assert_status(204);
+                b.assert_status(204);
+            }
+        }
+    });
+    futures::future::join_all(tasks).await;
+
+    let seen = post_of(&w, &owner, &post_id).await;
+    assert_eq!(seen["like_count"], 40);
+    assert_eq!(seen["liked_by_me"], false);
+    assert_eq!(post_of(&w, &fans[1], &post_id).await["liked_by_me"], true);
+    assert_eq!(post_of(&w, &fans[5], &post_id).await["liked_by_me"], false);
+    let mut likers = 0;
+    let mut path = format!("/v1/posts/{post_id}/likes?limit=100");
+    loop {
+        let page = w.client.get(&path, &owner.access_token).await;
+        page.assert_status(200);
+        likers += page.body["items"].as_array().unwrap().len();
+        match page.body["next_cursor"].as_str() {
+            Some(c) => path = format!("/v1/posts/{post_id}/likes?limit=7&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(likers, 40, "the list agrees with the counter");
+
+    // The owner liking their own post counts, but notifies nobody.
+    w.client.put(&format!("/v1/posts/{post_id}/like"), &owner.access_token).await.assert_status(204);
+    assert_eq!(post_of(&w, &owner, &post_id).await["like_count"], 41);
+    let notes = wait_notifications(&w, 1).await;
+    assert!(!notes.is_empty());
+    assert!(notes.iter().all(|n| n.recipient.as_str() == owner.id && n.actor.as_str() != owner.id));
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn comments_thread_one_level_deep_and_follow_the_delete_rules() {
+    let w = World::start().await;
+    let owner = w.client.signup("owner").await;
+    let alice = w.client.signup("alice").await;
+    let bob = w.client.signup("bob").await;
+    let post = w.client.create_post(&owner.access_token, "discuss", &[]).await;
+    let pid = post["id"].as_str().unwrap();
+    let comments_path = format!("/v1/posts/{pid}/comments");
+
+    let c1 = w.client.post(&comments_path, Some(&alice.access_token), json!({"text": "first!"})).await;
+    c1.assert_status(201);
+    assert_eq!(c1.body["author"]["username"], json!(alice.username));
+    let c1_id = c1.body["id"].as_str().unwrap().to_owned();
+    let r1 = w
+        .client
+        .post(
+            &comments_path,
+            Some(&bob.access_token),
+            json!({"text": format!("@{} agreed", owner.username), "reply_to": c1_id}),
+        )
+        .await;
+    r1.assert_status(201);
+    assert_eq!(r1.body["reply_to"], json!(c1_id));
+    // A reply to a reply joins the top-level thread.
+    let r2 = w
+        .client
+        .post(&comments_path, Some(&alice.access_token), json!({"text": "thanks", "reply_to": r1.body["id"]}))
+        .await;
+    assert_eq!(r2.body["reply_to"], json!(c1_id));
+    let c2 = w.client.post(&comments_path, Some(&owner.access_token), json!({"text": "my own"})).await;
+    c2.assert_status(201);
+
+    let listed = w.client.get(&comments_path, &bob.access_token).await;
+    let texts: Vec<&str> =
+        listed.body["items"].as_array().unwrap().iter().map(|c| c["text"].as_str().unwrap()).collect();
+    let expected_mention = format!("@{} agreed", owner.username);
+    assert_eq!(texts, vec!["first!", expected_mention.as_str(), "thanks", "my own"], "oldest first");
+    assert_eq!(post_of(&w, &bob, pid).await["comment_count"], 4);
+
+    // Bad input loses nothing.
+    w.client
+        .post(&comments_path, Some(&bob.access_token), json!({"text": "   "}))
+        .await
+        .assert_problem(422, "validation_failed");
+    w.client
+        .post(&comments_path, Some(&bob.access_token), json!({"text": "x".repeat(2201)}))
+        .await
+        .assert_problem(422, "validation_failed");
+    let wrong_type = w.client.post(&comments_path, Some(&bob.access_token), json!({"text": 5})).await;
+    assert!(matches!(wrong_type.status.as_u16(), 400 | 422), "{}", wrong_type.status);
+    w.client
+        .post(&comments_path, Some(&bob.access_token), json!({"text": "orphan", "reply_to": "nope"}))
+        .await
+        .assert_problem(404, "not_found");
+    w.client
+        .post("/v1/posts/0190aaaaaaaaaaaaaaaaaaaaaaaaaaaa/comments", Some(&bob.access_token), json!({"text": "hi"}))
+        .await
+        .assert_problem(404, "not_found");
+    assert_eq!(post_of(&w, &bob, pid).await["comment_count"], 4);
+
+    // Bob may not delete Alice's comment; the post's owner may, and its replies go with it.
+    w.client.delete(&format!("/v1/comments/{c1_id}"), &bob.access_token).await.assert_problem(403, "forbidden");
+    w.client.delete(&format!("/v1/comments/{c1_id}"), &owner.access_token).await.assert_status(204);
+    w.client.delete(&format!("/v1/comments/{c1_id}"), &owner.access_token).await.assert_problem(404, "not_found");
+    assert_eq!(post_of(&w, &bob, pid).await["comment_count"], 1);
+    let left = w.client.get(&comments_path, &bob.access_token).await;
+    assert_eq!(left.body["items"].as_array().unwrap().len(), 1);
+    // Authors delete their own.
+    let c2_id = c2.body["id"].as_str().unwrap();
+    w.client.delete(&format!("/v1/comments/{c2_id}"), &owner.access_token).await.assert_status(204);
+    assert_eq!(post_of(&w, &bob, pid).await["comment_count"], 0);
+
+    // Notifications: the owner for each comment by others (not their own), Bob's reply to
+    // Alice's comment as a reply (it also mentions the owner, who hears of it once), and
+    // Alice's reply to Bob.
+    let notes = wait_notifications(&w, 4).await;
+    let summary: Vec<(String, String, String)> = notes
+        .iter()
+        .map(|n| (n.recipient.to_string(), format!("{:?}", n.kind).to_lowercase(), n.actor.to_string()))
+        .collect();
+    let owner_id = owner.id.clone();
+    assert!(summary.contains(&(owner_id.clone(), "comment".into(), alice.id.clone())), "{summary:?}");
+    assert!(summary.contains(&(alice.id.clone(), "reply".into(), bob.id.clone())), "{summary:?}");
+    assert!(summary.contains(&(owner_id.clone(), "comment".into(), bob.id.clone())), "{summary:?}");
+    assert!(summary.contains(&(bob.id.clone(), "reply".into(), alice.id.clone())), "{summary:?}");
+    assert!(summary.iter().all(|(to, _, by)| to != by), "never for one's own action: {summary:?}");
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watching_sockets_get_count_changes_and_views_are_recorded() {
+    let w = World::start().await;
+    let owner = w.client.signup("owner").await;
+    let viewer = w.client.signup("viewer").await;
+    let post = w.client.create_post(&owner.access_token, "watch me", &[]).await;
+    let pid = post["id"].as_str().unwrap().to_owned();
+
+    let mut socket = connect(w.base(), &viewer.access_token).await;
+    socket.send(Message::text(json!({"type": "posts.watch", "post_ids": [pid]}).to_string())).await.unwrap();
+    assert_eq!(next_of_type(&mut socket, "posts.watching").await["post_ids"], json!([pid]));
+    w.client.put(&format!("/v1/posts/{pid}/like"), &owner.access_token).await.assert_status(204);
+    let counts = next_of_type(&mut socket, "post.counts").await;
+    assert_eq!(counts, json!({"type": "post.counts", "post_id": pid, "like_count": 1, "comment_count": 0}));
+    w.client
+        .post(&format!("/v1/posts/{pid}/comments"), Some(&owner.access_token), json!({"text": "hi"}))
+        .await
+        .assert_status(201);
+    assert_eq!(next_of_type(&mut socket, "post.counts").await["comment_count"], 1);
+    let too_many: Vec<String> = (0..101).map(|i| format!("p{i}")).collect();
+    socket.send(Message::text(json!({"type": "posts.watch", "post_ids": too_many}).to_string())).await.unwrap();
+    assert_eq!(next_of_type(&mut socket, "error").await["code"], "validation_failed");
+
+    for _ in 0..3 {
+        w.client
+            .post(&format!("/v1/posts/{pid}/views"), Some(&viewer.access_token), json!({}))
+            .await
+            .assert_status(202);
+    }
+    w.client
+        .post("/v1/posts/bad.id/views", Some(&viewer.access_token), json!({}))
+        .await
+        .assert_problem(404, "not_found");
+    w.client.post(&format!("/v1/posts/{pid}/views"), None, json!({})).await.assert_status(401);
+    let mut views = Vec::new();
+    for _ in 0..50 {
+        views = stream_messages(&w, "EVENTS_VIEW").await;
+        if views.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(views.len(), 3);
+    let event: Value = serde_json::from_slice(&views[0].1).unwrap();
+    assert_eq!(views[0].0, "events.view.post");
+    assert_eq!(event["data"], json!({"post_id": pid, "viewer": viewer.id}));
+
+    // Likes of unknown or malformed posts are 404, without a trace in the counts.
+    w.client
+        .put("/v1/posts/0190aaaaaaaaaaaaaaaaaaaaaaaaaaaa/like", &viewer.access_token)
+        .await
+        .assert_problem(404, "not_found");
+    w.client.put("/v1/posts/x*y/like", &viewer.access_token).await.assert_problem(404, "not_found");
+    assert_eq!(post_of(&w, &viewer, &pid).await["like_count"], 1);
+    w.stop().await;
+}
