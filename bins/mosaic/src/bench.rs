@@ -23,6 +23,10 @@ pub enum Which {
     Edge(Load),
     /// The photo pipeline vs vipsthumbnail; the video path vs the same ffmpeg run bare.
     Media(crate::bench_media::MediaLoad),
+    /// A DeathStarBench-style social-network load (feeds, timelines, posts; WebSocket
+    /// fan-out) against a Mosaic already running at --url.
+    #[command(long_about = crate::bench_social::ABOUT)]
+    Social(crate::bench_social::SocialLoad),
 }
 
 #[derive(Args, Clone)]
@@ -56,6 +60,8 @@ pub async fn run(which: Which) -> anyhow::Result<()> {
             let m = m.clone();
             return tokio::task::spawn_blocking(move || crate::bench_media::run(&m)).await?;
         }
+        // Drives a server someone else started: no NATS of its own.
+        Which::Social(s) => return crate::bench_social::run(s.clone()).await,
     };
     let dir = tempfile_dir()?;
     let url = match &load.nats_url {
@@ -68,7 +74,7 @@ pub async fn run(which: Which) -> anyhow::Result<()> {
     let result = match which {
         Which::Mesh(_) => bench_mesh(&mesh, &load).await,
         Which::Edge(_) => bench_edge(&mesh, &load).await,
-        Which::Media(_) => unreachable!("handled above"),
+        Which::Media(_) | Which::Social(_) => unreachable!("handled above"),
     };
     if let Some(e) = embedded {
         e.stop().await;
