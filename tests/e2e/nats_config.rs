@@ -10,6 +10,9 @@ use std::time::Duration;
 const SECRETS: &[(&str, &str)] = &[
     ("MOSAIC_NATS_USER_SERVICE_PASSWORD", "user-secret"),
     ("MOSAIC_NATS_EDGE_PASSWORD", "edge-secret"),
+    ("MOSAIC_NATS_CONTENT_SERVICE_PASSWORD", "content-secret"),
+    ("MOSAIC_NATS_INTERACTION_SERVICE_PASSWORD", "interaction-secret"),
+    ("MOSAIC_NATS_FEED_SERVICE_PASSWORD", "feed-secret"),
     ("MOSAIC_NATS_ADMIN_PASSWORD", "admin-secret"),
     ("MOSAIC_NATS_SYS_PASSWORD", "sys-secret"),
     ("MOSAIC_NATS_LEAF_PASSWORD", "leaf-secret"),

@@ -3,15 +3,14 @@
 use crate::ContentService;
 use crate::store::{self, MediaRow, POST_FIELDS, PostRow, media_rid, post_rid};
 use anyhow::Context as _;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use mosaic_api::content::{
     Author, ByPost, CreatePostRequest, MAX_RECENT_POSTS, MediaStatus, Mention, Post, PostCreated, PostDeleted,
     PostMentioned, PostRef, PostsByIds, RecentByAuthors, Timeline,
 };
 use mosaic_api::endpoint::Empty;
 use mosaic_api::interaction::{GetSignals, SignalsQuery};
+use mosaic_api::page::TimeCursor;
 use mosaic_api::text::{hashtags, mentions};
 use mosaic_api::user::{self as users, ProfilesByIds, ProfilesByUsername, RelationsQuery, Role};
 use mosaic_api::{ApiError, ErrorCode, Id, MediaId, Page, PostId, UserId};
@@ -197,7 +196,7 @@ impl ContentService {
             return Err(ApiError::not_found("no such user").into());
         }
         let limit = req.page.limit() as usize;
-        let cursor = req.page.cursor.as_deref().map(decode_cursor).transpose()?;
+        let cursor = req.page.cursor.as_deref().map(TimeCursor::decode).transpose()?.map(|c| (c.at, c.key));
         let after = if cursor.is_some() {
             "AND (created_at < $at OR (created_at = $at AND record::id(id) < $after_id))"
         } else {
@@ -219,7 +218,7 @@ impl ContentService {
         let mut rows: Vec<PostRow> = res.take(0).context("reading timeline")?;
         let next_cursor = if rows.len() > limit {
             rows.truncate(limit);
-            rows.last().map(|p| encode_cursor(p.created_at, &p.key))
+            rows.last().map(|p| TimeCursor::new(p.created_at, p.key.as_str()).encode())
         } else {
             None
         };
@@ -357,19 +356,6 @@ fn tags(caption: &str, extra: &[String]) -> Result<Vec<String>, ApiError> {
         return Err(ApiError::validation(format!("a post has at most {MAX_TAGS} tags")));
     }
     Ok(out)
-}
-
-fn encode_cursor(at: DateTime<Utc>, key: &str) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}|{key}", at.timestamp_nanos_opt().unwrap_or_default()))
-}
-
-fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, String), ApiError> {
-    let bad = || ApiError::validation("cursor is not valid");
-    let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?).map_err(|_| bad())?;
-    let (nanos, key) = raw.split_once('|').ok_or_else(bad)?;
-    let nanos: i64 = nanos.parse().map_err(|_| bad())?;
-    PostId::parse(key).ok_or_else(bad)?;
-    Ok((DateTime::from_timestamp_nanos(nanos), key.to_owned()))
 }
 
 #[cfg(test)]

@@ -3,10 +3,9 @@
 use crate::UserService;
 use crate::store::{self, pair_rid, user_rid};
 use anyhow::Context as _;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use mosaic_api::endpoint::Empty;
+use mosaic_api::page::TimeCursor;
 use mosaic_api::user::{
     Blocked, ByUser, Followed, ListGraph, Muted, Profile, Relation, RelationEntry, RelationsQuery, SocialFilters,
     Unblocked, Unfollowed, Unmuted,
@@ -116,7 +115,7 @@ impl UserService {
     async fn graph_page(&self, req: ListGraph, direction: Direction) -> ServiceResult<Page<Profile>> {
         store::active_user(&self.db, &req.user_id).await?;
         let limit = req.page.limit() as usize;
-        let cursor = req.page.cursor.as_deref().map(decode_cursor).transpose()?;
+        let cursor = req.page.cursor.as_deref().map(TimeCursor::decode).transpose()?.map(|c| (c.at, c.key));
         let (anchor, other) = match direction {
             Direction::Followers => ("followee", "follower"),
             Direction::Following => ("follower", "followee"),
@@ -146,7 +145,7 @@ impl UserService {
         let mut edges: Vec<Edge> = res.take(0).context("listing graph")?;
         let next_cursor = if edges.len() > limit {
             edges.truncate(limit);
-            edges.last().map(|e| encode_cursor(e.created_at, &e.other))
+            edges.last().map(|e| TimeCursor::new(e.created_at, e.other.as_str()).encode())
         } else {
             None
         };
@@ -356,20 +355,4 @@ impl UserService {
         };
         Ok(SocialFilters { blocking: take(0)?, blocked_by: take(1)?, muting: take(2)? })
     }
-}
-
-fn encode_cursor(at: DateTime<Utc>, other: &str) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}|{other}", at.timestamp_nanos_opt().unwrap_or_default()))
-}
-
-fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, String), ApiError> {
-    let bad = || ApiError::validation("cursor is not valid");
-    let raw = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
-    let raw = String::from_utf8(raw).map_err(|_| bad())?;
-    let (nanos, other) = raw.split_once('|').ok_or_else(bad)?;
-    let nanos: i64 = nanos.parse().map_err(|_| bad())?;
-    if UserId::parse(other).is_none() {
-        return Err(bad());
-    }
-    Ok((DateTime::from_timestamp_nanos(nanos), other.to_owned()))
 }
