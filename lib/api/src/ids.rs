@@ -84,6 +84,14 @@ id_type! {
     UploadId;
     /// A comment on a post.
     CommentId;
+    /// A chat conversation (1:1 or group).
+    ConversationId;
+    /// A chat message.
+    MessageId;
+    /// An inbox entry of the notification service.
+    NotificationId;
+    /// A registered push device.
+    DeviceId;
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! NATS headers services read ([`headers`]), and the WebSocket frames clients see ([`ws`]).
 //! Service crates depend on this crate and on `mosaic-mesh`, never on each other.
 
+pub mod analytics;
 pub mod content;
 pub mod endpoint;
 pub mod error;
@@ -14,6 +15,8 @@ pub mod feed;
 pub mod headers;
 pub mod ids;
 pub mod interaction;
+pub mod messaging;
+pub mod notification;
 pub mod page;
 pub mod stream;
 pub mod text;
@@ -23,5 +26,8 @@ pub mod ws;
 pub use endpoint::Endpoint;
 pub use error::{ApiError, ErrorCode};
 pub use event::{Envelope, Event};
-pub use ids::{CommentId, EventId, Id, MediaId, PostId, SessionId, UploadId, UserId};
+pub use ids::{
+    CommentId, ConversationId, DeviceId, EventId, Id, MediaId, MessageId, NotificationId, PostId, SessionId, UploadId,
+    UserId,
+};
 pub use page::{Page, PageRequest};

@@ -204,3 +204,46 @@ pub const FEED_SNAPSHOTS: KvSpec = KvSpec {
     max_age: Duration::from_secs(30 * 60),
     per_key_ttl: false,
 };
+
+/// Sends of notifications on one channel (push, email): the notification service's own
+/// work queue, so a slow or failing provider never holds up the inbox.
+pub const DELIVERY_JOBS: StreamSpec = StreamSpec {
+    name: "DELIVERY_JOBS",
+    description: "Push and email sends of the notification service (work queue)",
+    subjects: &["jobs.deliver.>"],
+    retention: Retention::WorkQueue,
+    max_age: Duration::from_secs(7 * 24 * 3600),
+    duplicate_window: Duration::from_secs(600),
+};
+
+/// Frames a user must not miss (chat messages, read receipts, notifications), one subject
+/// per user (`frames.user.<id>`). Edges forward them live like `push.user.<id>` frames, and
+/// replay them to a socket that reconnects with a cursor.
+pub const USER_FRAMES: StreamSpec = StreamSpec {
+    name: "USER_FRAMES",
+    description: "Kept WebSocket frames per user, replayed to sockets that reconnect with a cursor",
+    subjects: &["frames.user.*"],
+    retention: Retention::Limits,
+    max_age: Duration::from_secs(7 * 24 * 3600),
+    duplicate_window: Duration::from_secs(600),
+};
+
+/// Who has a socket open: keys `<user_id>.<edge_id>`, refreshed by each edge while the user
+/// is connected there and deleted when their last socket there closes; a crashed edge's
+/// keys age out.
+pub const PRESENCE: KvSpec = KvSpec {
+    bucket: "presence",
+    description: "Users with an open WebSocket, per edge",
+    history: 1,
+    max_age: Duration::from_secs(90),
+    per_key_ttl: false,
+};
+
+/// Per-user send counters of the notification service (fixed windows).
+pub const NOTIFY_LIMITS: KvSpec = KvSpec {
+    bucket: "notify_limits",
+    description: "Push and email sends per user and window, for rate limits",
+    history: 1,
+    max_age: Duration::from_secs(26 * 3600),
+    per_key_ttl: false,
+};

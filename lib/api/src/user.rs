@@ -265,6 +265,16 @@ pub struct SocialFilters {
     pub muting: Vec<UserId>,
 }
 
+/// How to reach a user outside the app (for the notification service; never served to
+/// clients).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contact {
+    pub user_id: UserId,
+    pub username: String,
+    pub display_name: String,
+    pub email: String,
+}
+
 /// `POST /v1/admin/users/{id}/suspend`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SuspendRequest {
@@ -369,6 +379,10 @@ crate::endpoint! {
     pub Audience => "user" . "audience" : AudienceQuery => AudiencePage;
     /// A reader's follows, hidden accounts and topics (for feed building).
     pub GetFeedSeed => "user" . "feed_seed" : ByUser => FeedSeed;
+    /// A user's email address and names, for email notifications (services only).
+    pub GetContact => "user" . "contact" : ByUser => Contact;
+    /// Every active administrator (for platform reports).
+    pub ListAdmins => "user" . "admins" : Empty => Vec<UserId>;
 }
 
 macro_rules! user_event {

@@ -1,10 +1,12 @@
 //! One NATS subscription per connected user on this edge, shared by all of that user's
-//! sockets here, and dropped when the last one closes.
+//! sockets here, and dropped when the last one closes. The hub also announces who is
+//! connected here (see [`mosaic_mesh::presence`]), so services know who is offline.
 
 use bytes::Bytes;
 use futures::StreamExt;
 use mosaic_api::UserId;
 use mosaic_mesh::Mesh;
+use mosaic_mesh::presence::Presence;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
@@ -19,6 +21,7 @@ struct Entry {
 /// Fans push frames out to local sockets.
 pub struct Hub {
     mesh: Mesh,
+    presence: Option<Presence>,
     buffer: usize,
     users: Mutex<HashMap<UserId, Entry>>,
     /// Serialises subscription set-up so two sockets of one user don't both subscribe.
@@ -34,9 +37,9 @@ pub struct Membership {
 }
 
 impl Hub {
-    /// A hub buffering `buffer` frames per user.
-    pub fn new(mesh: Mesh, buffer: usize) -> Arc<Self> {
-        Arc::new(Self { mesh, buffer, users: Mutex::new(HashMap::new()), setup: tokio::sync::Mutex::new(()) })
+    /// A hub buffering `buffer` frames per user, announcing its users in `presence`.
+    pub fn new(mesh: Mesh, buffer: usize, presence: Option<Presence>) -> Arc<Self> {
+        Arc::new(Self { mesh, presence, buffer, users: Mutex::new(HashMap::new()), setup: tokio::sync::Mutex::new(()) })
     }
 
     /// Joins `user`'s frames. Returns once the NATS subscription is live, so a frame
@@ -60,6 +63,12 @@ impl Hub {
         })
         .abort_handle();
         self.users.lock().expect("hub poisoned").insert(user.clone(), Entry { tx, sockets: 1, forwarder });
+        if let Some(presence) = &self.presence
+            && let Err(e) = presence.online(user).await
+        {
+            // The user is still served; they just count as offline for notifications.
+            tracing::warn!(error = format!("{e:#}"), "could not announce presence");
+        }
         Ok(Membership { hub: self.clone(), user: user.clone(), frames })
     }
 
@@ -74,6 +83,11 @@ impl Hub {
     pub fn connected_users(&self) -> usize {
         self.users.lock().expect("hub poisoned").len()
     }
+
+    /// The ids of the users with at least one socket here.
+    pub fn connected_user_ids(&self) -> Vec<UserId> {
+        self.users.lock().expect("hub poisoned").keys().cloned().collect()
+    }
 }
 
 impl Drop for Membership {
@@ -84,6 +98,14 @@ impl Drop for Membership {
             if entry.sockets == 0 {
                 entry.forwarder.abort();
                 users.remove(&self.user);
+                if let Some(presence) = self.hub.presence.clone() {
+                    let user = self.user.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = presence.offline(&user).await {
+                            tracing::debug!(error = format!("{e:#}"), "could not retract presence");
+                        }
+                    });
+                }
             }
         }
     }

@@ -26,6 +26,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use mosaic_api::stream::{IDEMPOTENCY, REVOCATIONS};
 use mosaic_api::{ApiError, ErrorCode};
 use mosaic_mesh::kv::Bucket;
+use mosaic_mesh::presence::Presence;
 use mosaic_mesh::storage::Storage;
 use mosaic_mesh::{CancellationToken, Lifecycle, Mesh};
 use std::net::SocketAddr;
@@ -48,6 +49,8 @@ pub const SERVICES: &[&str] = &[
     mosaic_api::content::SERVICE,
     mosaic_api::feed::SERVICE,
     mosaic_api::interaction::SERVICE,
+    mosaic_api::messaging::SERVICE,
+    mosaic_api::notification::SERVICE,
 ];
 
 /// What every request handler can reach.
@@ -113,10 +116,14 @@ pub async fn serve(
     let revocations = mesh.bucket(&REVOCATIONS).await?;
     auth.spawn(revocations, Duration::from_secs(5), &lifecycle).await;
     let limiter = limiter(&config, &lifecycle);
+    let presence = Presence::open(mesh, &format!("edge-{}", uuid::Uuid::now_v7().simple())).await?;
+    let hub = hub::Hub::new(mesh.clone(), config.ws_buffer, Some(presence.clone()));
+    let connected = hub.clone();
+    presence.spawn_refresh(&lifecycle, move || connected.connected_user_ids());
     let state = Arc::new(AppState {
         mesh: mesh.clone(),
         auth,
-        hub: hub::Hub::new(mesh.clone(), config.ws_buffer),
+        hub,
         idempotency: Some(mesh.bucket(&IDEMPOTENCY).await?),
         storage,
         metrics: prometheus(),

@@ -1,34 +1,51 @@
-//! `GET /v1/ws`: an authenticated WebSocket carrying the user's push frames.
+//! `GET /v1/ws`: an authenticated WebSocket carrying the user's push frames, replaying what
+//! a reconnecting client missed, and taking chat frames from the client.
 //!
 //! The socket loop is generic over a sink and a stream of messages, so its behaviour
-//! (pings, frame forwarding, expiry, revocation, shutdown) is testable with channels.
+//! (pings, frame forwarding, replay, expiry, revocation, shutdown) is testable with channels.
 
 use crate::AppState;
 use crate::auth::Authenticator;
 use crate::error::{HttpError, Problem};
 use crate::extract::QueryParams;
-use axum::extract::State;
+use axum::Extension;
 use axum::extract::ws::{
     CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
 };
+use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use bytes::Bytes;
 use futures::{Sink, SinkExt, Stream, StreamExt};
+use mosaic_api::messaging::{
+    ByConversation, MarkDelivered, MarkRead, NewMessage, Receipt, SendMessage, SendMessageBody, Typing,
+};
 use mosaic_api::user::AccessClaims;
 use mosaic_api::ws::{ClientFrame, MAX_WATCHED_POSTS, ServerFrame};
-use mosaic_api::{ApiError, ErrorCode};
-use mosaic_mesh::{CancellationToken, Mesh, PushSubscription};
+use mosaic_api::{ApiError, ConversationId, ErrorCode};
+use mosaic_mesh::frames::Replay;
+use mosaic_mesh::{CallError, CancellationToken, Ctx, Mesh, PushSubscription};
 use serde::Deserialize;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 use utoipa::IntoParams;
 
 /// Largest frame a client may send.
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 /// How often a socket re-checks the local revocation cache.
 const REVOCATION_CHECK: Duration = Duration::from_secs(2);
+/// Most frames replayed to a reconnecting socket; a client further behind reloads over HTTP.
+const MAX_REPLAY: usize = 1000;
+/// Least time between two `chat.typing` frames of one socket for one conversation that are
+/// passed on; typing indicators are ephemeral and a keystroke stream must not become load.
+const TYPING_INTERVAL: Duration = Duration::from_secs(2);
+/// Chat requests one socket may have in flight; more get an error frame.
+const MAX_PENDING_CALLS: usize = 32;
+/// How long after a replay live frames are checked against the replayed ones.
+const DEDUPE_WINDOW: Duration = Duration::from_secs(30);
 
 /// Close code: the access token expired; reconnect with a fresh one.
 pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
@@ -40,19 +57,24 @@ pub const CLOSE_TOKEN_REVOKED: u16 = 4003;
 pub struct WsQuery {
     /// The access token (alternatively `Sec-WebSocket-Protocol: bearer, <token>`).
     pub access_token: Option<String>,
-    /// Resume cursor from a previous connection.
+    /// Resume cursor: the `cursor` of the last kept frame (or `ready` frame) received. The
+    /// frames kept since are sent first, in order, then `ready`; a cursor too old gets
+    /// `cursor.expired` instead of the frames.
     pub since: Option<String>,
 }
 
-/// Open the real-time socket. Server frames are JSON objects with a `type`: `pong`,
-/// `resync`, `error`, and the push frames services send (`feed.post`, `notification`,
-/// `chat.*`, `post.counts`). Clients send `ping`.
+/// Open the real-time socket. Server frames are JSON objects with a `type`: `ready`,
+/// `pong`, `resync`, `error`, `cursor.expired`, and the frames services send (`feed.post`,
+/// `notification`, `chat.message`, `chat.read`, `chat.delivered`, `chat.typing`,
+/// `post.counts`). Clients send `ping`, `posts.watch`, `chat.send`, `chat.typing`,
+/// `chat.delivered` and `chat.read`.
 #[utoipa::path(get, path = "/v1/ws", tag = "realtime", params(WsQuery),
     responses((status = 101, description = "switching to the WebSocket protocol"), (status = 401, body = Problem)))]
 pub(crate) async fn ws(
     State(s): State<Arc<AppState>>,
     QueryParams(q): QueryParams<WsQuery>,
     headers: HeaderMap,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, HttpError> {
     let (token, via_protocol) = match (q.access_token, protocol_token(&headers)) {
@@ -65,15 +87,28 @@ pub(crate) async fn ws(
         }
     };
     let claims = s.auth.verify(&token).await?;
+    if q.since.as_ref().is_some_and(|c| c.is_empty() || c.len() > 64) {
+        return Err(HttpError::new(ErrorCode::ValidationFailed, "since is not a cursor"));
+    }
     let upgrade = upgrade.map_err(|e| HttpError::new(ErrorCode::BadRequest, e.body_text()))?;
+    // Subscribed before anything is replayed: a frame published meanwhile is either in the
+    // replay or arrives live (or both, and is then sent once).
     let membership = s.hub.join(&claims.sub).await?;
     let upgrade = if via_protocol { upgrade.protocols(["bearer"]) } else { upgrade };
+    let mut ctx = Ctx::new();
+    ctx.user = Some(claims.sub.clone());
+    ctx.role = claims.role;
+    ctx.session = Some(claims.sid.clone());
+    ctx.client_ip = peer.map(|p| p.0.0.ip());
     let control = Control {
         auth: s.auth.clone(),
         claims,
         heartbeat: Duration::from_secs(s.config.ws_heartbeat_secs),
         shutdown: s.shutdown.clone(),
         mesh: s.mesh.clone(),
+        ctx,
+        call_timeout: Duration::from_secs(s.config.request_timeout_secs),
+        since: q.since,
     };
     Ok(upgrade.max_message_size(MAX_CLIENT_MESSAGE).on_upgrade(move |socket: WebSocket| async move {
         metrics::gauge!("ws_connections").increment(1.0);
@@ -97,8 +132,22 @@ pub struct Control {
     pub claims: AccessClaims,
     pub heartbeat: Duration,
     pub shutdown: CancellationToken,
-    /// Subscribes the socket to the posts it watches.
+    /// Subscribes the socket to the posts it watches, replays, and calls services.
     pub mesh: Mesh,
+    /// The caller, for service calls made from client frames.
+    pub ctx: Ctx,
+    /// Deadline of those calls.
+    pub call_timeout: Duration,
+    /// The resume cursor the client connected with.
+    pub since: Option<String>,
+}
+
+/// The cursor of a kept frame, read without parsing the whole frame: kept frames are
+/// serialised with `cursor` first.
+fn kept_cursor(frame: &[u8]) -> Option<&str> {
+    let rest = frame.strip_prefix(b"{\"cursor\":\"")?;
+    let end = rest.iter().position(|&b| b == b'"')?;
+    std::str::from_utf8(&rest[..end]).ok()
 }
 
 /// Runs one socket until the client leaves, the token expires or is revoked, the client
@@ -116,6 +165,17 @@ where
     let mut revocation = tokio::time::interval(REVOCATION_CHECK);
     let mut last_seen = Instant::now();
     let mut watched: Option<PushSubscription> = None;
+    let (replies_tx, mut replies) = mpsc::channel::<Message>(MAX_PENDING_CALLS);
+    let mut typing: HashMap<ConversationId, Instant> = HashMap::new();
+
+    let (replayed, opened) = match catch_up(&mut tx, &control).await {
+        Some(replayed) => (replayed, Instant::now()),
+        None => {
+            let _ = tx.close().await;
+            return;
+        }
+    };
+    let mut replayed = replayed;
 
     let close = loop {
         tokio::select! {
@@ -136,10 +196,19 @@ where
             }
             frame = frames.recv() => {
                 let out = match frame {
-                    Ok(bytes) => match Utf8Bytes::try_from(bytes) {
-                        Ok(text) => Message::Text(text),
-                        Err(_) => continue,
-                    },
+                    Ok(bytes) => {
+                        if !replayed.is_empty() {
+                            if opened.elapsed() > DEDUPE_WINDOW {
+                                replayed = HashSet::new();
+                            } else if kept_cursor(&bytes).is_some_and(|c| replayed.remove(c)) {
+                                continue;
+                            }
+                        }
+                        match Utf8Bytes::try_from(bytes) {
+                            Ok(text) => Message::Text(text),
+                            Err(_) => continue,
+                        }
+                    }
                     Err(broadcast::error::RecvError::Lagged(missed)) => text(&ServerFrame::Resync { missed }),
                     Err(broadcast::error::RecvError::Closed) => break Some((1011, "push channel closed")),
                 };
@@ -153,14 +222,20 @@ where
                     break None;
                 }
             }
+            Some(reply) = replies.recv() => {
+                if tx.send(reply).await.is_err() {
+                    break None;
+                }
+            }
             incoming = rx.next() => {
                 last_seen = Instant::now();
                 let reply = match incoming {
-                    Some(Ok(Message::Text(t))) => Some(answer(&t, &control.mesh, &mut watched).await),
-                    Some(Ok(Message::Binary(_))) => Some(text(&ServerFrame::Error {
-                        code: ErrorCode::BadRequest,
-                        detail: "frames are JSON text".into(),
-                    })),
+                    Some(Ok(Message::Text(t))) => {
+                        answer(&t, &control, &mut watched, &replies_tx, &mut typing).await
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        Some(text(&ServerFrame::error(ErrorCode::BadRequest, "frames are JSON text")))
+                    }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break None,
                 };
@@ -177,6 +252,51 @@ where
     let _ = tx.close().await;
 }
 
+/// Sends what the client missed (for `?since=`), then `ready`. Returns the cursors replayed
+/// (live copies of them are skipped), or `None` if the client went away.
+async fn catch_up<Tx>(tx: &mut Tx, control: &Control) -> Option<HashSet<String>>
+where
+    Tx: Sink<Message> + Unpin,
+{
+    let user = control.ctx.user.as_ref().expect("sockets are authenticated");
+    let mut replayed = HashSet::new();
+    let mut last = None;
+    if let Some(since) = &control.since {
+        match control.mesh.replay_kept(user, since, MAX_REPLAY).await {
+            Ok(Replay::Frames(found)) => {
+                for (cursor, frame) in found {
+                    let Ok(text) = Utf8Bytes::try_from(frame) else { continue };
+                    tx.send(Message::Text(text)).await.ok()?;
+                    last = Some(cursor.clone());
+                    replayed.insert(cursor);
+                }
+                // Nothing new: the client's own cursor is still the right one.
+                last = last.or_else(|| Some(since.clone()));
+            }
+            Ok(Replay::Expired) => {
+                tx.send(text(&ServerFrame::CursorExpired { since: since.clone() })).await.ok()?;
+            }
+            Err(e) => {
+                tracing::warn!(error = format!("{e:#}"), "replay failed");
+                tx.send(text(&ServerFrame::CursorExpired { since: since.clone() })).await.ok()?;
+            }
+        }
+    }
+    let cursor = match last {
+        Some(c) => Some(c),
+        None => match control.mesh.kept_cursor_now().await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = format!("{e:#}"), "no resume cursor for a new socket");
+                None
+            }
+        },
+    };
+    let replayed_count = replayed.len() as u64;
+    tx.send(text(&ServerFrame::Ready { cursor, replayed: replayed_count })).await.ok()?;
+    Some(replayed)
+}
+
 /// The next frame of a watched post; never resolves while nothing is watched.
 async fn next_watched(watched: &mut Option<PushSubscription>) -> Option<Bytes> {
     match watched {
@@ -185,38 +305,132 @@ async fn next_watched(watched: &mut Option<PushSubscription>) -> Option<Bytes> {
     }
 }
 
-async fn answer(raw: &str, mesh: &Mesh, watched: &mut Option<PushSubscription>) -> Message {
-    match serde_json::from_str::<ClientFrame>(raw) {
-        Ok(ClientFrame::Ping { id }) => text(&ServerFrame::Pong { id }),
-        Ok(ClientFrame::WatchPosts { mut post_ids }) => {
+/// Handles one client frame: answers at once, or starts a service call whose answer
+/// arrives on `replies`.
+async fn answer(
+    raw: &str,
+    control: &Control,
+    watched: &mut Option<PushSubscription>,
+    replies: &mpsc::Sender<Message>,
+    typing: &mut HashMap<ConversationId, Instant>,
+) -> Option<Message> {
+    let frame = match serde_json::from_str::<ClientFrame>(raw) {
+        Ok(f) => f,
+        Err(e) => return Some(text(&ServerFrame::error(ErrorCode::BadRequest, format!("unsupported frame: {e}")))),
+    };
+    match frame {
+        ClientFrame::Ping { id } => Some(text(&ServerFrame::Pong { id })),
+        ClientFrame::WatchPosts { mut post_ids } => {
             post_ids.sort();
             post_ids.dedup();
             if post_ids.len() > MAX_WATCHED_POSTS {
-                return text(&ServerFrame::Error {
-                    code: ErrorCode::ValidationFailed,
-                    detail: format!("watch at most {MAX_WATCHED_POSTS} posts"),
-                });
+                return Some(text(&ServerFrame::error(
+                    ErrorCode::ValidationFailed,
+                    format!("watch at most {MAX_WATCHED_POSTS} posts"),
+                )));
             }
             // Dropping the previous subscription unsubscribes from what is no longer shown.
             *watched = None;
             if !post_ids.is_empty() {
-                match mesh.subscribe_posts(&post_ids).await {
+                match control.mesh.subscribe_posts(&post_ids).await {
                     Ok(sub) => *watched = Some(sub),
                     Err(e) => {
                         tracing::warn!(error = %e, "could not watch posts");
-                        return text(&ServerFrame::Error {
-                            code: ErrorCode::Unavailable,
-                            detail: "watching is unavailable right now".into(),
-                        });
+                        return Some(text(&ServerFrame::error(
+                            ErrorCode::Unavailable,
+                            "watching is unavailable right now",
+                        )));
                     }
                 }
             }
-            text(&ServerFrame::Watching { post_ids })
+            Some(text(&ServerFrame::Watching { post_ids }))
         }
-        Err(e) => text(&ServerFrame::Error { code: ErrorCode::BadRequest, detail: format!("unsupported frame: {e}") }),
+        ClientFrame::ChatSend { conversation_id, text: body, client_id } => {
+            let request =
+                NewMessage { conversation_id, body: SendMessageBody { text: body, client_id: client_id.clone() } };
+            spawn_call(control, replies, client_id, move |mesh, ctx| async move {
+                let message = mesh.call::<SendMessage>(&ctx, &request).await?;
+                Ok(Some(ServerFrame::ChatSent { client_id: request.body.client_id, message: Box::new(message) }))
+            })
+        }
+        ClientFrame::ChatTyping { conversation_id } => {
+            let now = Instant::now();
+            if typing.get(&conversation_id).is_some_and(|at| now.duration_since(*at) < TYPING_INTERVAL) {
+                return None;
+            }
+            if typing.len() > 256 {
+                typing.retain(|_, at| now.duration_since(*at) < TYPING_INTERVAL);
+            }
+            typing.insert(conversation_id.clone(), now);
+            spawn_call(control, replies, None, move |mesh, ctx| async move {
+                mesh.call::<Typing>(&ctx, &ByConversation { conversation_id }).await?;
+                Ok(None)
+            })
+        }
+        ClientFrame::ChatDelivered { conversation_id, up_to } => {
+            spawn_call(control, replies, None, move |mesh, ctx| async move {
+                mesh.call::<MarkDelivered>(&ctx, &Receipt { conversation_id, up_to }).await?;
+                Ok(None)
+            })
+        }
+        ClientFrame::ChatRead { conversation_id, up_to } => {
+            spawn_call(control, replies, None, move |mesh, ctx| async move {
+                mesh.call::<MarkRead>(&ctx, &Receipt { conversation_id, up_to }).await?;
+                Ok(None)
+            })
+        }
     }
+}
+
+/// Runs a service call for a client frame in the background; its frame (or an `error`
+/// frame naming `client_id`) goes to the socket through `replies`.
+fn spawn_call<F, Fut>(
+    control: &Control,
+    replies: &mpsc::Sender<Message>,
+    client_id: Option<String>,
+    call: F,
+) -> Option<Message>
+where
+    F: FnOnce(Mesh, Ctx) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Option<ServerFrame>, CallError>> + Send + 'static,
+{
+    let Ok(permit) = replies.clone().try_reserve_owned() else {
+        return Some(text(&ServerFrame::Error {
+            code: ErrorCode::RateLimited,
+            detail: format!("at most {MAX_PENDING_CALLS} requests in flight per socket"),
+            client_id,
+        }));
+    };
+    let mut ctx = control.ctx.clone().with_timeout(control.call_timeout);
+    ctx.trace = mosaic_mesh::trace::TraceContext::new_root();
+    let mesh = control.mesh.clone();
+    tokio::spawn(async move {
+        let frame = match call(mesh, ctx).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return,
+            Err(e) => {
+                let e = e.to_api_error();
+                ServerFrame::Error { code: e.code, detail: e.detail, client_id }
+            }
+        };
+        permit.send(text(&frame));
+    });
+    None
 }
 
 fn text(frame: &ServerFrame) -> Message {
     Message::Text(serde_json::to_string(frame).expect("frames serialize").into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cursor_of_a_kept_frame_is_read_from_its_start() {
+        let kept = mosaic_api::ws::Kept { cursor: "abc123".into(), frame: ServerFrame::Pong { id: None } };
+        let bytes = serde_json::to_vec(&kept).unwrap();
+        assert_eq!(kept_cursor(&bytes), Some("abc123"));
+        assert_eq!(kept_cursor(br#"{"type":"pong"}"#), None);
+    }
 }

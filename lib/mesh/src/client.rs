@@ -235,15 +235,13 @@ impl futures::Stream for PushSubscription {
 impl Mesh {
     /// Subscribes to `user`'s push frames. Returns once the server knows about the
     /// subscription, so nothing published after this returns is missed.
+    /// Both the ephemeral (`push.user.<id>`) and the kept (`frames.user.<id>`) frames arrive.
     pub async fn subscribe_push(&self, user: &UserId) -> anyhow::Result<PushSubscription> {
-        let inner = self
-            .inner
-            .client
-            .subscribe(mosaic_api::ws::push_subject(user))
-            .await
-            .context("subscribing to push frames")?;
-        self.inner.client.flush().await.context("flushing push subscription")?;
-        Ok(PushSubscription { inner: futures::stream::select_all([inner]) })
+        let client = &self.inner.client;
+        let push = client.subscribe(mosaic_api::ws::push_subject(user)).await.context("subscribing to push frames")?;
+        let kept = client.subscribe(mosaic_api::ws::kept_subject(user)).await.context("subscribing to kept frames")?;
+        client.flush().await.context("flushing push subscription")?;
+        Ok(PushSubscription { inner: futures::stream::select_all([push, kept]) })
     }
 
     /// Subscribes to the `post.counts` frames of `posts`. Returns once the server knows.

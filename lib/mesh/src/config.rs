@@ -51,15 +51,40 @@ where
         figment = figment.merge(Toml::file(path));
     }
     figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__")).merge(Serialized::defaults(overrides));
-    figment.extract().map_err(|e| {
-        let mut msg = String::from("invalid configuration");
-        for err in e {
-            let key = if err.path.is_empty() { "<root>".to_owned() } else { err.path.join(".") };
-            let source = err.metadata.as_ref().map(|m| m.name.to_string()).unwrap_or_else(|| "defaults".to_owned());
-            msg.push_str(&format!("\n  setting `{key}` (from {source}): {}", err.kind));
+    figment.extract().map_err(|e| explain(e, None))
+}
+
+/// Loads the settings of a one-service binary: the common top-level keys as `C`, and the
+/// service's own table (`[<section>]`, `MOSAIC_<SECTION>__*`) as `S`.
+pub fn load_service<C, S>(file: Option<&Path>, section: &str) -> anyhow::Result<(C, S)>
+where
+    C: DeserializeOwned + Serialize + Default,
+    S: DeserializeOwned + Serialize + Default,
+{
+    let mut figment =
+        Figment::from(Serialized::defaults(C::default())).merge(Serialized::defaults(S::default()).key(section));
+    if let Some(path) = file {
+        if !path.exists() {
+            return Err(anyhow!("configuration file {} does not exist (setting --config)", path.display()));
         }
-        anyhow!(msg)
-    })
+        figment = figment.merge(Toml::file(path));
+    }
+    figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+    let common = figment.extract().map_err(|e| explain(e, None))?;
+    let service = figment.focus(section).extract().map_err(|e| explain(e, Some(section)))?;
+    Ok((common, service))
+}
+
+fn explain(errors: figment::Error, section: Option<&str>) -> anyhow::Error {
+    let mut msg = String::from("invalid configuration");
+    for err in errors {
+        let mut path: Vec<String> = section.map(|s| vec![s.to_owned()]).unwrap_or_default();
+        path.extend(err.path.iter().cloned());
+        let key = if path.is_empty() { "<root>".to_owned() } else { path.join(".") };
+        let source = err.metadata.as_ref().map(|m| m.name.to_string()).unwrap_or_else(|| "defaults".to_owned());
+        msg.push_str(&format!("\n  setting `{key}` (from {source}): {}", err.kind));
+    }
+    anyhow!(msg)
 }
 
 #[cfg(test)]

@@ -30,6 +30,10 @@ pub enum HandlerError {
     /// Will never succeed (malformed, refers to nothing): dead-lettered at once.
     #[error("permanent failure: {0}")]
     Permanent(String),
+    /// Worth retrying, but not before the given delay (a provider's `Retry-After`); counts
+    /// against `max_deliver` like a transient failure.
+    #[error("retry after {0:?}: {1:#}")]
+    RetryAfter(Duration, anyhow::Error),
 }
 
 /// A message delivered to a raw consumer handler.
@@ -230,6 +234,89 @@ impl Mesh {
         Ok(())
     }
 
+    /// Consumes in batches, for handlers that write many messages at once (a warehouse
+    /// writing files): up to `batch` messages, or what arrived within `linger`, go to
+    /// `handler` together; on success every message is acknowledged, except those the
+    /// handler rejects, which are parked in the dead-letter stream. A failed batch is
+    /// redelivered whole (handlers must tolerate seeing messages again). Up to `in_flight`
+    /// batches are handled at once, so reading continues while a batch is being written.
+    pub async fn consume_batches<F, Fut>(
+        &self,
+        spec: ConsumerSpec,
+        batch: usize,
+        linger: Duration,
+        in_flight: usize,
+        lifecycle: &Lifecycle,
+        handler: F,
+    ) -> anyhow::Result<()>
+    where
+        F: Fn(Vec<Delivery>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<(usize, String)>, HandlerError>> + Send + 'static,
+    {
+        self.ensure_stream(spec.stream).await?;
+        self.ensure_stream(&DEAD_LETTERS).await?;
+        let consumer = self.durable_consumer(&spec).await?;
+        let mesh = self.clone();
+        let handler = Arc::new(handler);
+        let inner = lifecycle.clone();
+        let shutdown = lifecycle.shutdown().clone();
+        let batch = batch.max(1);
+        lifecycle.spawn(async move {
+            let limit = Arc::new(Semaphore::new(in_flight.max(1)));
+            loop {
+                let messages = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    m = consumer.stream().max_messages_per_batch(batch.min(10_000)).messages() => m,
+                };
+                let mut messages = match messages {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(consumer = spec.durable, error = %e, "pull subscription failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                loop {
+                    // The first message of a batch waits as long as it takes; the rest at
+                    // most `linger` after it.
+                    let first = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        next = messages.next() => next,
+                    };
+                    let first = match first {
+                        Some(Ok(m)) => m,
+                        Some(Err(e)) => {
+                            tracing::debug!(consumer = spec.durable, error = %e, "pull error");
+                            continue;
+                        }
+                        None => break,
+                    };
+                    let mut chunk = vec![first];
+                    let until = tokio::time::Instant::now() + linger;
+                    while chunk.len() < batch {
+                        match tokio::time::timeout_at(until, messages.next()).await {
+                            Ok(Some(Ok(m))) => chunk.push(m),
+                            Ok(Some(Err(e))) => tracing::debug!(consumer = spec.durable, error = %e, "pull error"),
+                            Ok(None) | Err(_) => break,
+                        }
+                    }
+                    let Ok(permit) = limit.clone().acquire_owned().await else { return };
+                    let handler = handler.clone();
+                    let mesh = mesh.clone();
+                    let aborted = inner.aborted().clone();
+                    inner.spawn(async move {
+                        tokio::select! {
+                            _ = process_batch(&mesh, spec, chunk, handler.as_ref()) => {}
+                            _ = aborted.cancelled() => {}
+                        }
+                        drop(permit);
+                    });
+                }
+            }
+        });
+        Ok(())
+    }
+
     async fn durable_consumer(&self, spec: &ConsumerSpec) -> anyhow::Result<consumer::PullConsumer> {
         let stream = self
             .jetstream()
@@ -283,6 +370,11 @@ where
     };
     let result = match outcome {
         Ok(()) => message.ack().await,
+        Err(HandlerError::RetryAfter(delay, e)) if attempt < spec.max_deliver => {
+            let delay = delay.max(backoff_for(&spec, attempt) / 2);
+            tracing::warn!(consumer = spec.durable, attempt, error = format!("{e:#}"), ?delay, "told to retry later");
+            message.ack_with(AckKind::Nak(Some(delay))).await
+        }
         Err(HandlerError::Transient(e)) if attempt < spec.max_deliver => {
             let delay = backoff_for(&spec, attempt);
             tracing::warn!(
@@ -296,7 +388,9 @@ where
         }
         Err(err) => {
             let reason = match &err {
-                HandlerError::Transient(e) => format!("gave up after {attempt} attempts: {e:#}"),
+                HandlerError::Transient(e) | HandlerError::RetryAfter(_, e) => {
+                    format!("gave up after {attempt} attempts: {e:#}")
+                }
                 HandlerError::Permanent(r) => r.clone(),
             };
             tracing::error!(consumer = spec.durable, attempt, %reason, "parking message in dead letters");
@@ -315,9 +409,88 @@ where
     }
 }
 
+/// The spec's delay for this attempt, with ±20 % jitter so messages that failed together
+/// (a provider outage) don't all come back at the same instant.
+async fn process_batch<F, Fut>(mesh: &Mesh, spec: ConsumerSpec, messages: Vec<jetstream::Message>, handler: &F)
+where
+    F: Fn(Vec<Delivery>) -> Fut,
+    Fut: Future<Output = Result<Vec<(usize, String)>, HandlerError>>,
+{
+    let deliveries: Vec<Delivery> = messages
+        .iter()
+        .map(|m| Delivery {
+            subject: m.subject.to_string(),
+            headers: m.headers.clone(),
+            payload: m.payload.clone(),
+            attempt: m.info().map(|i| i.delivered).unwrap_or(1),
+        })
+        .collect();
+    let attempt = deliveries.iter().map(|d| d.attempt).max().unwrap_or(1);
+    let keepalive = async {
+        let mut tick = tokio::time::interval(spec.ack_wait / 2);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            for m in &messages {
+                let _ = m.ack_with(AckKind::Progress).await;
+            }
+        }
+    };
+    let outcome = tokio::select! {
+        r = handler(deliveries) => r,
+        _ = keepalive => unreachable!("keepalive never ends"),
+    };
+    match outcome {
+        Ok(rejected) => {
+            let rejected: std::collections::HashMap<usize, String> = rejected.into_iter().collect();
+            for (i, message) in messages.iter().enumerate() {
+                let result = match rejected.get(&i) {
+                    Some(reason) => {
+                        let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+                        match dead_letter(mesh, &spec, message, seq, reason).await {
+                            Ok(()) => message.ack_with(AckKind::Term).await,
+                            Err(e) => {
+                                tracing::error!(error = format!("{e:#}"), "dead-lettering failed");
+                                message.ack_with(AckKind::Nak(Some(backoff_for(&spec, attempt)))).await
+                            }
+                        }
+                    }
+                    None => message.ack().await,
+                };
+                if let Err(e) = result {
+                    tracing::warn!(consumer = spec.durable, error = %e, "acknowledgement failed; the message will be redelivered");
+                }
+            }
+        }
+        Err(err) if attempt >= spec.max_deliver || matches!(err, HandlerError::Permanent(_)) => {
+            let reason = format!("batch gave up after {attempt} attempts: {err}");
+            tracing::error!(consumer = spec.durable, size = messages.len(), %reason, "parking a batch in dead letters");
+            for message in &messages {
+                let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+                let result = match dead_letter(mesh, &spec, message, seq, &reason).await {
+                    Ok(()) => message.ack_with(AckKind::Term).await,
+                    Err(_) => message.ack_with(AckKind::Nak(Some(backoff_for(&spec, attempt)))).await,
+                };
+                let _ = result;
+            }
+        }
+        Err(err) => {
+            let delay = match &err {
+                HandlerError::RetryAfter(d, _) => *d,
+                _ => backoff_for(&spec, attempt),
+            };
+            tracing::warn!(consumer = spec.durable, attempt, size = messages.len(), error = %err, ?delay, "batch failed; will retry");
+            for message in &messages {
+                let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
+            }
+        }
+    }
+}
+
 fn backoff_for(spec: &ConsumerSpec, attempt: i64) -> Duration {
     let idx = usize::try_from(attempt.saturating_sub(1)).unwrap_or(0);
-    spec.backoff.get(idx).or(spec.backoff.last()).copied().unwrap_or(Duration::from_secs(1))
+    let base = spec.backoff.get(idx).or(spec.backoff.last()).copied().unwrap_or(Duration::from_secs(1));
+    base.mul_f64(0.8 + rand::random::<f64>() * 0.4)
 }
 
 async fn dead_letter(

@@ -6,19 +6,25 @@
 //!   with deadlines, trace context and stable error codes; graceful drain on stop.
 //! * [`db`]: SurrealDB connections and the migration runner; [`outbox`]: the transactional
 //!   outbox that ties a database write to the event it implies.
+//! * [`frames`]: kept WebSocket frames (stored per user, replayed from a cursor);
+//!   [`presence`]: who has a socket open, mirrored in memory by services that ask.
 //! * [`config`], [`telemetry`]: the bootstrap every binary shares.
 //!
 //! The error policy lives in [`mosaic_api::error`]; [`ServiceError`] and [`CallError`] are its
 //! in-process halves.
 
 mod client;
+pub mod clock;
 pub mod config;
 pub mod ctx;
 pub mod db;
+pub mod directory;
 pub mod error;
+pub mod frames;
 pub mod jetstream;
 pub mod kv;
 pub mod outbox;
+pub mod presence;
 pub mod runtime;
 pub mod service;
 pub mod storage;

@@ -5,13 +5,18 @@
 //! [`Outbox::spawn`] publishes staged rows to JetStream with their event id as
 //! `Nats-Msg-Id` and deletes them once JetStream has acknowledged. A crash between the two
 //! means the row is published again later; JetStream drops the duplicate.
+//!
+//! Latency-sensitive writers (chat) call [`Outbox::dispatch`] right after their commit: it
+//! publishes the rows it was given and deletes them, leaving anything it could not publish
+//! to the relay. The row id is the event id, so both paths name the same row.
 
 use crate::client::Mesh;
 use crate::db::{Checked as _, Db};
 use crate::service::Lifecycle;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
-use mosaic_api::{Envelope, Event};
+use mosaic_api::ws::{Kept, ServerFrame, kept_subject};
+use mosaic_api::{Envelope, Event, EventId, Id as _, UserId};
 use std::sync::Arc;
 use std::time::Duration;
 use surrealdb::types::SurrealValue;
@@ -25,6 +30,7 @@ const BATCH: usize = 256;
 #[derive(Debug, Clone, SurrealValue)]
 #[surreal(crate = "surrealdb::types")]
 pub struct Staged {
+    id: surrealdb::types::RecordId,
     subject: String,
     msg_id: String,
     payload: String,
@@ -39,12 +45,34 @@ impl Staged {
 
     /// Stages an existing envelope.
     pub fn envelope<E: Event>(envelope: &Envelope<E>) -> Self {
-        Self {
-            subject: E::SUBJECT.to_owned(),
-            msg_id: envelope.id.to_string(),
-            payload: serde_json::to_string(envelope).expect("events serialize"),
-            created_at: envelope.at,
-        }
+        Self::raw(
+            E::SUBJECT.to_owned(),
+            envelope.id.to_string(),
+            serde_json::to_string(envelope).expect("events serialize"),
+            envelope.at,
+        )
+    }
+
+    /// Stages a frame `user` must not miss: published on their kept-frames subject (see
+    /// [`mosaic_api::stream::USER_FRAMES`]) with a fresh cursor.
+    pub fn frame(user: &UserId, frame: ServerFrame) -> Self {
+        let cursor = EventId::generate();
+        let kept = Kept { cursor: cursor.to_string(), frame };
+        Self::raw(
+            kept_subject(user),
+            cursor.to_string(),
+            serde_json::to_string(&kept).expect("frames serialize"),
+            chrono::Utc::now(),
+        )
+    }
+
+    fn raw(subject: String, msg_id: String, payload: String, created_at: DateTime<Utc>) -> Self {
+        Self { id: surrealdb::types::RecordId::new("outbox", msg_id.as_str()), subject, msg_id, payload, created_at }
+    }
+
+    /// The de-duplication id it is published with.
+    pub fn msg_id(&self) -> &str {
+        &self.msg_id
     }
 }
 
@@ -103,6 +131,35 @@ impl Outbox {
     pub fn wake(&self) {
         self.wake.notify_one();
     }
+
+    /// Publishes `rows`, which the caller has just committed, now: all of them before
+    /// waiting for JetStream's acknowledgements, then deletes the published rows. Whatever
+    /// fails is left to the relay (woken), which republishes it; JetStream drops duplicates.
+    pub async fn dispatch(&self, db: &Db, mesh: &Mesh, rows: &[Staged]) {
+        if rows.is_empty() {
+            return;
+        }
+        let acks = rows.iter().map(|row| mesh.publish_with_id(&row.subject, &row.msg_id, row.payload.clone().into()));
+        let results = futures::future::join_all(acks).await;
+        let mut done = Vec::with_capacity(rows.len());
+        let mut failed = false;
+        for (row, result) in rows.iter().zip(results) {
+            match result {
+                Ok(()) => done.push(row.id.clone()),
+                Err(e) => {
+                    failed = true;
+                    tracing::debug!(error = format!("{e:#}"), subject = %row.subject, "dispatch failed; the relay will retry");
+                }
+            }
+        }
+        if failed {
+            self.wake();
+        }
+        if let Err(e) = db.query("DELETE $done").bind(("done", done)).await.and_then(|r| r.checked()) {
+            // Harmless: the relay republishes the rows and JetStream drops the duplicates.
+            tracing::debug!(error = %e, "clearing dispatched outbox rows failed");
+        }
+    }
 }
 
 async fn relay(db: &Db, mesh: &Mesh) -> anyhow::Result<()> {
@@ -116,16 +173,24 @@ async fn relay(db: &Db, mesh: &Mesh) -> anyhow::Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
+        // Everything is sent before any acknowledgement is awaited: a batch costs about one
+        // round trip, and the order of publication is the order of the rows.
+        let acks = rows.iter().map(|row| mesh.publish_with_id(&row.subject, &row.msg_id, row.payload.clone().into()));
+        let results = futures::future::join_all(acks).await;
         let mut done = Vec::with_capacity(rows.len());
-        for row in &rows {
-            mesh.publish_with_id(&row.subject, &row.msg_id, row.payload.clone().into()).await?;
-            done.push(surrealdb::types::RecordId::new("outbox", row.key.clone()));
+        let mut first_error = None;
+        for (row, result) in rows.iter().zip(results) {
+            match result {
+                Ok(()) => done.push(surrealdb::types::RecordId::new("outbox", row.key.clone())),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
         }
-        db.query("DELETE outbox WHERE id IN $done")
-            .bind(("done", done))
-            .await
-            .and_then(|r| r.checked())
-            .context("clearing the outbox")?;
+        db.query("DELETE $done").bind(("done", done)).await.and_then(|r| r.checked()).context("clearing the outbox")?;
+        if let Some(e) = first_error {
+            return Err(e);
+        }
         if rows.len() < BATCH {
             return Ok(());
         }

@@ -5,7 +5,7 @@ use crate::client::{Mesh, NatsConfig};
 use crate::service::ServiceHandle;
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Settings shared by every binary (top-level keys of the configuration).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -118,4 +118,18 @@ where
     handle.stop().await;
     let _ = mesh.flush().await;
     Ok(())
+}
+
+/// The whole `main` of a one-service binary: loads the common settings and the service's
+/// own table (`section`) from defaults, `config_file` and the environment, connects, runs
+/// `start` until a stop signal, then drains.
+pub async fn service_main<S, F, Fut>(section: &'static str, config_file: Option<&Path>, start: F) -> anyhow::Result<()>
+where
+    S: serde::de::DeserializeOwned + Serialize + Default,
+    F: FnOnce(Mesh, Common, S) -> Fut,
+    Fut: Future<Output = anyhow::Result<ServiceHandle>>,
+{
+    let (common, settings): (Common, S) = crate::config::load_service(config_file, section)?;
+    let shared = common.clone();
+    serve_until_signal(&common, section, |mesh| start(mesh, shared, settings)).await
 }

@@ -9,9 +9,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use mosaic_api::endpoint::Empty;
 use mosaic_api::user::{
-    AccessClaims, AuthReply, ByUsername, ChangePasswordRequest, Jwks, LoginRequest, Me, Profile, ProfileUpdated,
-    ProfilesByIds, ProfilesByUsername, RefreshRequest, Revocation, Role, SignedUp, SignupRequest, TOKEN_ISSUER,
-    UpdateProfileRequest,
+    AccessClaims, AuthReply, ByUser, ByUsername, ChangePasswordRequest, Contact, Jwks, LoginRequest, Me, Profile,
+    ProfileUpdated, ProfilesByIds, ProfilesByUsername, RefreshRequest, Revocation, Role, SignedUp, SignupRequest,
+    TOKEN_ISSUER, UpdateProfileRequest,
 };
 use mosaic_api::{ApiError, ErrorCode, Id, SessionId, UserId};
 use mosaic_mesh::db::{Checked as _, is_conflict, retry_conflicts};
@@ -253,6 +253,23 @@ impl UserService {
     pub(crate) async fn me(self: Arc<Self>, ctx: Ctx, _req: Empty) -> ServiceResult<Me> {
         let id = ctx.require_user()?;
         Ok(store::active_user(&self.db, id).await?.me())
+    }
+
+    /// A user's address and names, for another service's email (never reaches clients).
+    pub(crate) async fn contact(self: Arc<Self>, _ctx: Ctx, req: ByUser) -> ServiceResult<Contact> {
+        let user = store::active_user(&self.db, &req.user_id).await?;
+        Ok(Contact { user_id: user.id(), username: user.username, display_name: user.display_name, email: user.email })
+    }
+
+    /// Every active administrator.
+    pub(crate) async fn admins(self: Arc<Self>, _ctx: Ctx, _req: Empty) -> ServiceResult<Vec<UserId>> {
+        let mut res = self
+            .db
+            .query("SELECT VALUE record::id(id) FROM user WHERE role = 'admin' AND suspended = false")
+            .await
+            .context("listing administrators")?;
+        let ids: Vec<String> = res.take(0).context("listing administrators")?;
+        Ok(ids.into_iter().map(UserId::from_trusted).collect())
     }
 
     pub(crate) async fn update_me(self: Arc<Self>, ctx: Ctx, req: UpdateProfileRequest) -> ServiceResult<Me> {

@@ -109,6 +109,8 @@ pub async fn start_with_db(mesh: &Mesh, config: Config, db: Db) -> anyhow::Resul
         .endpoint(api::Unsuspend, UserService::unsuspend)
         .endpoint(api::Audience, UserService::audience)
         .endpoint(api::GetFeedSeed, UserService::feed_seed)
+        .endpoint(api::GetContact, UserService::contact)
+        .endpoint(api::ListAdmins, UserService::admins)
         .start()
         .await?;
     Ok(ServiceHandle::new(SERVICE, Some(rpc), lifecycle))

@@ -5,6 +5,8 @@ pub mod accounts;
 pub mod feed;
 pub mod interactions;
 pub mod media;
+pub mod messaging;
+pub mod notifications;
 pub mod ops;
 pub mod posts;
 
@@ -42,5 +44,7 @@ pub fn all() -> OpenApiRouter<Arc<AppState>> {
         .merge(posts::router())
         .merge(feed::router())
         .merge(interactions::router())
+        .merge(messaging::router())
+        .merge(notifications::router())
         .routes(routes!(crate::ws::ws))
 }
