@@ -1,0 +1,240 @@
+//! Conversations: starting them (a 1:1 conversation exists once per pair), listing the
+//! caller's by recent activity, group membership.
+
+use crate::MessagingService;
+use crate::store::{self, MEMBER_FIELDS, MemberRow, conversation_rid, direct_id, member_rid};
+use anyhow::Context as _;
+use chrono::Utc;
+use mosaic_api::endpoint::Empty;
+use mosaic_api::messaging::{
+    AddMembers, ByConversation, Conversation, ConversationKind, CreateConversationBody, CreatedConversation,
+    ListConversations, MAX_GROUP_MEMBERS, MAX_TITLE_CHARS,
+};
+use mosaic_api::page::TimeCursor;
+use mosaic_api::user::{Relations, RelationsQuery};
+use mosaic_api::{ApiError, ConversationId, ErrorCode, Id as _, Page, UserId};
+use mosaic_mesh::db::{Checked as _, retry_conflicts};
+use mosaic_mesh::{Ctx, ServiceResult};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// `not_found` for conversations the caller is not in: their existence is private.
+pub(crate) fn no_such_conversation() -> ApiError {
+    ApiError::not_found("no such conversation")
+}
+
+impl MessagingService {
+    pub(crate) async fn create(
+        self: Arc<Self>,
+        ctx: Ctx,
+        req: CreateConversationBody,
+    ) -> ServiceResult<CreatedConversation> {
+        let me = ctx.require_user()?.clone();
+        let mut others: Vec<UserId> = Vec::new();
+        for id in req.member_ids {
+            if id != me && !others.contains(&id) {
+                others.push(id);
+            }
+        }
+        if others.is_empty() {
+            return Err(ApiError::validation("member_ids must name at least one other user").into());
+        }
+        if others.len() + 1 > MAX_GROUP_MEMBERS {
+            return Err(ApiError::validation(format!("a group has at most {MAX_GROUP_MEMBERS} members")).into());
+        }
+        let title = validate_title(req.title)?;
+        self.check_reachable(&ctx, &me, &others).await?;
+        let now = Utc::now();
+        let direct = others.len() == 1 && title.is_none();
+        let id = if direct { direct_id(&me, &others[0]) } else { ConversationId::generate() };
+        let users: Vec<UserId> = std::iter::once(&me).chain(&others).cloned().collect();
+        let rows = store::new_members(&id, &users, now, 0);
+        let result = retry_conflicts(|| async {
+            self.db
+                .query(
+                    "BEGIN TRANSACTION;
+                     IF record::exists($conv) { THROW 'conversation_exists'; };
+                     CREATE $conv SET kind = $kind, title = $title, created_by = $me, created_at = $now,
+                        last_seq = 0, last_activity_at = $now;
+                     INSERT INTO member $rows;
+                     COMMIT TRANSACTION;",
+                )
+                .bind(("conv", conversation_rid(&id)))
+                .bind(("kind", if direct { "direct" } else { "group" }))
+                .bind(("title", title.clone()))
+                .bind(("me", me.to_string()))
+                .bind(("now", now))
+                .bind(("rows", rows.clone()))
+                .await?
+                .checked()
+        })
+        .await;
+        let created = match result {
+            Ok(_) => true,
+            Err(e) if direct && (e.message().contains("conversation_exists") || e.is_already_exists()) => false,
+            Err(e) => return Err(anyhow::Error::new(e).context("creating conversation").into()),
+        };
+        let conversation = self.view(&ctx, &me, &id).await?;
+        if created {
+            tracing::info!(conversation = %id, members = users.len(), "conversation created");
+        }
+        Ok(CreatedConversation { conversation, created })
+    }
+
+    /// Refuses users who don't exist (or are suspended) and anyone on either side of a
+    /// block with the caller.
+    async fn check_reachable(&self, ctx: &Ctx, me: &UserId, others: &[UserId]) -> ServiceResult<()> {
+        let authors = self.directory.authors(ctx, others).await?;
+        if let Some(missing) = others.iter().find(|u| !authors.contains_key(*u)) {
+            return Err(ApiError::not_found(format!("no such user: {missing}")).into());
+        }
+        let relations =
+            self.mesh.call::<Relations>(ctx, &RelationsQuery { viewer: me.clone(), others: others.to_vec() }).await?;
+        if let Some(r) = relations.iter().find(|r| r.relation.blocking || r.relation.blocked_by) {
+            return Err(ApiError::forbidden(format!("you cannot message {}", r.user_id)).into());
+        }
+        Ok(())
+    }
+
+    /// The conversation as `viewer` sees it; `not_found` unless they are an active member.
+    pub(crate) async fn view(&self, ctx: &Ctx, viewer: &UserId, id: &ConversationId) -> ServiceResult<Conversation> {
+        let Some((row, members, last)) = store::load(&self.db, id).await? else {
+            return Err(no_such_conversation().into());
+        };
+        if !members.iter().any(|m| m.user == viewer.as_str()) {
+            return Err(no_such_conversation().into());
+        }
+        let mut ids: Vec<UserId> = members.iter().map(|m| UserId::from_trusted(m.user.clone())).collect();
+        if let Some(l) = &last {
+            ids.push(UserId::from_trusted(l.sender.clone()));
+        }
+        let authors = self.directory.authors(ctx, &ids).await?;
+        Ok(store::conversation(&row, &members, last.as_ref(), viewer, &authors))
+    }
+
+    pub(crate) async fn conversation(self: Arc<Self>, ctx: Ctx, req: ByConversation) -> ServiceResult<Conversation> {
+        let me = ctx.require_user()?.clone();
+        self.view(&ctx, &me, &req.conversation_id).await
+    }
+
+    pub(crate) async fn conversations(
+        self: Arc<Self>,
+        ctx: Ctx,
+        req: ListConversations,
+    ) -> ServiceResult<Page<Conversation>> {
+        let me = ctx.require_user()?.clone();
+        let limit = req.page.limit() as usize;
+        let cursor = req.page.cursor.as_deref().map(TimeCursor::decode).transpose()?;
+        let after = if cursor.is_some() {
+            "AND (activity_at < $at OR (activity_at = $at AND conversation < $after_key))"
+        } else {
+            ""
+        };
+        let cursor = cursor.unwrap_or_else(|| TimeCursor::new(Utc::now(), ""));
+        let mut res = self
+            .db
+            .query(format!(
+                "SELECT {MEMBER_FIELDS} FROM member WHERE user = $me AND active = true {after}
+                 ORDER BY activity_at DESC, conversation DESC LIMIT $limit"
+            ))
+            .bind(("me", me.to_string()))
+            .bind(("at", cursor.at))
+            .bind(("after_key", cursor.key))
+            .bind(("limit", (limit + 1) as i64))
+            .await
+            .context("listing conversations")?;
+        let mut mine: Vec<MemberRow> = res.take(0).context("listing conversations")?;
+        let next_cursor = if mine.len() > limit {
+            mine.truncate(limit);
+            mine.last().map(|m| TimeCursor::new(m.activity_at, m.conversation.clone()).encode())
+        } else {
+            None
+        };
+        let ids: Vec<ConversationId> =
+            mine.iter().map(|m| ConversationId::from_trusted(m.conversation.clone())).collect();
+        let loaded = store::load_many(&self.db, &ids).await?;
+        let mut people: Vec<UserId> = Vec::new();
+        for (_, members, last) in loaded.values() {
+            people.extend(members.iter().map(|m| UserId::from_trusted(m.user.clone())));
+            if let Some(l) = last {
+                people.push(UserId::from_trusted(l.sender.clone()));
+            }
+        }
+        let authors = self.directory.authors(&ctx, &people).await?;
+        let items = ids
+            .iter()
+            .filter_map(|id| loaded.get(id.as_str()))
+            .map(|(row, members, last)| store::conversation(row, members, last.as_ref(), &me, &authors))
+            .collect();
+        Ok(Page { items, next_cursor })
+    }
+
+    pub(crate) async fn add_members(self: Arc<Self>, ctx: Ctx, req: AddMembers) -> ServiceResult<Conversation> {
+        let me = ctx.require_user()?.clone();
+        let current = self.view(&ctx, &me, &req.conversation_id).await?;
+        if current.kind == ConversationKind::Direct {
+            return Err(ApiError::validation("members can only be added to a group").into());
+        }
+        let present: HashSet<&UserId> = current.members.iter().map(|m| &m.user.id).collect();
+        let mut new: Vec<UserId> = Vec::new();
+        for id in req.member_ids {
+            if !present.contains(&id) && !new.contains(&id) {
+                new.push(id);
+            }
+        }
+        if new.is_empty() {
+            return Ok(current);
+        }
+        if current.members.len() + new.len() > MAX_GROUP_MEMBERS {
+            return Err(ApiError::validation(format!("a group has at most {MAX_GROUP_MEMBERS} members")).into());
+        }
+        self.check_reachable(&ctx, &me, &new).await?;
+        let now = Utc::now();
+        // Joining members start with nothing unread: what was said before is history.
+        let rows = store::new_members(&req.conversation_id, &new, now, current.last_seq);
+        retry_conflicts(|| async {
+            self.db
+                .query(
+                    "INSERT INTO member $rows ON DUPLICATE KEY UPDATE active = true, joined_at = $input.joined_at,
+                        activity_at = $input.activity_at, read_seq = $input.read_seq,
+                        delivered_seq = $input.delivered_seq, unread = 0",
+                )
+                .bind(("rows", rows.clone()))
+                .await?
+                .checked()
+        })
+        .await
+        .context("adding members")?;
+        self.view(&ctx, &me, &req.conversation_id).await
+    }
+
+    pub(crate) async fn leave(self: Arc<Self>, ctx: Ctx, req: ByConversation) -> ServiceResult<Empty> {
+        let me = ctx.require_user()?.clone();
+        let current = self.view(&ctx, &me, &req.conversation_id).await?;
+        if current.kind == ConversationKind::Direct {
+            return Err(ApiError::new(ErrorCode::ValidationFailed, "a 1:1 conversation cannot be left").into());
+        }
+        retry_conflicts(|| async {
+            self.db
+                .query("UPDATE $member SET active = false, unread = 0")
+                .bind(("member", member_rid(&req.conversation_id, &me)))
+                .await?
+                .checked()
+        })
+        .await
+        .context("leaving conversation")?;
+        Ok(Empty {})
+    }
+}
+
+fn validate_title(title: Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(title) = title else { return Ok(None) };
+    let title = title.trim().to_owned();
+    if title.is_empty() || title.chars().count() > MAX_TITLE_CHARS {
+        return Err(ApiError::validation(format!("title must be 1 to {MAX_TITLE_CHARS} characters")));
+    }
+    if title.chars().any(char::is_control) {
+        return Err(ApiError::validation("title must not contain control characters"));
+    }
+    Ok(Some(title))
+}

@@ -1,0 +1,139 @@
+//! The messaging service: 1:1 and group conversations, messages with a total order,
+//! delivery and read receipts, typing indicators, and real-time delivery.
+//!
+//! * A message takes the conversation's next sequence number in the transaction that
+//!   stores it, so the order is total and gap-free; a `client_id` makes a send idempotent.
+//! * Each member's `unread` count changes in the same transactions as the messages and read
+//!   receipts that move it, so it stays exact; reading on one device tells the others.
+//! * Every member gets the message as a kept `chat.message` frame (replayed to a socket that
+//!   reconnects with a cursor). Frames and the offline members' notification jobs are staged
+//!   in the transactional outbox with the message and published right after the commit.
+//! * Members without an open socket anywhere (see [`mosaic_mesh::presence`]) also get a
+//!   `jobs.notify.message` job for the notification service (push, email).
+
+pub mod config;
+mod conversations;
+mod messages;
+mod store;
+
+pub use config::Config;
+
+use mosaic_api::messaging::{self as api, SERVICE};
+use mosaic_api::stream::{ConsumerSpec, EVENTS_USER, NOTIFY_JOBS, USER_FRAMES};
+use mosaic_api::user::{Blocked, Unblocked};
+use mosaic_api::{Event as _, UserId};
+use mosaic_mesh::db::{self, Db, Migration};
+use mosaic_mesh::directory::Directory;
+use mosaic_mesh::jetstream::{Delivery, HandlerError};
+use mosaic_mesh::outbox::Outbox;
+use mosaic_mesh::presence::PresenceMirror;
+use mosaic_mesh::{Lifecycle, Mesh, ServiceHandle};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The service's schema, applied in order by [`mosaic_mesh::db::migrate`].
+pub const MIGRATIONS: &[Migration] = mosaic_mesh::migrations!("messaging": "0001_init");
+
+/// Block and unblock events, mirrored so a send checks blocks in its own transaction.
+const BLOCKS: ConsumerSpec = ConsumerSpec {
+    stream: &EVENTS_USER,
+    durable: "messaging-blocks",
+    filter_subjects: &[Blocked::SUBJECT, Unblocked::SUBJECT],
+    max_deliver: 10,
+    backoff: &[Duration::from_millis(200), Duration::from_secs(1), Duration::from_secs(5), Duration::from_secs(30)],
+    ack_wait: Duration::from_secs(30),
+    max_ack_pending: 256,
+};
+
+/// Shared state of one instance.
+pub(crate) struct MessagingService {
+    config: Config,
+    db: Db,
+    mesh: Mesh,
+    outbox: Outbox,
+    directory: Directory,
+    presence: PresenceMirror,
+    limits: messages::SendLimits,
+}
+
+/// Opens the database and applies pending migrations (`mosaic migrate`).
+pub async fn migrate(config: &Config) -> anyhow::Result<Db> {
+    let db = db::connect(&config.db, SERVICE).await?;
+    db::migrate(&db, MIGRATIONS).await?;
+    Ok(db)
+}
+
+/// Starts one instance on `mesh`.
+pub async fn start(mesh: &Mesh, config: Config) -> anyhow::Result<ServiceHandle> {
+    config.validate()?;
+    let db = db::connect(&config.db, SERVICE).await?;
+    start_with_db(mesh, config, db).await
+}
+
+/// Starts one instance on an already open database.
+pub async fn start_with_db(mesh: &Mesh, config: Config, db: Db) -> anyhow::Result<ServiceHandle> {
+    config.validate()?;
+    db::migrate(&db, MIGRATIONS).await?;
+    mesh.ensure_stream(&USER_FRAMES).await?;
+    mesh.ensure_stream(&NOTIFY_JOBS).await?;
+    let lifecycle = Lifecycle::new();
+    let outbox = Outbox::spawn(db.clone(), mesh.clone(), &lifecycle);
+    let presence = PresenceMirror::spawn(mesh, &lifecycle).await?;
+    let state = Arc::new(MessagingService {
+        limits: messages::SendLimits::new(config.max_messages_per_minute),
+        config,
+        db,
+        mesh: mesh.clone(),
+        outbox,
+        directory: Directory::new(mesh.clone(), 50_000),
+        presence,
+    });
+    let blocks = state.clone();
+    mesh.consume_raw(BLOCKS, 4, &lifecycle, move |d: Delivery| {
+        let state = blocks.clone();
+        async move { state.on_block_event(d).await }
+    })
+    .await?;
+    let rpc = mesh
+        .service(SERVICE, "Conversations, messages, receipts and typing", state)
+        .endpoint(api::CreateConversation, MessagingService::create)
+        .endpoint(api::Conversations, MessagingService::conversations)
+        .endpoint(api::GetConversation, MessagingService::conversation)
+        .endpoint(api::History, MessagingService::history)
+        .endpoint(api::SendMessage, MessagingService::send)
+        .endpoint(api::MarkRead, MessagingService::mark_read)
+        .endpoint(api::MarkDelivered, MessagingService::mark_delivered)
+        .endpoint(api::Typing, MessagingService::typing)
+        .endpoint(api::AddGroupMembers, MessagingService::add_members)
+        .endpoint(api::Leave, MessagingService::leave)
+        .start()
+        .await?;
+    Ok(ServiceHandle::new(SERVICE, Some(rpc), lifecycle))
+}
+
+impl MessagingService {
+    async fn on_block_event(&self, d: Delivery) -> Result<(), HandlerError> {
+        let (blocker, blocked, on) = match d.subject.as_str() {
+            Blocked::SUBJECT => {
+                let e = decode::<Blocked>(&d)?;
+                (e.blocker, e.blocked, true)
+            }
+            Unblocked::SUBJECT => {
+                let e = decode::<Unblocked>(&d)?;
+                (e.blocker, e.blocked, false)
+            }
+            _ => return Ok(()),
+        };
+        store::set_block(&self.db, &blocker, &blocked, on).await.map_err(HandlerError::Transient)
+    }
+
+    pub(crate) fn is_online(&self, user: &UserId) -> bool {
+        self.presence.is_online(user)
+    }
+}
+
+fn decode<E: mosaic_api::Event>(d: &Delivery) -> Result<E, HandlerError> {
+    serde_json::from_slice::<mosaic_api::Envelope<E>>(&d.payload)
+        .map(|e| e.data)
+        .map_err(|e| HandlerError::Permanent(format!("undecodable {}: {e}", d.subject)))
+}

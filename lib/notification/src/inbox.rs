@@ -1,0 +1,289 @@
+//! The endpoints: the inbox, preferences, devices, unsubscribe links.
+
+use crate::NotificationService;
+use crate::quiet::Window;
+use crate::store::{
+    self, DELIVERY_FIELDS, DEVICE_FIELDS, DeliveryRow, DeviceRow, NOTIFICATION_FIELDS, NotificationRow,
+};
+use anyhow::Context as _;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use chrono::Utc;
+use mosaic_api::endpoint::Empty;
+use mosaic_api::notification::{
+    ByDevice, ByNotification, Device, DeviceRegistered, InboxQuery, MarkReadBody, Notification, NotificationDetail,
+    NotificationPreferences, NotificationType, Platform, RegisterDeviceBody, UnreadCount, UnsubscribeRequest,
+    Unsubscribed, VapidKey,
+};
+use mosaic_api::page::TimeCursor;
+use mosaic_api::ws::ServerFrame;
+use mosaic_api::{ApiError, DeviceId, Id as _, Page, UserId};
+use mosaic_mesh::db::{Checked as _, retry_conflicts};
+use mosaic_mesh::{Ctx, ServiceResult};
+use sha2::{Digest as _, Sha256};
+use std::sync::Arc;
+use surrealdb::types::SurrealValue;
+
+/// Devices one user may have; registering more forgets the oldest.
+const MAX_DEVICES: usize = 20;
+/// Ids one mark-read request may name.
+const MAX_MARK_IDS: usize = 500;
+
+#[derive(Debug, SurrealValue)]
+#[surreal(crate = "surrealdb::types")]
+struct Count {
+    count: i64,
+}
+
+impl NotificationService {
+    pub(crate) async fn inbox(self: Arc<Self>, ctx: Ctx, req: InboxQuery) -> ServiceResult<Page<Notification>> {
+        let me = ctx.require_user()?.clone();
+        let limit = req.page.limit() as usize;
+        let cursor = req.page.cursor.as_deref().map(TimeCursor::decode).transpose()?;
+        let after = if cursor.is_some() {
+            "AND (updated_at < $at OR (updated_at = $at AND record::id(id) < $after_key))"
+        } else {
+            ""
+        };
+        let unread = if req.unread_only { "AND read = false" } else { "" };
+        let cursor = cursor.unwrap_or_else(|| TimeCursor::new(Utc::now(), ""));
+        let mut res = self
+            .db
+            .query(format!(
+                "SELECT {NOTIFICATION_FIELDS} FROM notification WHERE recipient = $me AND visible = true {unread} {after}
+                 ORDER BY updated_at DESC, key DESC LIMIT $limit"
+            ))
+            .bind(("me", me.to_string()))
+            .bind(("at", cursor.at))
+            .bind(("after_key", cursor.key))
+            .bind(("limit", (limit + 1) as i64))
+            .await
+            .context("reading the inbox")?;
+        let mut rows: Vec<NotificationRow> = res.take(0).context("reading the inbox")?;
+        let next_cursor = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last().map(|r| TimeCursor::new(r.updated_at, r.key.clone()).encode())
+        } else {
+            None
+        };
+        let people: Vec<UserId> = rows.iter().flat_map(|r| r.actor_ids()).collect();
+        let authors = self.directory.authors(&ctx, &people).await?;
+        Ok(Page { items: rows.iter().map(|r| r.wire(&authors)).collect(), next_cursor })
+    }
+
+    pub(crate) async fn unread_count(self: Arc<Self>, ctx: Ctx, _req: Empty) -> ServiceResult<UnreadCount> {
+        let me = ctx.require_user()?.clone();
+        let mut res = self
+            .db
+            .query("SELECT count() AS count FROM notification WHERE recipient = $me AND visible = true AND read = false GROUP ALL")
+            .bind(("me", me.to_string()))
+            .await
+            .context("counting unread entries")?;
+        let rows: Vec<Count> = res.take(0).context("counting unread entries")?;
+        Ok(UnreadCount { unread: rows.first().map(|c| c.count.max(0) as u64).unwrap_or(0) })
+    }
+
+    pub(crate) async fn get(self: Arc<Self>, ctx: Ctx, req: ByNotification) -> ServiceResult<NotificationDetail> {
+        let me = ctx.require_user()?.clone();
+        let mut res = self
+            .db
+            .query(format!(
+                "SELECT {NOTIFICATION_FIELDS} FROM $rid;
+                 SELECT {DELIVERY_FIELDS} FROM delivery WHERE notification = $id ORDER BY created_at DESC LIMIT 100;"
+            ))
+            .bind(("rid", store::notification_rid(req.notification_id.as_str())))
+            .bind(("id", req.notification_id.to_string()))
+            .await
+            .context("reading an inbox entry")?;
+        let rows: Vec<NotificationRow> = res.take(0).context("reading an inbox entry")?;
+        let Some(row) = rows.into_iter().find(|r| r.recipient == me.as_str() && r.visible) else {
+            return Err(ApiError::not_found("no such notification").into());
+        };
+        let deliveries: Vec<DeliveryRow> = res.take(1).context("reading deliveries")?;
+        let authors = self.directory.authors(&ctx, &row.actor_ids()).await?;
+        Ok(NotificationDetail {
+            notification: row.wire(&authors),
+            deliveries: deliveries.iter().map(DeliveryRow::wire).collect(),
+        })
+    }
+
+    pub(crate) async fn mark_read(self: Arc<Self>, ctx: Ctx, req: MarkReadBody) -> ServiceResult<Empty> {
+        let me = ctx.require_user()?.clone();
+        let ids = req.ids.unwrap_or_default();
+        if !req.all && ids.is_empty() {
+            return Err(ApiError::validation("name the notifications in `ids`, or set `all`").into());
+        }
+        if ids.len() > MAX_MARK_IDS {
+            return Err(ApiError::validation(format!("at most {MAX_MARK_IDS} ids at once")).into());
+        }
+        let rids: Vec<_> = ids.iter().map(|i| store::notification_rid(i.as_str())).collect();
+        let sql = if req.all {
+            "UPDATE notification SET read = true WHERE recipient = $me AND read = false"
+        } else {
+            // Only the caller's own entries; others' ids change nothing.
+            "UPDATE $rids SET read = true WHERE recipient = $me"
+        };
+        retry_conflicts(|| async {
+            self.db.query(sql).bind(("me", me.to_string())).bind(("rids", rids.clone())).await?.checked()
+        })
+        .await
+        .context("marking entries read")?;
+        // The user's other devices clear their badges.
+        let frame = ServerFrame::NotificationsRead { ids, all: req.all };
+        if let Err(e) = self.mesh.push(&me, &frame).await {
+            tracing::debug!(error = format!("{e:#}"), "read frame not sent");
+        }
+        Ok(Empty {})
+    }
+
+    pub(crate) async fn preferences(self: Arc<Self>, ctx: Ctx, _req: Empty) -> ServiceResult<NotificationPreferences> {
+        let me = ctx.require_user()?;
+        Ok(store::prefs(&self.db, me).await?)
+    }
+
+    pub(crate) async fn put_preferences(
+        self: Arc<Self>,
+        ctx: Ctx,
+        req: NotificationPreferences,
+    ) -> ServiceResult<NotificationPreferences> {
+        let me = ctx.require_user()?;
+        if let Some(q) = &req.quiet_hours {
+            Window::parse(q)?;
+        }
+        store::set_prefs(&self.db, me, &req).await?;
+        Ok(req)
+    }
+
+    pub(crate) async fn register_device(
+        self: Arc<Self>,
+        ctx: Ctx,
+        req: RegisterDeviceBody,
+    ) -> ServiceResult<DeviceRegistered> {
+        let me = ctx.require_user()?.clone();
+        let (key, token, endpoint, p256dh, auth) = match (req.platform, req.token, req.subscription) {
+            (Platform::Fcm, Some(token), None) => {
+                let token = token.trim().to_owned();
+                if token.is_empty() || token.len() > 4096 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(ApiError::validation("token must be an FCM registration token").into());
+                }
+                (format!("fcm|{token}"), Some(token), None, None, None)
+            }
+            (Platform::Webpush, None, Some(sub)) => {
+                let endpoint = sub.endpoint.trim().to_owned();
+                let scheme_ok = endpoint.starts_with("https://")
+                    || (self.config.webpush.allow_http_endpoints && endpoint.starts_with("http://"));
+                if !scheme_ok || endpoint.len() > 2048 || endpoint.parse::<http::Uri>().is_err() {
+                    return Err(ApiError::validation("subscription.endpoint must be an https URL").into());
+                }
+                let key_len = |s: &str| B64URL.decode(s.trim_end_matches('=')).map(|k| k.len()).unwrap_or(0);
+                if key_len(&sub.keys.p256dh) != 65 || key_len(&sub.keys.auth) != 16 {
+                    return Err(ApiError::validation(
+                        "subscription.keys must hold a 65-byte p256dh key and a 16-byte auth secret (base64url)",
+                    )
+                    .into());
+                }
+                (format!("webpush|{endpoint}"), None, Some(endpoint), Some(sub.keys.p256dh), Some(sub.keys.auth))
+            }
+            (Platform::Fcm, _, _) => return Err(ApiError::validation("platform fcm takes a `token` (only)").into()),
+            (Platform::Webpush, _, _) => {
+                return Err(ApiError::validation("platform webpush takes a `subscription` (only)").into());
+            }
+        };
+        let digest = Sha256::digest(key.as_bytes());
+        let id = DeviceId::from_trusted(format!(
+            "dv-{}",
+            digest.iter().take(16).map(|b| format!("{b:02x}")).collect::<String>()
+        ));
+        let platform = match req.platform {
+            Platform::Fcm => "fcm",
+            Platform::Webpush => "webpush",
+        };
+        retry_conflicts(|| async {
+            // The same device under another account (a re-login) moves to this one.
+            self.db
+                .query(
+                    "UPSERT $rid SET user = $me, platform = $platform, token = $fcm_token, endpoint = $endpoint,
+                        p256dh = $p256dh, auth = $auth_secret, created_at = created_at ?? time::now()",
+                )
+                .bind(("rid", store::device_rid(&id)))
+                .bind(("me", me.to_string()))
+                .bind(("platform", platform))
+                .bind(("fcm_token", token.clone()))
+                .bind(("endpoint", endpoint.clone()))
+                .bind(("p256dh", p256dh.clone()))
+                .bind(("auth_secret", auth.clone()))
+                .await?
+                .checked()
+        })
+        .await
+        .context("registering a device")?;
+        let devices: Vec<DeviceRow> = self.devices_of(&me).await?;
+        if devices.len() > MAX_DEVICES {
+            let stale: Vec<_> = devices
+                .iter()
+                .filter(|d| d.key != id.as_str())
+                .take(devices.len() - MAX_DEVICES)
+                .map(|d| store::device_rid(&DeviceId::from_trusted(d.key.clone())))
+                .collect();
+            self.db
+                .query("DELETE $stale")
+                .bind(("stale", stale))
+                .await
+                .and_then(|r| r.checked())
+                .context("forgetting old devices")?;
+        }
+        Ok(DeviceRegistered { id })
+    }
+
+    pub(crate) async fn devices(self: Arc<Self>, ctx: Ctx, _req: Empty) -> ServiceResult<Vec<Device>> {
+        let me = ctx.require_user()?.clone();
+        Ok(self.devices_of(&me).await?.iter().map(DeviceRow::wire).collect())
+    }
+
+    pub(crate) async fn remove_device(self: Arc<Self>, ctx: Ctx, req: ByDevice) -> ServiceResult<Empty> {
+        let me = ctx.require_user()?.clone();
+        let mut res = self
+            .db
+            .query(format!("SELECT {DEVICE_FIELDS} FROM $rid"))
+            .bind(("rid", store::device_rid(&req.device_id)))
+            .await
+            .context("reading a device")?;
+        let rows: Vec<DeviceRow> = res.take(0).context("reading a device")?;
+        if !rows.iter().any(|d| d.user == me.as_str()) {
+            return Err(ApiError::not_found("no such device").into());
+        }
+        self.db
+            .query("DELETE $rid")
+            .bind(("rid", store::device_rid(&req.device_id)))
+            .await
+            .and_then(|r| r.checked())
+            .context("removing a device")?;
+        Ok(Empty {})
+    }
+
+    pub(crate) async fn unsubscribe(
+        self: Arc<Self>,
+        _ctx: Ctx,
+        req: UnsubscribeRequest,
+    ) -> ServiceResult<Unsubscribed> {
+        let Some((user, kind)) = self.unsubscribes.verify(req.token.trim()) else {
+            return Err(ApiError::not_found("this unsubscribe link is not valid").into());
+        };
+        let mut prefs = store::prefs(&self.db, &user).await?;
+        match kind {
+            Some(k) => prefs.of_mut(k).email = false,
+            None => {
+                for k in NotificationType::ALL {
+                    prefs.of_mut(k).email = false;
+                }
+            }
+        }
+        store::set_prefs(&self.db, &user, &prefs).await?;
+        tracing::info!(%user, kind = kind.map(|k| k.as_str()).unwrap_or("all"), "unsubscribed from emails");
+        Ok(Unsubscribed { kind })
+    }
+
+    pub(crate) async fn vapid_key(self: Arc<Self>, _ctx: Ctx, _req: Empty) -> ServiceResult<VapidKey> {
+        Ok(VapidKey { public_key: self.vapid_public.clone() })
+    }
+}
