@@ -55,6 +55,14 @@ if ! command -v moto_server >/dev/null; then
   hash -r
 fi
 
+# A real SMTP server for the email tests (they read delivered mail back from its Maildir).
+AIOSMTPD_VERSION="1.4.6"
+if ! python3 -c "import aiosmtpd" 2>/dev/null; then
+  log "installing aiosmtpd $AIOSMTPD_VERSION (PyPI) for the email tests"
+  python3 -m pip install --quiet --disable-pip-version-check "aiosmtpd==$AIOSMTPD_VERSION" 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages "aiosmtpd==$AIOSMTPD_VERSION"
+fi
+
 # mold links the SurrealDB-sized test binaries in a fraction of the default linker's time.
 if command -v mold >/dev/null; then
   export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="${CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS:-} -C link-arg=-fuse-ld=mold"

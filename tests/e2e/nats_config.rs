@@ -13,6 +13,9 @@ const SECRETS: &[(&str, &str)] = &[
     ("MOSAIC_NATS_CONTENT_SERVICE_PASSWORD", "content-secret"),
     ("MOSAIC_NATS_INTERACTION_SERVICE_PASSWORD", "interaction-secret"),
     ("MOSAIC_NATS_FEED_SERVICE_PASSWORD", "feed-secret"),
+    ("MOSAIC_NATS_MESSAGING_SERVICE_PASSWORD", "messaging-secret"),
+    ("MOSAIC_NATS_NOTIFICATION_SERVICE_PASSWORD", "notification-secret"),
+    ("MOSAIC_NATS_ANALYTICS_SERVICE_PASSWORD", "analytics-secret"),
     ("MOSAIC_NATS_ADMIN_PASSWORD", "admin-secret"),
     ("MOSAIC_NATS_SYS_PASSWORD", "sys-secret"),
     ("MOSAIC_NATS_LEAF_PASSWORD", "leaf-secret"),
@@ -70,9 +73,38 @@ async fn service_permissions_allow_the_job_and_nothing_more() {
         mosaic_edge::Config { http: "127.0.0.1:0".parse().unwrap(), rate_limit_per_sec: 0, ..Default::default() };
     let edge = mosaic_edge::start(&edge_mesh, edge_config, None).await.expect("edge works with its permissions");
 
+    let messaging_mesh =
+        Mesh::connect(&login("messaging-service", "messaging-secret", nats.url()), "messaging").await.unwrap();
+    let messaging_config = mosaic_messaging::Config {
+        db: mosaic_mesh::db::DbConfig { url: "mem://".into(), ..Default::default() },
+        ..Default::default()
+    };
+    let messaging =
+        mosaic_messaging::start(&messaging_mesh, messaging_config).await.expect("messaging works with its permissions");
+    let notification_mesh =
+        Mesh::connect(&login("notification-service", "notification-secret", nats.url()), "notification").await.unwrap();
+    let notification = mosaic_notification::start(&notification_mesh, mosaic_tests::test_notification_config())
+        .await
+        .expect("notification works with its permissions");
+
     let client = Client::new(format!("http://{}", edge.local_addr()));
     let u = client.signup("perm").await;
     client.get("/v1/users/me", &u.access_token).await.assert_status(200);
+
+    // Chat end to end: the edge's socket, presence, kept frames, the offline notification.
+    let friend = client.signup("friend").await;
+    let mut socket = mosaic_tests::socket::connect(client.base(), &friend.access_token).await;
+    let conv =
+        client.post("/v1/conversations", Some(&u.access_token), serde_json::json!({"member_ids": [friend.id]})).await;
+    conv.assert_status(201);
+    let path = format!("/v1/conversations/{}/messages", conv.body["id"].as_str().unwrap());
+    client.post(&path, Some(&u.access_token), serde_json::json!({"text": "hi"})).await.assert_status(201);
+    assert_eq!(mosaic_tests::socket::next_of_type(&mut socket, "chat.message").await["message"]["text"], "hi");
+    let inbox = mosaic_tests::eventually(Duration::from_secs(10), || async {
+        client.get("/v1/notifications", &u.access_token).await.status.is_success()
+    })
+    .await;
+    assert!(inbox, "the notification service answers through the edge");
     let again = client.login(&u).await;
     client
         .post("/v1/auth/refresh", None, serde_json::json!({"refresh_token": again.refresh_token}))
@@ -99,5 +131,7 @@ async fn service_permissions_allow_the_job_and_nothing_more() {
     assert!(!matches!(stolen, Ok(Ok(_))), "the edge user could subscribe to a service subject");
 
     edge.stop().await;
+    notification.stop().await;
+    messaging.stop().await;
     user.stop().await;
 }

@@ -56,6 +56,7 @@ async fn the_token_may_travel_in_the_subprotocol_header() {
     request.headers_mut().insert("sec-websocket-protocol", format!("bearer, {}", u.access_token).parse().unwrap());
     let (mut socket, response) = tokio_tungstenite::connect_async(request).await.expect("ws connects");
     assert_eq!(response.headers()["sec-websocket-protocol"], "bearer");
+    assert_eq!(next_json(&mut socket).await["type"], "ready");
     socket.send(Message::text(json!({"type": "ping"}).to_string())).await.unwrap();
     assert_eq!(next_json(&mut socket).await["type"], "pong");
     w.stop().await;

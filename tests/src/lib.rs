@@ -6,7 +6,9 @@
 //!   edge on a free port; plus an HTTP client and helpers that act like a client app.
 
 pub mod client;
+pub mod mail;
 pub mod media;
+pub mod push;
 pub mod socket;
 
 use anyhow::Context as _;
@@ -98,6 +100,10 @@ pub struct WorldOptions {
     pub storage: Option<StorageConfig>,
     /// Feed-service settings.
     pub feed: mosaic_feed::Config,
+    /// Messaging-service settings.
+    pub messaging: mosaic_messaging::Config,
+    /// Notification-service settings (`public_url` is set to the edge's).
+    pub notification: mosaic_notification::Config,
 }
 
 impl Default for WorldOptions {
@@ -110,7 +116,25 @@ impl Default for WorldOptions {
             content: test_content_config(),
             storage: None,
             feed: mosaic_feed::Config::default(),
+            messaging: mosaic_messaging::Config {
+                db: DbConfig { url: "mem://".into(), ..Default::default() },
+                ..Default::default()
+            },
+            notification: test_notification_config(),
         }
+    }
+}
+
+/// Notification-service settings for tests: retries and digests in fractions of a second,
+/// so failure paths finish quickly; providers unset (logged) unless a test sets them.
+pub fn test_notification_config() -> mosaic_notification::Config {
+    mosaic_notification::Config {
+        db: DbConfig { url: "mem://".into(), ..Default::default() },
+        retry_backoff_ms: vec![100, 200, 400],
+        max_attempts: 4,
+        digest_interval_secs: 1,
+        send_ack_wait_secs: 3,
+        ..Default::default()
     }
 }
 
@@ -156,8 +180,12 @@ pub struct World {
     pub users: Vec<ServiceHandle>,
     /// The interaction database.
     pub interaction_db: Db,
-    /// Interaction and feed instances.
+    /// Interaction, feed, messaging and notification instances.
     pub social: Vec<ServiceHandle>,
+    /// The messaging database.
+    pub messaging_db: Db,
+    /// The notification database.
+    pub notification_db: Db,
     pub edge: Option<EdgeHandle>,
     pub client: Client,
 }
@@ -202,14 +230,30 @@ impl World {
             mosaic_mesh::db::connect(&DbConfig { url: "mem://".into(), ..Default::default() }, "interaction")
                 .await
                 .expect("interaction database opens");
+        let messaging_db =
+            mosaic_mesh::db::connect(&options.messaging.db, "messaging").await.expect("messaging database opens");
+        let notification_db = mosaic_mesh::db::connect(&options.notification.db, "notification")
+            .await
+            .expect("notification database opens");
+        // The edge's address is known before anything starts, so emails can link to it.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("edge port");
+        let base = format!("http://{}", listener.local_addr().expect("edge address"));
+        let mut notification = options.notification.clone();
+        notification.public_url = base.clone();
         let social = vec![
             mosaic_interaction::start_with_db(&mesh, interaction_db.clone()).await.expect("interaction service starts"),
             mosaic_feed::start(&mesh, options.feed.clone()).await.expect("feed service starts"),
+            mosaic_messaging::start_with_db(&mesh, options.messaging.clone(), messaging_db.clone())
+                .await
+                .expect("messaging service starts"),
+            mosaic_notification::start_with_db(&mesh, notification, notification_db.clone())
+                .await
+                .expect("notification service starts"),
         ];
-        let mut edge_config = options.edge.clone();
-        edge_config.http = "127.0.0.1:0".parse().expect("address");
-        let edge = mosaic_edge::start(&mesh, edge_config, Some(storage.clone())).await.expect("edge starts");
-        let client = Client::new(format!("http://{}", edge.local_addr()));
+        let edge = mosaic_edge::serve(&mesh, options.edge.clone(), Some(storage.clone()), listener)
+            .await
+            .expect("edge starts");
+        let client = Client::new(base);
         Self {
             nats,
             mesh,
@@ -221,6 +265,8 @@ impl World {
             content_config: options.content,
             interaction_db,
             social,
+            messaging_db,
+            notification_db,
             _media_dir: media_dir,
             edge: Some(edge),
             client,

@@ -12,11 +12,28 @@ pub fn ws_url(base: &str, query: &str) -> String {
     format!("{}/v1/ws{query}", base.replacen("http", "ws", 1))
 }
 
-/// Connects with the token in the query.
+/// Connects with the token in the query and waits for the `ready` frame (the socket is
+/// then subscribed: every frame published from now on reaches it).
 pub async fn connect(base: &str, token: &str) -> Socket {
-    let (socket, _) =
-        tokio_tungstenite::connect_async(ws_url(base, &format!("?access_token={token}"))).await.expect("ws connects");
-    socket
+    connect_since(base, token, None).await.0
+}
+
+/// Connects, resuming after `since` when given; returns the socket, the frames sent before
+/// `ready` (the replay, or `cursor.expired`), and the `ready` frame.
+pub async fn connect_since(base: &str, token: &str, since: Option<&str>) -> (Socket, Vec<Value>, Value) {
+    let query = match since {
+        Some(c) => format!("?access_token={token}&since={c}"),
+        None => format!("?access_token={token}"),
+    };
+    let (mut socket, _) = tokio_tungstenite::connect_async(ws_url(base, &query)).await.expect("ws connects");
+    let mut before = Vec::new();
+    loop {
+        let frame = next_json(&mut socket).await;
+        if frame["type"] == "ready" {
+            return (socket, before, frame);
+        }
+        before.push(frame);
+    }
 }
 
 /// The next JSON frame, within `within`; `None` if none came.

@@ -1,11 +1,7 @@
-//! `mosaic-content`: one content-service instance (uploads, media workers, posts), for
-//! deployments that scale services independently. Configuration: `--config <file>` (TOML)
-//! and `MOSAIC_*` variables; see the README.
+//! `mosaic-content`: one content-service instance (uploads, media processing, posts), for deployments that scale services independently. Configuration: `--config
+//! <file>` (TOML: the common keys and `[content]`) and `MOSAIC_*` variables; see the README.
 
 use clap::Parser;
-use mosaic_mesh::runtime::{Common, serve_until_signal};
-use mosaic_mesh::storage::Storage;
-use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -16,25 +12,17 @@ struct Args {
     config: Option<PathBuf>,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(default)]
-struct Settings {
-    #[serde(flatten)]
-    common: Common,
-    content: mosaic_content::Config,
-}
-
-#[derive(Serialize)]
-struct NoFlags {}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mut settings: Settings = mosaic_mesh::config::load(args.config.as_deref(), &NoFlags {})?;
-    settings.common.fill_db_url(&mut settings.content.db.url, "content");
-    let storage = Storage::open(&settings.common.storage())?;
-    serve_until_signal(&settings.common, "content", |mesh| async move {
-        mosaic_content::start(&mesh, settings.content, storage).await
-    })
+    mosaic_mesh::runtime::service_main(
+        "content",
+        args.config.as_deref(),
+        |mesh, common, mut config: mosaic_content::Config| async move {
+            common.fill_db_url(&mut config.db.url, "content");
+            let storage = mosaic_mesh::storage::Storage::open(&common.storage())?;
+            mosaic_content::start(&mesh, config, storage).await
+        },
+    )
     .await
 }

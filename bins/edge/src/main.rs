@@ -1,9 +1,7 @@
-//! `mosaic-edge`: one edge instance, for deployments that scale services independently.
-//! Configuration: `--config <file>` (TOML) and `MOSAIC_*` variables; see the README.
+//! `mosaic-edge`: one edge node (HTTP + WebSocket gateway), for deployments that scale services independently. Configuration: `--config
+//! <file>` (TOML: the common keys and `[edge]`) and `MOSAIC_*` variables; see the README.
 
 use clap::Parser;
-use mosaic_mesh::runtime::{Common, serve_until_signal};
-use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -14,24 +12,16 @@ struct Args {
     config: Option<PathBuf>,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(default)]
-struct Settings {
-    #[serde(flatten)]
-    common: Common,
-    edge: mosaic_edge::Config,
-}
-
-#[derive(Serialize)]
-struct NoFlags {}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let settings: Settings = mosaic_mesh::config::load(args.config.as_deref(), &NoFlags {})?;
-    let storage = mosaic_mesh::storage::Storage::open(&settings.common.storage())?;
-    serve_until_signal(&settings.common, "edge", |mesh| async move {
-        Ok(mosaic_edge::start(&mesh, settings.edge, Some(storage)).await?.into())
-    })
+    mosaic_mesh::runtime::service_main(
+        "edge",
+        args.config.as_deref(),
+        |mesh, common, config: mosaic_edge::Config| async move {
+            let storage = mosaic_mesh::storage::Storage::open(&common.storage())?;
+            Ok(mosaic_edge::start(&mesh, config, Some(storage)).await?.into())
+        },
+    )
     .await
 }

@@ -27,6 +27,10 @@ pub enum Which {
     /// fan-out) against a Mosaic already running at --url.
     #[command(long_about = crate::bench_social::ABOUT)]
     Social(crate::bench_social::SocialLoad),
+    /// Chat latency: 1:1 conversations on WebSockets, messages at a fixed rate, against a
+    /// Mosaic already running at --url.
+    #[command(long_about = crate::bench_chat::ABOUT)]
+    Chat(crate::bench_chat::ChatLoad),
 }
 
 #[derive(Args, Clone)]
@@ -62,6 +66,7 @@ pub async fn run(which: Which) -> anyhow::Result<()> {
         }
         // Drives a server someone else started: no NATS of its own.
         Which::Social(s) => return crate::bench_social::run(s.clone()).await,
+        Which::Chat(c) => return crate::bench_chat::run(c.clone()).await,
     };
     let dir = tempfile_dir()?;
     let url = match &load.nats_url {
@@ -74,7 +79,7 @@ pub async fn run(which: Which) -> anyhow::Result<()> {
     let result = match which {
         Which::Mesh(_) => bench_mesh(&mesh, &load).await,
         Which::Edge(_) => bench_edge(&mesh, &load).await,
-        Which::Media(_) | Which::Social(_) => unreachable!("handled above"),
+        Which::Media(_) | Which::Social(_) | Which::Chat(_) => unreachable!("handled above"),
     };
     if let Some(e) = embedded {
         e.stop().await;

@@ -78,7 +78,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// accept queue short without making 10 000 connections slow.
 const WS_CONNECTS_IN_FLIGHT: usize = 64;
 /// Sockets, HTTP connections and files beyond the per-request or per-socket ones.
-const SPARE_FDS: u64 = 256;
+pub(crate) const SPARE_FDS: u64 = 256;
 
 #[derive(Args, Clone, Debug)]
 pub struct SocialLoad {
@@ -236,7 +236,7 @@ async fn drive(load: SocialLoad) -> anyhow::Result<()> {
 
 /// Raises this process's soft limit on open files to the hard limit, and fails clearly if
 /// that is still below what the run needs.
-fn raise_fd_limit(needed: u64) -> anyhow::Result<u64> {
+pub(crate) fn raise_fd_limit(needed: u64) -> anyhow::Result<u64> {
     let (soft, hard) = rlimit::Resource::NOFILE.get().context("reading RLIMIT_NOFILE")?;
     // Linux refuses a soft limit above fs.nr_open (2^20 by default) even when the hard
     // limit is unlimited.
@@ -262,7 +262,7 @@ fn raise_fd_limit(needed: u64) -> anyhow::Result<u64> {
     Ok(limit)
 }
 
-fn cores() -> usize {
+pub(crate) fn cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
@@ -270,12 +270,12 @@ fn cores() -> usize {
 // The client side of the API, for setup.
 
 /// A signed-up user as the benchmark holds it.
-struct Account {
-    id: String,
+pub(crate) struct Account {
+    pub(crate) id: String,
     /// For the WebSocket query string.
-    access_token: String,
+    pub(crate) access_token: String,
     /// `Bearer <access token>`, built once: every request of this user sends it.
-    bearer: HeaderValue,
+    pub(crate) bearer: HeaderValue,
     refresh_token: String,
     expires_at: Instant,
 }
@@ -325,30 +325,35 @@ impl Account {
 /// The edge, as seen by the benchmark: one HTTP client (connections are pooled across
 /// users, as they would be behind a load balancer).
 #[derive(Clone)]
-struct Edge {
-    http: reqwest::Client,
-    base: String,
+pub(crate) struct Edge {
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: String,
     /// Setup requests answered 429, to explain a slow setup.
     throttled: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Edge {
     fn new(base: &str, load: &SocialLoad) -> anyhow::Result<Self> {
+        Self::with(base, load.timeout, load.max_in_flight)
+    }
+
+    /// An edge client with a request timeout and a pool of idle connections.
+    pub(crate) fn with(base: &str, timeout_secs: u64, pool: usize) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(load.timeout))
+            .timeout(Duration::from_secs(timeout_secs))
             .connect_timeout(Duration::from_secs(5))
-            .pool_max_idle_per_host(load.max_in_flight)
+            .pool_max_idle_per_host(pool)
             .tcp_nodelay(true)
             .build()
             .context("building the HTTP client")?;
         Ok(Self { http, base: base.to_owned(), throttled: Arc::default() })
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
-    async fn check_up(&self) -> anyhow::Result<()> {
+    pub(crate) async fn check_up(&self) -> anyhow::Result<()> {
         let url = self.url("/healthz");
         let resp = self.http.get(&url).send().await.with_context(|| {
             format!(
@@ -362,7 +367,7 @@ impl Edge {
 
     /// Sends a setup request, retrying while the edge answers 429 or 503: both mean the
     /// request was not carried out, and setup should survive a rate limit or a busy moment.
-    async fn send(&self, what: &str, make: impl Fn() -> RequestBuilder) -> anyhow::Result<Response> {
+    pub(crate) async fn send(&self, what: &str, make: impl Fn() -> RequestBuilder) -> anyhow::Result<Response> {
         let mut attempt = 0;
         loop {
             let resp = make().send().await.with_context(|| what.to_owned())?;
@@ -392,7 +397,7 @@ impl Edge {
         }
     }
 
-    async fn signup(&self, username: &str) -> anyhow::Result<Account> {
+    pub(crate) async fn signup(&self, username: &str) -> anyhow::Result<Account> {
         let what = format!("signing up {username}");
         let body = serde_json::json!({
             "username": username,
@@ -482,7 +487,12 @@ impl Edge {
 
     /// Refreshes every token that would expire within `needed`, failing if the server's
     /// token lifetime is shorter than that altogether.
-    async fn keep_fresh(&self, accounts: &mut [Account], needed: Duration, concurrency: usize) -> anyhow::Result<()> {
+    pub(crate) async fn keep_fresh(
+        &self,
+        accounts: &mut [Account],
+        needed: Duration,
+        concurrency: usize,
+    ) -> anyhow::Result<()> {
         let now = Instant::now();
         let stale: Vec<&mut Account> = accounts.iter_mut().filter(|a| a.expires_at < now + needed).collect();
         if stale.is_empty() {
@@ -507,7 +517,7 @@ fn post_body(media_id: &str, caption: &str) -> serde_json::Value {
 
 /// Passes a reply with the expected status through; anything else becomes an error that
 /// carries the start of the body (the problem+json detail).
-async fn expect(resp: Response, want: StatusCode, what: &str) -> anyhow::Result<Response> {
+pub(crate) async fn expect(resp: Response, want: StatusCode, what: &str) -> anyhow::Result<Response> {
     let status = resp.status();
     if status == want {
         return Ok(resp);
@@ -519,7 +529,7 @@ async fn expect(resp: Response, want: StatusCode, what: &str) -> anyhow::Result<
 
 /// Runs `f` over `inputs` with at most `concurrency` in flight, printing progress; the first
 /// error ends the phase.
-async fn phase<A, T, F, Fut>(label: &str, inputs: Vec<A>, concurrency: usize, f: F) -> anyhow::Result<Vec<T>>
+pub(crate) async fn phase<A, T, F, Fut>(label: &str, inputs: Vec<A>, concurrency: usize, f: F) -> anyhow::Result<Vec<T>>
 where
     F: FnMut(A) -> Fut,
     Fut: Future<Output = anyhow::Result<T>>,
@@ -987,14 +997,14 @@ fn row(label: &str, scheduled: u64, ok: u64, errors: u64, not_sent: u64, h: &His
     );
 }
 
-fn ms(micros: u64) -> String {
+pub(crate) fn ms(micros: u64) -> String {
     format!("{:.2} ms", micros as f64 / 1000.0)
 }
 
 // ---------------------------------------------------------------------------------------
 // The fan-out.
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub(crate) type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 #[derive(Deserialize)]
 struct FrameType {
@@ -1002,7 +1012,7 @@ struct FrameType {
     kind: String,
 }
 
-fn frame_type(text: &str) -> Option<String> {
+pub(crate) fn frame_type(text: &str) -> Option<String> {
     serde_json::from_str::<FrameType>(text).ok().map(|f| f.kind)
 }
 
@@ -1182,7 +1192,7 @@ async fn follower(
 
 /// Opens a socket and waits for the answer to a ping, so the edge has certainly joined the
 /// user to its push channel before the post is sent.
-async fn open_socket(url: &str) -> anyhow::Result<Socket> {
+pub(crate) async fn open_socket(url: &str) -> anyhow::Result<Socket> {
     // Small buffers: ten thousand sockets at the default 128 KiB each would be 2.5 GiB.
     let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
     let (mut ws, _) =

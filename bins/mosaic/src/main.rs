@@ -8,6 +8,7 @@
 //!   Mosaic under a social-network load.
 
 mod bench;
+mod bench_chat;
 mod bench_media;
 mod bench_social;
 mod nats;
@@ -57,6 +58,8 @@ enum Component {
     Content,
     Interaction,
     Feed,
+    Messaging,
+    Notification,
     Edge,
 }
 
@@ -91,6 +94,8 @@ struct Settings {
     content: mosaic_content::Config,
     interaction: mosaic_interaction::Config,
     feed: mosaic_feed::Config,
+    messaging: mosaic_messaging::Config,
+    notification: mosaic_notification::Config,
     edge: mosaic_edge::Config,
 }
 
@@ -103,10 +108,14 @@ impl Settings {
         s.common.fill_db_url(&mut s.user.db.url, mosaic_api::user::SERVICE);
         s.common.fill_db_url(&mut s.content.db.url, mosaic_api::content::SERVICE);
         s.common.fill_db_url(&mut s.interaction.db.url, mosaic_api::interaction::SERVICE);
+        s.common.fill_db_url(&mut s.messaging.db.url, mosaic_api::messaging::SERVICE);
+        s.common.fill_db_url(&mut s.notification.db.url, mosaic_api::notification::SERVICE);
         s.user.validate()?;
         s.content.validate()?;
         s.interaction.validate()?;
         s.feed.validate()?;
+        s.messaging.validate()?;
+        s.notification.validate()?;
         s.edge.validate()?;
         Ok(s)
     }
@@ -148,6 +157,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     serve_until_signal(&s.common, "feed", |mesh| async move { mosaic_feed::start(&mesh, s.feed).await })
                         .await
                 }
+                Component::Messaging => {
+                    serve_until_signal(&s.common, "messaging", |mesh| async move {
+                        mosaic_messaging::start(&mesh, s.messaging).await
+                    })
+                    .await
+                }
+                Component::Notification => {
+                    serve_until_signal(&s.common, "notification", |mesh| async move {
+                        mosaic_notification::start(&mesh, s.notification).await
+                    })
+                    .await
+                }
                 Component::Edge => {
                     let storage = Storage::open(&s.common.storage())?;
                     serve_until_signal(&s.common, "edge", |mesh| async move {
@@ -163,6 +184,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             mosaic_user::migrate(&s.user).await?;
             mosaic_content::migrate(&s.content).await?;
             mosaic_interaction::migrate(&s.interaction).await?;
+            mosaic_messaging::migrate(&s.messaging).await?;
+            mosaic_notification::migrate(&s.notification).await?;
             println!("migrations applied");
             Ok(())
         }
@@ -184,9 +207,12 @@ async fn up(s: Settings) -> anyhow::Result<()> {
     let interaction =
         mosaic_interaction::start(&mesh, s.interaction).await.context("starting the interaction service")?;
     let feed = mosaic_feed::start(&mesh, s.feed).await.context("starting the feed service")?;
+    let messaging = mosaic_messaging::start(&mesh, s.messaging).await.context("starting the messaging service")?;
+    let notification =
+        mosaic_notification::start(&mesh, s.notification).await.context("starting the notification service")?;
     let edge = mosaic_edge::start(&mesh, s.edge, Some(storage)).await.context("starting the edge")?;
     let url = format!("http://{}", edge.local_addr());
-    let components: Vec<ServiceHandle> = vec![edge.into(), feed, interaction, content, user];
+    let components: Vec<ServiceHandle> = vec![edge.into(), notification, messaging, feed, interaction, content, user];
 
     println!("Mosaic is up at {url} (NATS {}, data in {})", s.common.nats_url, s.common.data_dir.display());
     shutdown_signal().await;

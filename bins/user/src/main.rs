@@ -1,9 +1,7 @@
-//! `mosaic-user`: one user instance, for deployments that scale services independently.
-//! Configuration: `--config <file>` (TOML) and `MOSAIC_*` variables; see the README.
+//! `mosaic-user`: one user-service instance (accounts, tokens, profiles, the social graph), for deployments that scale services independently. Configuration: `--config
+//! <file>` (TOML: the common keys and `[user]`) and `MOSAIC_*` variables; see the README.
 
 use clap::Parser;
-use mosaic_mesh::runtime::{Common, serve_until_signal};
-use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -14,23 +12,16 @@ struct Args {
     config: Option<PathBuf>,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(default)]
-struct Settings {
-    #[serde(flatten)]
-    common: Common,
-    user: mosaic_user::Config,
-}
-
-#[derive(Serialize)]
-struct NoFlags {}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let settings: Settings = mosaic_mesh::config::load(args.config.as_deref(), &NoFlags {})?;
-    let mut settings = settings;
-    settings.common.fill_db_url(&mut settings.user.db.url, "user");
-    serve_until_signal(&settings.common, "user", |mesh| async move { mosaic_user::start(&mesh, settings.user).await })
-        .await
+    mosaic_mesh::runtime::service_main(
+        "user",
+        args.config.as_deref(),
+        |mesh, common, mut config: mosaic_user::Config| async move {
+            common.fill_db_url(&mut config.db.url, "user");
+            mosaic_user::start(&mesh, config).await
+        },
+    )
+    .await
 }
