@@ -13,10 +13,10 @@ async fn post_of(w: &World, viewer: &TestUser, post: &str) -> Value {
     reply.body
 }
 
-/// `user`'s inbox through the edge, once `check` holds (at most 10 s): the notification
+/// `user`'s inbox through the edge, once `check` holds (at most 30 s): the notification
 /// service drains the jobs the interaction service queues.
 async fn inbox_when(w: &World, user: &TestUser, check: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let r = w.client.get("/v1/notifications?limit=100", &user.access_token).await;
         r.assert_status(200);

@@ -2,6 +2,7 @@
 //! over HTTP and WebSocket like a client app. One binary, one module per area.
 
 mod accounts;
+mod analytics;
 mod bad_input;
 mod content;
 mod feed;

@@ -32,9 +32,18 @@ async fn media_lives_in_s3_from_upload_to_deletion() {
         .delete(&format!("/v1/posts/{}", post.body["id"].as_str().unwrap()), &u.access_token)
         .await
         .assert_status(204);
+    // What stays is the analytics warehouse (its Parquet files in the same bucket).
     assert!(
-        eventually(Duration::from_secs(10), || async { s3.keys("").await.is_empty() }).await,
+        eventually(Duration::from_secs(10), || async { s3.keys("").await.iter().all(|k| k.starts_with("analytics/")) })
+            .await,
         "every object of the deleted post leaves the bucket"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            s3.keys("analytics/events/").await.iter().any(|k| k.ends_with(".parquet"))
+        })
+        .await,
+        "the warehouse writes Parquet to S3 too"
     );
     w.stop().await;
     s3.stop().await;

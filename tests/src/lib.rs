@@ -104,6 +104,10 @@ pub struct WorldOptions {
     pub messaging: mosaic_messaging::Config,
     /// Notification-service settings (`public_url` is set to the edge's).
     pub notification: mosaic_notification::Config,
+    /// Analytics instances to start (sharing the world's storage).
+    pub analytics_instances: usize,
+    /// Analytics settings.
+    pub analytics: mosaic_analytics::Config,
 }
 
 impl Default for WorldOptions {
@@ -121,8 +125,16 @@ impl Default for WorldOptions {
                 ..Default::default()
             },
             notification: test_notification_config(),
+            analytics_instances: 1,
+            analytics: test_analytics_config(),
         }
     }
+}
+
+/// Analytics settings for tests: files written a moment after events arrive, no schedule
+/// (tests run reports through the admin endpoint, the schedule's code path).
+pub fn test_analytics_config() -> mosaic_analytics::Config {
+    mosaic_analytics::Config { flush_interval_ms: 200, schedule: false, ..Default::default() }
 }
 
 /// Notification-service settings for tests: retries and digests in fractions of a second,
@@ -180,7 +192,7 @@ pub struct World {
     pub users: Vec<ServiceHandle>,
     /// The interaction database.
     pub interaction_db: Db,
-    /// Interaction, feed, messaging and notification instances.
+    /// Interaction, feed, messaging, notification and analytics instances (in that order).
     pub social: Vec<ServiceHandle>,
     /// The messaging database.
     pub messaging_db: Db,
@@ -250,6 +262,16 @@ impl World {
                 .await
                 .expect("notification service starts"),
         ];
+        let mut social = social;
+        for _ in 0..options.analytics_instances {
+            // Each instance on its own connection, as separate processes would be.
+            let own = Mesh::connect(&nats.config(), "test-analytics").await.expect("mesh connects");
+            social.push(
+                mosaic_analytics::start(&own, options.analytics.clone(), storage.clone())
+                    .await
+                    .expect("analytics service starts"),
+            );
+        }
         let edge = mosaic_edge::serve(&mesh, options.edge.clone(), Some(storage.clone()), listener)
             .await
             .expect("edge starts");

@@ -31,6 +31,9 @@ pub enum Which {
     /// Mosaic already running at --url.
     #[command(long_about = crate::bench_chat::ABOUT)]
     Chat(crate::bench_chat::ChatLoad),
+    /// The warehouse: 10 million synthetic events written to Parquet, the daily creator
+    /// report query in DataFusion vs DuckDB on the same files, and the collector end to end.
+    Analytics(crate::bench_analytics::AnalyticsLoad),
 }
 
 #[derive(Args, Clone)]
@@ -67,6 +70,7 @@ pub async fn run(which: Which) -> anyhow::Result<()> {
         // Drives a server someone else started: no NATS of its own.
         Which::Social(s) => return crate::bench_social::run(s.clone()).await,
         Which::Chat(c) => return crate::bench_chat::run(c.clone()).await,
+        Which::Analytics(a) => return crate::bench_analytics::run(a.clone()).await,
     };
     let dir = tempfile_dir()?;
     let url = match &load.nats_url {
@@ -79,7 +83,7 @@ pub async fn run(which: Which) -> anyhow::Result<()> {
     let result = match which {
         Which::Mesh(_) => bench_mesh(&mesh, &load).await,
         Which::Edge(_) => bench_edge(&mesh, &load).await,
-        Which::Media(_) | Which::Social(_) | Which::Chat(_) => unreachable!("handled above"),
+        Which::Media(_) | Which::Social(_) | Which::Chat(_) | Which::Analytics(_) => unreachable!("handled above"),
     };
     if let Some(e) = embedded {
         e.stop().await;

@@ -8,6 +8,7 @@
 //!   Mosaic under a social-network load.
 
 mod bench;
+mod bench_analytics;
 mod bench_chat;
 mod bench_media;
 mod bench_social;
@@ -60,6 +61,7 @@ enum Component {
     Feed,
     Messaging,
     Notification,
+    Analytics,
     Edge,
 }
 
@@ -96,6 +98,7 @@ struct Settings {
     feed: mosaic_feed::Config,
     messaging: mosaic_messaging::Config,
     notification: mosaic_notification::Config,
+    analytics: mosaic_analytics::Config,
     edge: mosaic_edge::Config,
 }
 
@@ -104,6 +107,10 @@ impl Settings {
         let mut s: Settings = mosaic_mesh::config::load(file, flags)?;
         if let Some(http) = s.http {
             s.edge.http = http;
+        }
+        // Links in emails point at this process's edge unless a public URL is configured.
+        if s.notification.public_url == mosaic_notification::Config::default().public_url {
+            s.notification.public_url = format!("http://{}", s.edge.http);
         }
         s.common.fill_db_url(&mut s.user.db.url, mosaic_api::user::SERVICE);
         s.common.fill_db_url(&mut s.content.db.url, mosaic_api::content::SERVICE);
@@ -116,6 +123,7 @@ impl Settings {
         s.feed.validate()?;
         s.messaging.validate()?;
         s.notification.validate()?;
+        s.analytics.validate()?;
         s.edge.validate()?;
         Ok(s)
     }
@@ -166,6 +174,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Component::Notification => {
                     serve_until_signal(&s.common, "notification", |mesh| async move {
                         mosaic_notification::start(&mesh, s.notification).await
+                    })
+                    .await
+                }
+                Component::Analytics => {
+                    let storage = Storage::open(&s.common.storage())?;
+                    serve_until_signal(&s.common, "analytics", |mesh| async move {
+                        mosaic_analytics::start(&mesh, s.analytics, storage).await
                     })
                     .await
                 }

@@ -247,3 +247,13 @@ pub const NOTIFY_LIMITS: KvSpec = KvSpec {
     max_age: Duration::from_secs(26 * 3600),
     per_key_ttl: false,
 };
+
+/// Leases and completion marks of the analytics service's daily work (report runs,
+/// compaction), so several instances do each once.
+pub const ANALYTICS_LEASES: KvSpec = KvSpec {
+    bucket: "analytics_leases",
+    description: "Who runs which day's reports and compaction, and which are done",
+    history: 1,
+    max_age: Duration::from_secs(40 * 24 * 3600),
+    per_key_ttl: false,
+};

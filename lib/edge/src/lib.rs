@@ -51,6 +51,7 @@ pub const SERVICES: &[&str] = &[
     mosaic_api::interaction::SERVICE,
     mosaic_api::messaging::SERVICE,
     mosaic_api::notification::SERVICE,
+    mosaic_api::analytics::SERVICE,
 ];
 
 /// What every request handler can reach.

@@ -2,6 +2,7 @@
 //! same definitions.
 
 pub mod accounts;
+pub mod analytics;
 pub mod feed;
 pub mod interactions;
 pub mod media;
@@ -46,5 +47,6 @@ pub fn all() -> OpenApiRouter<Arc<AppState>> {
         .merge(interactions::router())
         .merge(messaging::router())
         .merge(notifications::router())
+        .merge(analytics::router())
         .routes(routes!(crate::ws::ws))
 }
