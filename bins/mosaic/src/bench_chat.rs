@@ -78,6 +78,10 @@ struct Frame {
     message: Option<ChatMessage>,
     #[serde(default)]
     client_id: Option<String>,
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    detail: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -154,7 +158,8 @@ async fn drive(load: ChatLoad) -> anyhow::Result<()> {
     let phase_length = Duration::from_secs(load.warmup + load.duration + load.timeout + 60);
     edge.keep_fresh(&mut accounts, phase_length, load.setup_concurrency).await?;
     let pairs: Vec<(usize, usize)> = (0..load.conversations).map(|c| (2 * c, 2 * c + 1)).collect();
-    let conversations = phase("conversations", pairs, load.setup_concurrency, |(a, b)| {
+    // Phases finish in any order: each result carries its pair's index.
+    let mut conversations = phase("conversations", pairs, load.setup_concurrency, |(a, b)| {
         let edge = edge.clone();
         let (starter, other) = (&accounts[a], &accounts[b]);
         let bearer = starter.bearer.clone();
@@ -167,10 +172,12 @@ async fn drive(load: ChatLoad) -> anyhow::Result<()> {
                 })
                 .await?;
             let created: Created = expect(resp, StatusCode::CREATED, "POST /v1/conversations").await?.json().await?;
-            anyhow::Ok(created.id)
+            anyhow::Ok((a / 2, created.id))
         }
     })
     .await?;
+    conversations.sort();
+    let conversations: Vec<String> = conversations.into_iter().map(|(_, id)| id).collect();
 
     let ws_base = base.replacen("http", "ws", 1);
     let pending: Pending = Arc::default();
@@ -230,7 +237,9 @@ async fn drive(load: ChatLoad) -> anyhow::Result<()> {
                         if lock(&pending).remove(&k).is_some() {
                             let mut r = lock(&results);
                             r.errors += 1;
-                            *r.error_kinds.entry(text.as_str().chars().take(120).collect()).or_default() += 1;
+                            let kind =
+                                format!("{}: {}", frame.code.unwrap_or_default(), frame.detail.unwrap_or_default());
+                            *r.error_kinds.entry(kind).or_default() += 1;
                         }
                     }
                     _ => {}
