@@ -72,3 +72,36 @@ async fn concurrent_migrations_apply_each_file_once() {
     let err = mosaic_mesh::db::migrate(&db, &edited).await.unwrap_err().to_string();
     assert!(err.contains("changed after it was applied"), "{err}");
 }
+
+/// Newest-first reads run as reverse range scans; on `surrealkv://` they go through the
+/// patched memtable iterator (vendor/README.md), so check they see exactly their range with
+/// keys on both sides of it, at its ends and with nothing in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reverse_range_scans_on_surrealkv_see_exactly_their_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = DbConfig { url: format!("surrealkv://{}", dir.path().join("scan").display()), ..Default::default() };
+    let db = mosaic_mesh::db::connect(&config, "scan").await.unwrap();
+    db.query("DEFINE TABLE item SCHEMALESS; DEFINE INDEX item_owner_at ON item FIELDS owner, at;").await.unwrap();
+    let rows: Vec<serde_json::Value> =
+        ["a", "m", "z"].iter().flat_map(|o| (0..300).map(move |i| json!({"owner": o, "at": i}))).collect();
+    db.query("INSERT INTO item $rows RETURN NONE").bind(("rows", rows)).await.unwrap().check().unwrap();
+
+    let newest = async |owner: &str, before: i64, limit: i64| -> Vec<i64> {
+        let mut r = db
+            .query("SELECT VALUE at FROM item WHERE owner = $owner AND at < $before ORDER BY at DESC LIMIT $limit")
+            .bind(("owner", owner.to_owned()))
+            .bind(("before", before))
+            .bind(("limit", limit))
+            .await
+            .unwrap();
+        r.take(0).unwrap()
+    };
+    assert_eq!(newest("m", 1000, 3).await, vec![299, 298, 297]);
+    assert_eq!(newest("m", 150, 3).await, vec![149, 148, 147]);
+    assert_eq!(newest("m", 2, 5).await, vec![1, 0]);
+    assert_eq!(newest("m", 0, 5).await, Vec::<i64>::new());
+    assert_eq!(newest("a", 1000, 2).await, vec![299, 298]);
+    assert_eq!(newest("z", 1000, 2).await, vec![299, 298]);
+    assert_eq!(newest("n", 1000, 2).await, Vec::<i64>::new());
+    assert_eq!(newest("m", 1000, 1000).await.len(), 300);
+}
