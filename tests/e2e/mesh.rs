@@ -3,7 +3,7 @@
 use futures::StreamExt;
 use mosaic_api::stream::{ConsumerSpec, DEAD_LETTERS, DLQ_REASON, EVENTS_USER};
 use mosaic_api::user::{Followed, SignedUp};
-use mosaic_api::{Envelope, Event};
+use mosaic_api::{Envelope, Event, Id as _};
 use mosaic_mesh::Lifecycle;
 use mosaic_mesh::jetstream::HandlerError;
 use mosaic_tests::{World, WorldOptions, eventually, test_user_config};
@@ -197,5 +197,35 @@ async fn failing_messages_are_retried_then_dead_lettered() {
     let reason = parked.headers.get(DLQ_REASON).unwrap().as_str().to_owned();
     assert!(reason.contains("dependency is down"), "{reason}");
     mosaic_mesh::ServiceHandle::new("test", None, lifecycle).stop().await;
+    w.stop().await;
+}
+
+/// More events than the client's 5 000 unacknowledged-publish permits in one batch: every
+/// one is stored, and the batch does not wait forever for a permit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_bigger_than_the_ack_window_is_published_whole() {
+    let w = World::start().await;
+    w.mesh.ensure_stream(&EVENTS_USER).await.unwrap();
+    let js = async_nats::jetstream::new(async_nats::connect(w.nats.url()).await.unwrap());
+    let mut stream = js.get_stream(EVENTS_USER.name).await.unwrap();
+    let before = stream.info().await.unwrap().state.messages;
+    let events: Vec<Envelope<Followed>> = (0..6_000)
+        .map(|i| Envelope {
+            id: mosaic_api::EventId::generate(),
+            at: chrono::Utc::now(),
+            data: Followed {
+                follower: mosaic_api::UserId::from_trusted(format!("a{i}")),
+                followee: mosaic_api::UserId::from_trusted(format!("b{i}")),
+            },
+        })
+        .collect();
+    tokio::time::timeout(Duration::from_secs(60), w.mesh.publish_batch(&events))
+        .await
+        .expect("the batch finishes")
+        .unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages - before, 6_000);
+    // Publishing the same envelopes again stores nothing: they carry their ids.
+    w.mesh.publish_batch(&events[..100]).await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages - before, 6_000);
     w.stop().await;
 }

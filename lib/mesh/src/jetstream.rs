@@ -20,6 +20,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
+/// Events [`Mesh::publish_batch`] sends before awaiting their acks: well under the client's
+/// 5 000 ack permits, which every other publisher on the connection shares.
+pub const PUBLISH_WINDOW: usize = 1024;
+
 /// How a message handler failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
@@ -116,25 +120,26 @@ impl Mesh {
         Ok(())
     }
 
-    /// Publishes many events, sending them all before waiting for the acknowledgements, so a
-    /// batch costs about one round trip. Fails if any was not stored.
+    /// Publishes many events, [`PUBLISH_WINDOW`] at a time: each window is sent before any
+    /// of its acknowledgements is awaited, so a batch costs a few round trips rather than
+    /// one per event. Fails if any was not stored.
+    ///
+    /// Not "send all, then await all acks": every unacknowledged publish holds one of the
+    /// connection's 5 000 ack permits until its ack is read, so a batch bigger than the
+    /// free permits would wait for one forever.
     pub async fn publish_batch<E: Event>(&self, envelopes: &[Envelope<E>]) -> anyhow::Result<()> {
-        let mut acks = Vec::with_capacity(envelopes.len());
-        for envelope in envelopes {
-            let mut headers = HeaderMap::new();
-            headers.insert(h::NATS_MSG_ID, envelope.id.as_ref());
-            let payload = serde_json::to_vec(envelope).context("encoding event")?;
-            let ack = self
-                .jetstream()
-                .publish_with_headers(E::SUBJECT, headers, payload.into())
-                .await
-                .with_context(|| format!("publishing on {}", E::SUBJECT))?;
-            acks.push(ack.into_future());
-        }
-        for result in futures::future::join_all(acks).await {
-            result.with_context(|| format!("waiting for JetStream ack on {}", E::SUBJECT))?;
+        for window in envelopes.chunks(PUBLISH_WINDOW) {
+            let acks = window.iter().map(|envelope| self.publish_envelope(envelope));
+            for result in futures::future::join_all(acks).await {
+                result?;
+            }
         }
         Ok(())
+    }
+
+    async fn publish_envelope<E: Event>(&self, envelope: &Envelope<E>) -> anyhow::Result<()> {
+        let payload = serde_json::to_vec(envelope).context("encoding event")?;
+        self.publish_with_id(E::SUBJECT, envelope.id.as_ref(), payload.into()).await
     }
 
     /// Consumes events of type `E` from a durable consumer: each envelope goes to `handler`;
