@@ -230,6 +230,7 @@ fn time_duckdb(python: &str, dir: &std::path::Path, sql: &str, rounds: usize) ->
         r#"
 import duckdb, time, statistics, sys
 con = duckdb.connect()
+con.sql("SET enable_progress_bar = false")
 con.sql("SET threads = {threads}")
 con.sql("CREATE VIEW events AS SELECT * FROM read_parquet('{glob}', hive_partitioning = true)")
 q = sys.stdin.read()
@@ -260,7 +261,8 @@ print(len(rows), sum(r[1] for r in rows), statistics.median(times), min(times))
         bail!("{} (pip install duckdb)", err.lines().last().unwrap_or("duckdb failed"));
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    let parts: Vec<&str> = text.split_whitespace().collect();
+    // The last line only: DuckDB may still print notices before it.
+    let parts: Vec<&str> = text.lines().last().unwrap_or_default().split_whitespace().collect();
     anyhow::ensure!(parts.len() == 4, "unexpected DuckDB output: {text}");
     Ok((parts[0].parse()?, parts[1].parse()?, parts[2].parse()?, parts[3].parse()?))
 }
