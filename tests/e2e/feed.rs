@@ -256,3 +256,59 @@ async fn the_ranked_feed_follows_preferences_and_pages_stay_stable() {
     w.client.get("/v1/feed?limit=ten", &reader.access_token).await.assert_problem(422, "validation_failed");
     w.stop().await;
 }
+
+/// Only the newest `ranking.window` candidates are scored; older ones follow newest first,
+/// and a page of them still carries its counts and `liked_by_me`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_newest_window_is_ranked_and_older_posts_follow_in_time_order() {
+    let mut options = WorldOptions::default();
+    options.feed.ranking.window = 20;
+    let w = World::start_with(options).await;
+    let author = w.client.signup("prolific").await;
+    let reader = w.client.signup("windowed").await;
+    follow(&w, &reader, &author).await;
+    let mut posts = Vec::new();
+    for i in 0..24 {
+        posts.push(id(&w.client.create_post(&author.access_token, &format!("post {i}"), &[]).await));
+    }
+    // The oldest post is liked: outside the window, it is not lifted, yet shows its like.
+    w.client.put(&format!("/v1/posts/{}/like", posts[0]), &reader.access_token).await.assert_status(204);
+    let mut latest = Vec::new();
+    for _ in 0..100 {
+        latest = feed_ids(&w, &reader, "?order=latest&limit=50").await;
+        if latest.len() == 24 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(latest.len(), 24, "every post reaches the feed");
+
+    let mut ranked = Vec::new();
+    let mut path = "/v1/feed?limit=10".to_owned();
+    let mut oldest = None;
+    loop {
+        let page = w.client.get(&path, &reader.access_token).await;
+        page.assert_status(200);
+        for item in page.body["items"].as_array().unwrap() {
+            if item["id"] == posts[0].as_str() {
+                oldest = Some(item.clone());
+            }
+            ranked.push(id(item));
+        }
+        match page.body["next_cursor"].as_str() {
+            Some(c) => path = format!("/v1/feed?limit=10&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(ranked.len(), 24);
+    assert_eq!(ranked[20..], latest[20..], "the four oldest come last, newest first");
+    let mut window: Vec<&String> = ranked[..20].iter().collect();
+    window.sort();
+    let mut newest: Vec<&String> = latest[..20].iter().collect();
+    newest.sort();
+    assert_eq!(window, newest, "the first twenty are the newest twenty");
+    let oldest = oldest.expect("the oldest post is listed");
+    assert_eq!(oldest["like_count"], 1);
+    assert_eq!(oldest["liked_by_me"], true);
+    w.stop().await;
+}

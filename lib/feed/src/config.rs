@@ -39,11 +39,14 @@ pub struct Ranking {
     pub engagement: f64,
     /// A post's recency score halves every this many hours.
     pub half_life_hours: f64,
+    /// Only the newest this many candidates are scored; older ones follow them newest first.
+    /// Scoring needs every candidate's counts, so this bounds the work of a read.
+    pub window: usize,
 }
 
 impl Default for Ranking {
     fn default() -> Self {
-        Self { recency: 1.0, affinity: 0.6, topics: 0.5, engagement: 0.3, half_life_hours: 24.0 }
+        Self { recency: 1.0, affinity: 0.6, topics: 0.5, engagement: 0.3, half_life_hours: 24.0, window: 100 }
     }
 }
 
@@ -84,6 +87,9 @@ impl Config {
         }
         if !(r.half_life_hours.is_finite() && r.half_life_hours > 0.0) {
             bail!("feed.ranking.half_life_hours must be positive");
+        }
+        if !(20..=1_000).contains(&r.window) {
+            bail!("feed.ranking.window must be between 20 and 1000");
         }
         Ok(())
     }

@@ -112,6 +112,10 @@ impl FeedService {
         let offset = cursor.as_ref().map_or(0, |c| c.offset);
         let (doc, mut candidates) = self.candidates(ctx, viewer).await?;
         candidates.retain(|e| e.created_ms <= now_ms);
+        // Candidates are newest first: score the newest `window`, keep the rest in time order
+        // after them (they would mostly rank there anyway, their recency having decayed).
+        let older = candidates.split_off(candidates.len().min(self.config.ranking.window));
+        let scored: HashSet<PostId> = candidates.iter().map(|e| e.post.clone()).collect();
         let mut authors: Vec<UserId> = candidates.iter().map(|e| e.author.clone()).collect();
         authors.sort();
         authors.dedup();
@@ -132,7 +136,7 @@ impl FeedService {
         let inputs = rank::Signals { now_ms, topics: &topics, affinity: &affinity, engagement: &engagement };
         rank::rank(&self.config.ranking, &mut candidates, &inputs);
 
-        let order: Vec<PostId> = candidates.into_iter().map(|e| e.post).collect();
+        let order: Vec<PostId> = candidates.into_iter().chain(older).map(|e| e.post).collect();
         let page: Vec<PostId> = order.iter().skip(offset).take(limit).cloned().collect();
         let next_cursor = if order.len() > offset + limit {
             let snapshot = EventId::generate().to_string();
@@ -141,7 +145,11 @@ impl FeedService {
         } else {
             None
         };
-        let counts: HashMap<PostId, PostCounts> = signals.counts.into_iter().map(|c| (c.post_id.clone(), c)).collect();
+        let mut counts: HashMap<PostId, PostCounts> =
+            signals.counts.into_iter().map(|c| (c.post_id.clone(), c)).collect();
+        // A page past the scored window needs the counts of its own posts.
+        let unscored: Vec<PostId> = page.iter().filter(|p| !scored.contains(*p)).cloned().collect();
+        counts.extend(self.counts(ctx, &unscored).await?);
         Ok(Page { items: self.hydrate(ctx, &page, &counts).await?, next_cursor })
     }
 
