@@ -46,7 +46,9 @@ then, from the repository root:
 The mix (default): every node of the graph (--graph, an edge list; socfb-Reed98: 962 users, \
 18 812 friendships) is signed up and each friendship becomes a follow both ways; each user \
 gets --posts-per-user posts, and a pool of ready media is uploaded for the posts the timed \
-phase creates. None of that is timed. Then requests are sent open-loop at --rate per second \
+phase creates. None of that is timed. The run then waits (--settle-timeout) until the durable \
+consumers on the NATS server (--nats-url) have worked off what setup queued, so the timed \
+phase measures the steady state rather than setup's leftovers. Then requests are sent open-loop at --rate per second \
 for --warmup seconds (not recorded) and --duration seconds: 60% home feeds (GET /v1/feed), 30% \
 user timelines (GET /v1/users/{id}/posts), 10% new posts (POST /v1/posts), as --mix. Latency \
 counts from each request's scheduled send time, so a server that falls behind cannot hide its \
@@ -125,6 +127,14 @@ pub struct SocialLoad {
     /// Seconds the fan-out waits for every follower's `feed.post` frame.
     #[arg(long, default_value_t = 10)]
     fanout_timeout: u64,
+    /// NATS server of the Mosaic under test, watched after setup until its durable
+    /// consumers have worked off what setup queued (follow notifications, feed updates).
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    /// Seconds to wait for that backlog to drain before the timed phase; 0 skips the wait
+    /// (and the measurement then shares the machine with setup's leftovers).
+    #[arg(long, default_value_t = 900)]
+    settle_timeout: u64,
 }
 
 /// Shares of the request kinds, in percent.
@@ -737,6 +747,8 @@ async fn mix(edge: &Edge, load: &SocialLoad, prefix: &str, nonce: u64) -> anyhow
         .await?
     };
 
+    settle(load).await?;
+
     // The edge checks a token when a request arrives, so it must last until the last one is
     // sent; the slack covers the scheduling start and the drift between the two clocks.
     let run_time = Duration::from_secs(load.warmup + load.duration + 30);
@@ -748,6 +760,66 @@ async fn mix(edge: &Edge, load: &SocialLoad, prefix: &str, nonce: u64) -> anyhow
         println!("note: setup was rate limited (429); restart Mosaic with MOSAIC_EDGE__RATE_LIMIT_PER_SEC=0");
     }
     Ok(())
+}
+
+/// Waits until every durable JetStream consumer has worked off its backlog. Setup's 37 624
+/// follows queue as many follow notifications and feed reconciliations; timing the mix
+/// while they drain would measure setup, not the steady state.
+async fn settle(load: &SocialLoad) -> anyhow::Result<()> {
+    if load.settle_timeout == 0 {
+        println!("settle: skipped (--settle-timeout 0); background work from setup may still be running");
+        return Ok(());
+    }
+    let client = async_nats::connect(&load.nats_url)
+        .await
+        .with_context(|| format!("connecting to NATS at {} (--nats-url) to watch the backlog", load.nats_url))?;
+    let js = async_nats::jetstream::new(client);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(load.settle_timeout);
+    let mut first = None;
+    loop {
+        let (pending, busiest) = backlog(&js).await?;
+        first.get_or_insert(pending);
+        if pending == 0 {
+            println!(
+                "settle: background work drained in {:.1} s ({} messages pending when setup ended)",
+                started.elapsed().as_secs_f64(),
+                first.unwrap_or(0)
+            );
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            println!(
+                "settle: {pending} messages still pending after {} s (most in {busiest}); measuring anyway",
+                load.settle_timeout
+            );
+            return Ok(());
+        }
+        println!("  settle: {pending} messages pending (most in {busiest})");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
+/// Messages not yet handled (pending or awaiting an ack) over every consumer of every
+/// stream, and the consumer holding the most.
+async fn backlog(js: &async_nats::jetstream::Context) -> anyhow::Result<(u64, String)> {
+    let mut total = 0u64;
+    let mut busiest = (0u64, String::from("none"));
+    let mut names = js.stream_names();
+    while let Some(stream) = names.next().await {
+        let stream = stream.context("listing streams")?;
+        let handle = js.get_stream(&stream).await.with_context(|| format!("opening stream {stream}"))?;
+        let mut consumers = handle.consumers();
+        while let Some(info) = consumers.next().await {
+            let info = info.with_context(|| format!("listing consumers of {stream}"))?;
+            let pending = info.num_pending + info.num_ack_pending as u64;
+            total += pending;
+            if pending > busiest.0 {
+                busiest = (pending, format!("{stream}/{}", info.name));
+            }
+        }
+    }
+    Ok((total, busiest.1))
 }
 
 /// Sends the mix open-loop: request i is due at start + i/rate whatever happened to the
