@@ -4,6 +4,7 @@
 mod accounts;
 mod analytics;
 mod bad_input;
+mod caches;
 mod content;
 mod feed;
 mod graph;

@@ -106,6 +106,8 @@ pub struct WorldOptions {
     pub notification: mosaic_notification::Config,
     /// Analytics instances to start (sharing the world's storage).
     pub analytics_instances: usize,
+    /// Interaction-service instances to start (sharing the world's interaction database).
+    pub interaction_instances: usize,
     /// Analytics settings.
     pub analytics: mosaic_analytics::Config,
 }
@@ -127,6 +129,7 @@ impl Default for WorldOptions {
             notification: test_notification_config(),
             analytics_instances: 1,
             analytics: test_analytics_config(),
+            interaction_instances: 1,
         }
     }
 }
@@ -192,7 +195,8 @@ pub struct World {
     pub users: Vec<ServiceHandle>,
     /// The interaction database.
     pub interaction_db: Db,
-    /// Interaction, feed, messaging, notification and analytics instances (in that order).
+    /// Interaction, feed, messaging, notification and analytics instances (in that order),
+    /// then any further interaction instances.
     pub social: Vec<ServiceHandle>,
     /// The messaging database.
     pub messaging_db: Db,
@@ -270,6 +274,14 @@ impl World {
                 mosaic_analytics::start(&own, options.analytics.clone(), storage.clone())
                     .await
                     .expect("analytics service starts"),
+            );
+        }
+        for _ in 1..options.interaction_instances {
+            let own = Mesh::connect(&nats.config(), "test-interaction").await.expect("mesh connects");
+            social.push(
+                mosaic_interaction::start_with_db(&own, interaction_db.clone())
+                    .await
+                    .expect("interaction service starts"),
             );
         }
         let edge = mosaic_edge::serve(&mesh, options.edge.clone(), Some(storage.clone()), listener)

@@ -239,6 +239,20 @@ pub struct RecentByAuthors {
     pub limit: u32,
 }
 
+/// Told to every content instance after a post was created or deleted, so each drops the
+/// author's cached timeline and the deleted post's cached media.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostsChanged {
+    pub author: UserId,
+    /// Media of a deleted post (empty for a new one).
+    #[serde(default)]
+    pub media_ids: Vec<MediaId>,
+}
+
+impl crate::event::Broadcast for PostsChanged {
+    const SUBJECT: &'static str = "mosaic.content.v1.posts_changed";
+}
+
 crate::endpoint! {
     /// Checks type, size and quota, and names where the edge streams the bytes.
     pub BeginUploadEp => "content" . "begin_upload" : BeginUpload => UploadTicket;

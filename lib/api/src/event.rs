@@ -31,3 +31,12 @@ impl<T: Event> Envelope<T> {
         Self { id: EventId::generate(), at: Utc::now(), data }
     }
 }
+
+/// A notice every instance of a service hears at most once, over core NATS (no stream,
+/// no queue group): a change it must drop from its in-memory caches. Losing one costs
+/// freshness for at most the cache's time to live, never data, which is why these need no
+/// JetStream.
+pub trait Broadcast: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// Subject the notice is published on (`mosaic.<service>.v1.<what>`).
+    const SUBJECT: &'static str;
+}

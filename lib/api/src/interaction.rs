@@ -1,7 +1,7 @@
 //! The interaction service: likes, comments, their counts, and what they tell the feed.
 
 use crate::content::Author;
-use crate::event::Event;
+use crate::event::{Broadcast, Event};
 use crate::ids::{CommentId, PostId, UserId};
 use crate::page::{Page, PageRequest};
 use crate::stream::{EVENTS_INTERACTION, EVENTS_VIEW, NOTIFY_JOBS, StreamSpec};
@@ -117,6 +117,21 @@ crate::endpoint! {
     pub DeleteComment => "interaction" . "delete_comment" : ByComment => crate::endpoint::Empty;
     /// Counts and affinity for the caller.
     pub GetSignals => "interaction" . "signals" : SignalsQuery => Signals;
+}
+
+/// Told to every interaction instance after `post`'s counters changed (a like, an unlike,
+/// a comment or its deletion), so each drops the post's cached counts and the cached likes
+/// and affinity of the users whose engagement changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignalsChanged {
+    pub post_id: PostId,
+    /// Whose likes or affinity changed (a deleted comment takes its replies, and their
+    /// authors' affinity, with it).
+    pub users: Vec<UserId>,
+}
+
+impl Broadcast for SignalsChanged {
+    const SUBJECT: &'static str = "mosaic.interaction.v1.signals_changed";
 }
 
 /// What a notification is about.

@@ -25,7 +25,7 @@ pub mod ws;
 
 pub use endpoint::Endpoint;
 pub use error::{ApiError, ErrorCode};
-pub use event::{Envelope, Event};
+pub use event::{Broadcast, Envelope, Event};
 pub use ids::{
     CommentId, ConversationId, DeviceId, EventId, Id, MediaId, MessageId, NotificationId, PostId, SessionId, UploadId,
     UserId,

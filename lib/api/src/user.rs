@@ -81,6 +81,17 @@ pub struct Relation {
     pub muting: bool,
 }
 
+/// Told to every user-service instance after follows, blocks or mutes between `users`
+/// changed, so each drops their cached relations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GraphChanged {
+    pub users: Vec<UserId>,
+}
+
+impl crate::event::Broadcast for GraphChanged {
+    const SUBJECT: &'static str = "mosaic.user.v1.graph_changed";
+}
+
 /// A public profile.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Profile {

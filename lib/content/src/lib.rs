@@ -8,6 +8,7 @@
 //!   longer referenced.
 //! * Posts: `events.post.*` leave through the transactional outbox.
 
+mod cache;
 pub mod config;
 mod hygiene;
 mod posts;
@@ -41,6 +42,8 @@ pub(crate) struct ContentService {
     cpu: Arc<Semaphore>,
     /// Wakes the sweeper early (after a post deletion).
     sweep: tokio::sync::Notify,
+    /// Timelines, media and authors for the hot reads; see [`cache`].
+    cache: cache::ContentCache,
 }
 
 /// Opens the database and applies pending migrations (`mosaic migrate`).
@@ -74,7 +77,9 @@ pub async fn start_with_db(mesh: &Mesh, config: Config, storage: Storage, db: Db
         mesh: mesh.clone(),
         storage,
         outbox,
+        cache: cache::ContentCache::new(),
     });
+    cache::ContentCache::listen(&state, mesh, &lifecycle).await?;
 
     let jobs = ConsumerSpec {
         stream: &MEDIA_JOBS,

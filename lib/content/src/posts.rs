@@ -1,11 +1,12 @@
 //! Posts and user timelines.
 
 use crate::ContentService;
-use crate::store::{self, MediaRow, POST_FIELDS, PostRow, media_rid, post_rid};
+use crate::cache::TIMELINE_HEAD;
+use crate::store::{self, POST_FIELDS, PostRow, media_rid, post_rid};
 use anyhow::Context as _;
 use chrono::Utc;
 use mosaic_api::content::{
-    Author, ByPost, CreatePostRequest, MAX_RECENT_POSTS, MediaStatus, Mention, Post, PostCreated, PostDeleted,
+    Author, ByPost, CreatePostRequest, MAX_RECENT_POSTS, Media, MediaStatus, Mention, Post, PostCreated, PostDeleted,
     PostMentioned, PostRef, PostsByIds, RecentByAuthors, Timeline,
 };
 use mosaic_api::endpoint::Empty;
@@ -127,6 +128,7 @@ impl ContentService {
             Err(e) => return Err(anyhow::Error::new(e).context("creating post").into()),
         }
         self.outbox.wake();
+        self.posts_changed(&author, Vec::new()).await;
         let row =
             store::posts_by_ids(&self.db, std::slice::from_ref(&post_id)).await?.pop().context("new post vanished")?;
         Ok(self.hydrate(&ctx, vec![row]).await?.pop().context("new post vanished")?)
@@ -185,6 +187,7 @@ impl ContentService {
         .await
         .context("deleting post")?;
         self.outbox.wake();
+        self.posts_changed(&row.author(), row.media.iter().map(|m| MediaId::from_trusted(m.clone())).collect()).await;
         // Objects go with the next sweep; nothing links to them any more.
         self.sweep_soon();
         Ok(Empty {})
@@ -196,6 +199,14 @@ impl ContentService {
             return Err(ApiError::not_found("no such user").into());
         }
         let limit = req.page.limit() as usize;
+        if req.page.cursor.is_none() && limit <= TIMELINE_HEAD {
+            let head = self.timeline_head(&req.user_id).await?;
+            let next_cursor = (head.len() > limit)
+                .then(|| &head[limit - 1])
+                .map(|p| TimeCursor::new(p.created_at, p.key.as_str()).encode());
+            let rows = head.iter().take(limit).cloned().collect();
+            return Ok(Page { items: self.hydrate(&ctx, rows).await?, next_cursor });
+        }
         let cursor = req.page.cursor.as_deref().map(TimeCursor::decode).transpose()?.map(|c| (c.at, c.key));
         let after = if cursor.is_some() {
             "AND (created_at < $at OR (created_at = $at AND record::id(id) < $after_id))"
@@ -223,6 +234,27 @@ impl ContentService {
             None
         };
         Ok(Page { items: self.hydrate(&ctx, rows).await?, next_cursor })
+    }
+
+    /// The newest `TIMELINE_HEAD + 1` live posts of `author`, from the cache or one query.
+    async fn timeline_head(&self, author: &UserId) -> anyhow::Result<Arc<Vec<PostRow>>> {
+        let slot = self.cache.timelines.slot(author);
+        if let Some(head) = slot.read(Clone::clone) {
+            return Ok(head);
+        }
+        let mut res = self
+            .db
+            .query(format!(
+                "SELECT {POST_FIELDS} FROM post WHERE author = $author AND deleted = false
+                 ORDER BY created_at DESC, key DESC LIMIT $limit"
+            ))
+            .bind(("author", author.to_string()))
+            .bind(("limit", (TIMELINE_HEAD + 1) as i64))
+            .await
+            .context("reading timeline")?;
+        let head: Arc<Vec<PostRow>> = Arc::new(res.take(0).context("reading timeline")?);
+        slot.write(|v| *v = Some(head.clone()));
+        Ok(head)
     }
 
     pub(crate) async fn post_refs(self: Arc<Self>, _ctx: Ctx, req: PostsByIds) -> ServiceResult<Vec<PostRef>> {
@@ -255,21 +287,11 @@ impl ContentService {
         Ok(rows.into_iter().map(|p| p.to_ref()).collect())
     }
 
-    /// Posts with their media, authors and counts, in three lookups however many posts
-    /// there are.
+    /// Posts with their media, authors and counts: media and authors from the cache, what
+    /// it lacks in one lookup each, and counts in one request, however many posts there are.
     async fn hydrate(&self, ctx: &Ctx, rows: Vec<PostRow>) -> ServiceResult<Vec<Post>> {
-        let media_ids: Vec<MediaId> =
-            rows.iter().flat_map(|p| p.media.iter().map(|m| MediaId::from_trusted(m.clone()))).collect();
-        let media: HashMap<String, MediaRow> =
-            store::media_by_ids(&self.db, &media_ids).await?.into_iter().map(|m| (m.key.clone(), m)).collect();
-        let mut author_ids: Vec<UserId> = rows.iter().map(PostRow::author).collect();
-        author_ids.sort();
-        author_ids.dedup();
-        let profiles = self.mesh.call::<users::GetProfiles>(ctx, &ProfilesByIds { ids: author_ids }).await?;
-        let authors: HashMap<UserId, Author> = profiles
-            .into_iter()
-            .map(|p| (p.id.clone(), Author { id: p.id, username: p.username, display_name: p.display_name }))
-            .collect();
+        let media = self.media_of(&rows).await?;
+        let authors = self.authors_of(ctx, &rows).await?;
         let counts: HashMap<PostId, _> = if rows.is_empty() {
             HashMap::new()
         } else {
@@ -281,12 +303,12 @@ impl ContentService {
             .into_iter()
             .filter_map(|p| {
                 // A suspended author's posts are hidden with them.
-                let author = authors.get(&p.author())?.clone();
+                let author = authors.get(&p.author())?.clone()?;
                 let count = counts.get(&p.id());
                 Some(Post {
                     id: p.id(),
                     author,
-                    media: p.media.iter().filter_map(|m| media.get(m)).map(MediaRow::to_api).collect(),
+                    media: p.media.iter().filter_map(|m| media.get(m.as_str())).cloned().collect(),
                     mentions: p
                         .mentions
                         .iter()
@@ -301,6 +323,68 @@ impl ContentService {
                 })
             })
             .collect())
+    }
+
+    /// The media of `rows` by id, from the cache or one lookup for the rest.
+    async fn media_of(&self, rows: &[PostRow]) -> anyhow::Result<HashMap<String, Media>> {
+        let ids: Vec<MediaId> =
+            rows.iter().flat_map(|p| p.media.iter().map(|m| MediaId::from_trusted(m.clone()))).collect();
+        let slots: Vec<_> = ids.iter().map(|m| self.cache.media.slot(m)).collect();
+        let mut out: HashMap<String, Media> = HashMap::with_capacity(ids.len());
+        let mut misses: Vec<MediaId> = Vec::new();
+        for (id, slot) in ids.iter().zip(&slots) {
+            match slot.read(Clone::clone) {
+                Some(m) => {
+                    out.insert(id.to_string(), m);
+                }
+                None => misses.push(id.clone()),
+            }
+        }
+        if !misses.is_empty() {
+            for row in store::media_by_ids(&self.db, &misses).await? {
+                let media = row.to_api();
+                if let Some(slot) = ids.iter().position(|m| m.as_str() == row.key).map(|i| &slots[i]) {
+                    slot.write(|v| *v = Some(media.clone()));
+                }
+                out.insert(row.key, media);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The authors of `rows` as posts show them (`None` when suspended), from the cache or
+    /// one request for the rest.
+    async fn authors_of(&self, ctx: &Ctx, rows: &[PostRow]) -> ServiceResult<HashMap<UserId, Option<Author>>> {
+        let mut ids: Vec<UserId> = rows.iter().map(PostRow::author).collect();
+        ids.sort();
+        ids.dedup();
+        let slots: Vec<_> = ids.iter().map(|a| self.cache.authors.slot(a)).collect();
+        let mut out: HashMap<UserId, Option<Author>> = HashMap::with_capacity(ids.len());
+        let mut misses: Vec<UserId> = Vec::new();
+        for (id, slot) in ids.iter().zip(&slots) {
+            match slot.read(Clone::clone) {
+                Some(a) => {
+                    out.insert(id.clone(), a);
+                }
+                None => misses.push(id.clone()),
+            }
+        }
+        if !misses.is_empty() {
+            let profiles = self.mesh.call::<users::GetProfiles>(ctx, &ProfilesByIds { ids: misses.clone() }).await?;
+            let mut found: HashMap<UserId, Author> = profiles
+                .into_iter()
+                .map(|p| (p.id.clone(), Author { id: p.id, username: p.username, display_name: p.display_name }))
+                .collect();
+            for id in misses {
+                // Asked for and not returned: suspended (or gone), so their posts are hidden.
+                let author = found.remove(&id);
+                if let Some(i) = ids.iter().position(|a| *a == id) {
+                    slots[i].write(|v| *v = Some(author.clone()));
+                }
+                out.insert(id, author);
+            }
+        }
+        Ok(out)
     }
 
     /// The authors among `authors` whose posts `viewer` may see (no block either way).

@@ -7,7 +7,7 @@ use mosaic_api::content::{Author, PostRef, PostRefs, PostsByIds};
 use mosaic_api::endpoint::Empty;
 use mosaic_api::interaction::{
     ByComment, Comment, CommentDeleted, Commented, Liked, MAX_COMMENT_CHARS, NewComment, NotificationKind, NotifyUser,
-    OnPost, PostPage, Unliked,
+    OnPost, PostPage, SignalsChanged, Unliked,
 };
 use mosaic_api::page::TimeCursor;
 use mosaic_api::user::{self as users, Profile, ProfilesByIds, ProfilesByUsername, RelationsQuery, Role};
@@ -96,7 +96,7 @@ impl InteractionService {
             events,
         )
         .await?;
-        self.announce_counts(&post.post_id).await;
+        self.changed(&post.post_id, std::slice::from_ref(&user)).await;
         Ok(Empty {})
     }
 
@@ -124,7 +124,7 @@ impl InteractionService {
             events,
         )
         .await?;
-        self.announce_counts(&post.post_id).await;
+        self.changed(&post.post_id, std::slice::from_ref(&user)).await;
         Ok(Empty {})
     }
 
@@ -268,7 +268,7 @@ impl InteractionService {
             Err(e) => return Err(anyhow::Error::new(e).context("adding comment").into()),
         }
         self.outbox.wake();
-        self.announce_counts(&post.post_id).await;
+        self.changed(&post.post_id, std::slice::from_ref(&user)).await;
         let author =
             self.authors(&ctx, std::slice::from_ref(&user)).await?.remove(&user).context("commenter vanished")?;
         Ok(Comment { id, post_id: post.post_id, author, text, reply_to: thread, created_at: now })
@@ -421,7 +421,7 @@ impl InteractionService {
             Err(e) => return Err(anyhow::Error::new(e).context("deleting comment").into()),
         }
         self.outbox.wake();
-        self.announce_counts(&post_id).await;
+        self.changed(&post_id, &[UserId::from_trusted(row.author.clone())]).await;
         Ok(Empty {})
     }
 
@@ -490,6 +490,17 @@ impl InteractionService {
             .into_iter()
             .map(|p| (p.id.clone(), Author { id: p.id, username: p.username, display_name: p.display_name }))
             .collect())
+    }
+
+    /// After a committed change to `post`'s counters by `users`: drops what every instance
+    /// caches about them, then tells the sockets watching the post its new counts.
+    async fn changed(&self, post: &PostId, users: &[UserId]) {
+        let notice = SignalsChanged { post_id: post.clone(), users: users.to_vec() };
+        self.forget(&notice);
+        if let Err(e) = self.mesh.broadcast(&notice).await {
+            tracing::warn!(post = %post, error = %e, "could not tell other instances of changed signals");
+        }
+        self.announce_counts(post).await;
     }
 
     /// Tells the sockets watching the post its new counts. Best effort: clients that miss it

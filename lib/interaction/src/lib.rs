@@ -6,6 +6,8 @@
 //!   the transactional outbox, so nothing is counted twice, lost between write and publish,
 //!   or sent for one's own actions.
 //! * Counter changes reach the sockets watching the post as `post.counts` frames.
+//! * Reads of counts and affinity come from per-instance caches that every write drops on
+//!   every instance, so the hot path touches the database only for what it has not seen.
 
 pub mod config;
 mod engage;
@@ -28,6 +30,8 @@ pub(crate) struct InteractionService {
     db: Db,
     mesh: Mesh,
     outbox: Outbox,
+    /// Counts, likes and affinity for the hot reads; see [`signals`].
+    cache: signals::SignalCache,
 }
 
 /// Opens the database and applies pending migrations (`mosaic migrate`).
@@ -51,7 +55,9 @@ pub async fn start_with_db(mesh: &Mesh, db: Db) -> anyhow::Result<ServiceHandle>
     mesh.ensure_stream(&NOTIFY_JOBS).await?;
     let lifecycle = Lifecycle::new();
     let outbox = Outbox::spawn(db.clone(), mesh.clone(), &lifecycle);
-    let state = Arc::new(InteractionService { db, mesh: mesh.clone(), outbox });
+    let state = Arc::new(InteractionService { db, mesh: mesh.clone(), outbox, cache: signals::SignalCache::new() });
+    let listener = state.clone();
+    mesh.on_broadcast(&lifecycle, move |notice: api::SignalsChanged| listener.forget(&notice)).await?;
     let rpc = mesh
         .service(SERVICE, "Likes, comments, counters and owner notifications", state)
         .endpoint(api::Like, InteractionService::like)

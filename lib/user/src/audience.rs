@@ -22,6 +22,21 @@ impl UserService {
         if req.limit == 0 || req.limit > MAX_GRAPH_IDS {
             return Err(ApiError::validation(format!("limit must be 1 to {MAX_GRAPH_IDS}")).into());
         }
+        // Every new post asks for its author's first page; follows and mutes touching the
+        // author drop it (see `graph_changed`).
+        if req.after.is_none() && req.limit == MAX_GRAPH_IDS {
+            let slot = self.audiences.slot(&req.author);
+            if let Some(page) = slot.read(Clone::clone) {
+                return Ok(page);
+            }
+            let page = self.audience_page(&req).await?;
+            slot.write(|v| *v = Some(page.clone()));
+            return Ok(page);
+        }
+        Ok(self.audience_page(&req).await?)
+    }
+
+    async fn audience_page(&self, req: &AudienceQuery) -> anyhow::Result<AudiencePage> {
         let mut res = self
             .db
             .query(

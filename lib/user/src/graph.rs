@@ -7,16 +7,23 @@ use chrono::{DateTime, Utc};
 use mosaic_api::endpoint::Empty;
 use mosaic_api::page::TimeCursor;
 use mosaic_api::user::{
-    Blocked, ByUser, Followed, ListGraph, Muted, Profile, Relation, RelationEntry, RelationsQuery, SocialFilters,
-    Unblocked, Unfollowed, Unmuted,
+    Blocked, ByUser, Followed, GraphChanged, ListGraph, Muted, Profile, Relation, RelationEntry, RelationsQuery,
+    SocialFilters, Unblocked, Unfollowed, Unmuted,
 };
 use mosaic_api::{ApiError, Id, Page, UserId};
 use mosaic_mesh::db::{Checked as _, retry_conflicts};
 use mosaic_mesh::outbox::Staged;
 use mosaic_mesh::{Ctx, ServiceResult};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use surrealdb::types::{RecordId, SurrealValue};
+
+/// Viewers whose relations are cached per instance.
+pub(crate) const CACHED_VIEWERS: usize = 20_000;
+/// Relations remembered per viewer before their entry starts over.
+const PER_VIEWER: usize = 2_048;
+/// Longest a cached relation lives if the notice that should have dropped it was lost.
+pub(crate) const RELATIONS_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Most users a relations query may ask about.
 const MAX_RELATIONS: usize = 500;
@@ -69,6 +76,7 @@ impl UserService {
         .await
         .context("following")?;
         self.outbox.wake();
+        self.graph_changed(&me, &them).await;
         Ok(Empty {})
     }
 
@@ -101,6 +109,7 @@ impl UserService {
         .await
         .context("unfollowing")?;
         self.outbox.wake();
+        self.graph_changed(&me, &them).await;
         Ok(Empty {})
     }
 
@@ -202,6 +211,7 @@ impl UserService {
         .await
         .context("blocking")?;
         self.outbox.wake();
+        self.graph_changed(&me, &them).await;
         Ok(Empty {})
     }
 
@@ -241,6 +251,7 @@ impl UserService {
         .await
         .context("muting")?;
         self.outbox.wake();
+        self.graph_changed(&me, &them).await;
         Ok(Empty {})
     }
 
@@ -268,6 +279,7 @@ impl UserService {
         .await
         .with_context(|| format!("removing {table} edge"))?;
         self.outbox.wake();
+        self.graph_changed(me, them).await;
         Ok(Empty {})
     }
 
@@ -279,13 +291,52 @@ impl UserService {
         if req.others.len() > MAX_RELATIONS {
             return Err(ApiError::validation(format!("at most {MAX_RELATIONS} users per query")).into());
         }
-        let relations = self.relations_of(&req.viewer, &req.others).await?;
+        let relations = self.cached_relations(&req.viewer, &req.others).await?;
         Ok(req
             .others
             .into_iter()
             .zip(relations)
             .map(|(user_id, relation)| RelationEntry { user_id, relation })
             .collect())
+    }
+
+    /// `relations_of` through the per-viewer cache. Only for reads: decisions that write
+    /// (may this user follow that one?) read the database.
+    async fn cached_relations(&self, viewer: &UserId, others: &[UserId]) -> anyhow::Result<Vec<Relation>> {
+        // Taken before the database is read: see mosaic_mesh::cache.
+        let slot = self.relations.slot(viewer);
+        let known: Vec<Option<Relation>> = slot.read(|m| others.iter().map(|o| m.get(o).copied()).collect());
+        let misses: Vec<UserId> =
+            others.iter().zip(&known).filter(|(_, k)| k.is_none()).map(|(o, _)| o.clone()).collect();
+        if misses.is_empty() {
+            return Ok(known.into_iter().map(Option::unwrap_or_default).collect());
+        }
+        let loaded = self.relations_of(viewer, &misses).await?;
+        let loaded: HashMap<UserId, Relation> = misses.into_iter().zip(loaded).collect();
+        slot.write(|m| {
+            if m.len() + loaded.len() > PER_VIEWER {
+                m.clear();
+            }
+            m.extend(loaded.iter().map(|(k, v)| (k.clone(), *v)));
+        });
+        Ok(others.iter().zip(known).map(|(o, k)| k.or_else(|| loaded.get(o).copied()).unwrap_or_default()).collect())
+    }
+
+    /// After a committed change between `a` and `b`: drops their cached relations here
+    /// and on every other instance.
+    async fn graph_changed(&self, a: &UserId, b: &UserId) {
+        let notice = GraphChanged { users: vec![a.clone(), b.clone()] };
+        self.forget_relations(&notice);
+        if let Err(e) = self.mesh.broadcast(&notice).await {
+            tracing::warn!(error = %e, "could not tell other instances of a graph change");
+        }
+    }
+
+    pub(crate) fn forget_relations(&self, notice: &GraphChanged) {
+        for user in &notice.users {
+            self.relations.invalidate(user);
+            self.audiences.invalidate(user);
+        }
     }
 
     pub(crate) async fn relation(&self, viewer: &UserId, other: &UserId) -> anyhow::Result<Relation> {

@@ -43,6 +43,14 @@ pub(crate) struct UserService {
     passwords: Passwords,
     throttle: Throttle,
     revocations: Bucket,
+    mesh: Mesh,
+    /// Per viewer, their relations already looked up: every timeline read asks for one.
+    /// Dropped on every instance when the viewer's follows, blocks or mutes change.
+    relations:
+        mosaic_mesh::cache::Coherent<mosaic_api::UserId, std::collections::HashMap<mosaic_api::UserId, api::Relation>>,
+    /// Per author, the first page of who sees their posts: every new post's fan-out asks.
+    /// Dropped with the relations.
+    audiences: mosaic_mesh::cache::Coherent<mosaic_api::UserId, Option<api::AudiencePage>>,
 }
 
 /// Opens the database and applies pending migrations (`mosaic migrate`).
@@ -79,8 +87,20 @@ pub async fn start_with_db(mesh: &Mesh, config: Config, db: Db) -> anyhow::Resul
     let keys = Keys::load(db.clone(), &config).await?;
     spawn_key_rotation(keys.clone(), &lifecycle);
 
-    let state =
-        Arc::new(UserService { passwords: Passwords::new(&config)?, config, db, outbox, keys, throttle, revocations });
+    let state = Arc::new(UserService {
+        passwords: Passwords::new(&config)?,
+        config,
+        db,
+        outbox,
+        keys,
+        throttle,
+        revocations,
+        mesh: mesh.clone(),
+        relations: mosaic_mesh::cache::Coherent::new(graph::CACHED_VIEWERS, graph::RELATIONS_TTL),
+        audiences: mosaic_mesh::cache::Coherent::new(graph::CACHED_VIEWERS, graph::RELATIONS_TTL),
+    });
+    let listener = state.clone();
+    mesh.on_broadcast(&lifecycle, move |n: api::GraphChanged| listener.forget_relations(&n)).await?;
     counts::spawn(state.clone(), mesh, &lifecycle).await?;
     let rpc = mesh
         .service(SERVICE, "Accounts, tokens, profiles and the social graph", state)

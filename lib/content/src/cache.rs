@@ -1,0 +1,78 @@
+//! What timeline reads and post hydration would otherwise ask the database (and the user
+//! service) for on every request: the newest posts of each author, the media of live posts,
+//! and authors as posts show them. Coherent across instances ([`mosaic_mesh::cache`]):
+//! creating or deleting a post drops the author's timeline and the post's media on every
+//! instance ([`PostsChanged`]); a profile change or suspension, heard as the user service's
+//! event, drops the author.
+
+use crate::ContentService;
+use crate::store::PostRow;
+use mosaic_api::content::{Author, Media, PostsChanged};
+use mosaic_api::user::{ProfileUpdated, Suspended, Unsuspended};
+use mosaic_api::{MediaId, UserId};
+use mosaic_mesh::cache::Coherent;
+use mosaic_mesh::{Lifecycle, Mesh};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Rows of an author's timeline kept: a first page of up to this many is served from memory
+/// (one more is kept to know whether a next page exists).
+pub(crate) const TIMELINE_HEAD: usize = 50;
+const TIMELINES: usize = 10_000;
+const MEDIA: usize = 100_000;
+const AUTHORS: usize = 50_000;
+/// Longest an entry lives if the notice that should have dropped it was lost.
+const TTL: Duration = Duration::from_secs(60);
+
+pub(crate) struct ContentCache {
+    /// Newest live posts of an author, newest first, at most `TIMELINE_HEAD + 1`.
+    pub(crate) timelines: Coherent<UserId, Option<Arc<Vec<PostRow>>>>,
+    /// Media of live posts as clients see it (it no longer changes once posted).
+    pub(crate) media: Coherent<MediaId, Option<Media>>,
+    /// Authors as posts show them; `Some(None)` for a suspended or unknown author.
+    pub(crate) authors: Coherent<UserId, Option<Option<Author>>>,
+}
+
+impl ContentCache {
+    pub(crate) fn new() -> Self {
+        Self {
+            timelines: Coherent::new(TIMELINES, TTL),
+            media: Coherent::new(MEDIA, TTL),
+            authors: Coherent::new(AUTHORS, TTL),
+        }
+    }
+
+    pub(crate) fn forget(&self, notice: &PostsChanged) {
+        self.timelines.invalidate(&notice.author);
+        for m in &notice.media_ids {
+            self.media.invalidate(m);
+        }
+    }
+
+    /// Listens for what makes entries stale on other instances and in other services.
+    pub(crate) async fn listen(
+        service: &Arc<ContentService>,
+        mesh: &Mesh,
+        lifecycle: &Lifecycle,
+    ) -> anyhow::Result<()> {
+        let s = service.clone();
+        mesh.on_broadcast(lifecycle, move |n: PostsChanged| s.cache.forget(&n)).await?;
+        let s = service.clone();
+        mesh.on_event_notice(lifecycle, move |e: ProfileUpdated| s.cache.authors.invalidate(&e.user_id)).await?;
+        let s = service.clone();
+        mesh.on_event_notice(lifecycle, move |e: Suspended| s.cache.authors.invalidate(&e.user_id)).await?;
+        let s = service.clone();
+        mesh.on_event_notice(lifecycle, move |e: Unsuspended| s.cache.authors.invalidate(&e.user_id)).await
+    }
+}
+
+impl ContentService {
+    /// After a committed create or delete: drops the stale entries here and everywhere else.
+    pub(crate) async fn posts_changed(&self, author: &UserId, media_ids: Vec<MediaId>) {
+        let notice = PostsChanged { author: author.clone(), media_ids };
+        self.cache.forget(&notice);
+        if let Err(e) = self.mesh.broadcast(&notice).await {
+            tracing::warn!(author = %author, error = %e, "could not tell other instances of a changed timeline");
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! In-memory read caches that stay coherent across a service's instances.
+//!
+//! A service keeps what its hot reads need in a [`Coherent`] cache and, after every write
+//! that changes such a value, drops it locally and tells its other instances with a
+//! [`Broadcast`] ([`Mesh::broadcast`]); each instance drops it when it hears that
+//! ([`Mesh::on_broadcast`]). The notice travels over core NATS after the write committed,
+//! so an instance that hears it reads the new value when it next fills the entry. A notice
+//! lost with a connection leaves the stale value until the entry's time to live runs out.
+//!
+//! The race every such cache has (a reader loads the old value from the database, the
+//! writer commits and invalidates, then the reader stores what it loaded) is closed by
+//! identity: a reader takes the entry's [`Slot`] before it reads the database and writes
+//! what it loaded into that slot. Invalidation detaches the slot from the cache, so a load
+//! that started before the invalidation lands in a slot nobody reads any more.
+
+use crate::client::Mesh;
+use crate::service::Lifecycle;
+use anyhow::Context as _;
+use futures::StreamExt as _;
+use mosaic_api::Broadcast;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// One cached entry: a value filled by readers, detached from the cache on invalidation.
+#[derive(Debug)]
+pub struct Slot<V> {
+    born: Instant,
+    value: Mutex<V>,
+}
+
+impl<V> Slot<V> {
+    /// Reads the value.
+    pub fn read<R>(&self, f: impl FnOnce(&V) -> R) -> R {
+        f(&self.value.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Changes the value (a reader filling in what it loaded).
+    pub fn write<R>(&self, f: impl FnOnce(&mut V) -> R) -> R {
+        f(&mut self.value.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// A bounded cache of [`Slot`]s with a time to live; see the module documentation.
+pub struct Coherent<K, V> {
+    entries: quick_cache::sync::Cache<K, Arc<Slot<V>>>,
+    ttl: Duration,
+}
+
+impl<K: Eq + Hash + Clone, V> std::fmt::Debug for Coherent<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coherent").field("len", &self.entries.len()).field("ttl", &self.ttl).finish()
+    }
+}
+
+impl<K: Eq + Hash + Clone, V: Default> Coherent<K, V> {
+    /// A cache of at most `capacity` entries, each kept at most `ttl`.
+    pub fn new(capacity: usize, ttl: Duration) -> Self {
+        Self { entries: quick_cache::sync::Cache::new(capacity.max(1)), ttl }
+    }
+
+    /// The current slot of `key`, a fresh empty one if there is none or it is too old.
+    /// Take it before reading the source, and fill it with what was read.
+    pub fn slot(&self, key: &K) -> Arc<Slot<V>> {
+        if let Some(slot) = self.entries.get(key)
+            && slot.born.elapsed() < self.ttl
+        {
+            return slot;
+        }
+        let fresh = Arc::new(Slot { born: Instant::now(), value: Mutex::new(V::default()) });
+        // Two readers may race to replace an expired slot; the later one wins and the
+        // earlier one's fill is lost, which costs one more load, never correctness.
+        self.entries.insert(key.clone(), fresh.clone());
+        fresh
+    }
+
+    /// Drops `key`: readers from now on start from an empty slot.
+    pub fn invalidate(&self, key: &K) {
+        self.entries.remove(key);
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no entry is held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.len() == 0
+    }
+}
+
+impl Mesh {
+    /// Tells every instance listening (through [`Mesh::on_broadcast`]) about `notice`. At
+    /// most once: meant for cache invalidation, where a lost notice costs freshness only.
+    pub async fn broadcast<B: Broadcast>(&self, notice: &B) -> anyhow::Result<()> {
+        let payload = serde_json::to_vec(notice).context("encoding broadcast")?;
+        self.client().publish(B::SUBJECT, payload.into()).await.with_context(|| format!("publishing to {}", B::SUBJECT))
+    }
+
+    /// Calls `handle` with every `B` any instance broadcasts, this one's included, until
+    /// shutdown. Returns once the server knows of the subscription.
+    pub async fn on_broadcast<B: Broadcast>(
+        &self,
+        lifecycle: &Lifecycle,
+        handle: impl Fn(B) + Send + Sync + 'static,
+    ) -> anyhow::Result<()> {
+        self.listen(B::SUBJECT, lifecycle, move |payload| serde_json::from_slice::<B>(payload).map(&handle)).await
+    }
+
+    /// Calls `handle` with every `E` published from now on, at most once each, over core
+    /// NATS (no consumer): for caches that a domain event invalidates. The event may arrive
+    /// a moment after the write (it leaves through the writer's outbox), so such a cache
+    /// serves the old value for that moment.
+    pub async fn on_event_notice<E: mosaic_api::Event>(
+        &self,
+        lifecycle: &Lifecycle,
+        handle: impl Fn(E) + Send + Sync + 'static,
+    ) -> anyhow::Result<()> {
+        self.listen(E::SUBJECT, lifecycle, move |payload| {
+            serde_json::from_slice::<mosaic_api::Envelope<E>>(payload).map(|e| handle(e.data))
+        })
+        .await
+    }
+
+    async fn listen(
+        &self,
+        subject: &'static str,
+        lifecycle: &Lifecycle,
+        handle: impl Fn(&[u8]) -> serde_json::Result<()> + Send + Sync + 'static,
+    ) -> anyhow::Result<()> {
+        let mut sub = self.client().subscribe(subject).await.with_context(|| format!("subscribing to {subject}"))?;
+        self.client().flush().await.context("flushing subscription")?;
+        let shutdown = lifecycle.shutdown().clone();
+        lifecycle.spawn(async move {
+            loop {
+                let msg = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    m = sub.next() => m,
+                };
+                let Some(msg) = msg else { return };
+                if let Err(e) = handle(&msg.payload) {
+                    tracing::warn!(subject, error = %e, "undecodable notice ignored");
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fill_that_started_before_an_invalidation_is_not_seen() {
+        let cache: Coherent<u32, Option<u64>> = Coherent::new(16, Duration::from_secs(60));
+        let reader = cache.slot(&1);
+        // The writer commits and invalidates while the reader is loading the old value.
+        cache.invalidate(&1);
+        reader.write(|v| *v = Some(41));
+        assert_eq!(cache.slot(&1).read(|v| *v), None);
+    }
+
+    #[test]
+    fn a_fill_is_seen_by_later_readers_until_it_expires() {
+        let cache: Coherent<u32, Option<u64>> = Coherent::new(16, Duration::from_millis(30));
+        cache.slot(&1).write(|v| *v = Some(42));
+        assert_eq!(cache.slot(&1).read(|v| *v), Some(42));
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(cache.slot(&1).read(|v| *v), None);
+    }
+}
