@@ -109,6 +109,19 @@ impl Mesh {
     /// scale-down there is a moment with no instance subscribed, and nobody received the
     /// request, so sending it again is safe.
     pub async fn call<E: Endpoint>(&self, ctx: &Ctx, req: &E::Request) -> Result<E::Reply, CallError> {
+        let msg = self.request::<E>(ctx, req).await?;
+        Ok(serde_json::from_slice(&msg.payload)?)
+    }
+
+    /// [`Mesh::call`], keeping the reply as the JSON the service sent (an `E::Reply`): for
+    /// a gateway that passes it on unchanged, parsing and re-encoding it would be wasted.
+    pub async fn call_json<E: Endpoint>(&self, ctx: &Ctx, req: &E::Request) -> Result<Bytes, CallError> {
+        Ok(self.request::<E>(ctx, req).await?.payload)
+    }
+
+    /// Sends the request, retrying while nobody answers yet; returns the reply if it is not
+    /// an error.
+    async fn request<E: Endpoint>(&self, ctx: &Ctx, req: &E::Request) -> Result<async_nats::Message, CallError> {
         let body = Bytes::from(serde_json::to_vec(req)?);
         let headers = ctx.to_headers();
         let mut backoff = Duration::from_millis(20);
@@ -120,7 +133,7 @@ impl Mesh {
             let request =
                 async_nats::Request::new().payload(body.clone()).headers(headers.clone()).timeout(Some(remaining));
             match self.inner.client.send_request(E::SUBJECT, request).await {
-                Ok(msg) => return decode_reply::<E>(msg),
+                Ok(msg) => return check_reply(msg),
                 Err(e) if e.kind() == RequestErrorKind::NoResponders => {
                     if ctx.remaining() <= backoff * 2 {
                         return Err(CallError::NoResponders);
@@ -197,22 +210,20 @@ async fn connect_client(config: &NatsConfig, name: &str) -> anyhow::Result<Clien
         .with_context(|| format!("connecting to NATS at {} (setting nats.url)", config.url))
 }
 
-fn decode_reply<E: Endpoint>(msg: async_nats::Message) -> Result<E::Reply, CallError> {
+fn check_reply(msg: async_nats::Message) -> Result<async_nats::Message, CallError> {
     if let Some(headers) = &msg.headers
         && let Some(status) = headers.get(h::NATS_SERVICE_ERROR_CODE)
     {
-        {
-            let status: u16 = status.as_str().parse().unwrap_or(500);
-            let code = headers
-                .get(h::ERROR_CODE)
-                .and_then(|c| ErrorCode::parse(c.as_str()))
-                .unwrap_or_else(|| ErrorCode::from_status(status));
-            let detail = headers.get(h::NATS_SERVICE_ERROR).map(|d| d.as_str().to_owned()).unwrap_or_default();
-            let retry_after = headers.get(h::RETRY_AFTER).and_then(|v| v.as_str().parse().ok());
-            return Err(CallError::Api(ApiError { code, detail, retry_after }));
-        }
+        let status: u16 = status.as_str().parse().unwrap_or(500);
+        let code = headers
+            .get(h::ERROR_CODE)
+            .and_then(|c| ErrorCode::parse(c.as_str()))
+            .unwrap_or_else(|| ErrorCode::from_status(status));
+        let detail = headers.get(h::NATS_SERVICE_ERROR).map(|d| d.as_str().to_owned()).unwrap_or_default();
+        let retry_after = headers.get(h::RETRY_AFTER).and_then(|v| v.as_str().parse().ok());
+        return Err(CallError::Api(ApiError { code, detail, retry_after }));
     }
-    Ok(serde_json::from_slice(&msg.payload)?)
+    Ok(msg)
 }
 
 /// Frames published for one user (see [`Mesh::subscribe_push`]) or for some posts (see

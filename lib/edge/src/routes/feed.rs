@@ -3,7 +3,7 @@
 use crate::AppState;
 use crate::error::{HttpError, Problem};
 use crate::extract::{Auth, QueryParams};
-use axum::Json;
+use crate::routes::Relayed;
 use axum::extract::State;
 use mosaic_api::content::Post;
 use mosaic_api::feed::{FeedOrder, FeedQuery, GetFeed};
@@ -40,8 +40,8 @@ async fn home(
     State(s): State<Arc<AppState>>,
     Auth(ctx): Auth,
     QueryParams(q): QueryParams<FeedParams>,
-) -> Result<Json<Page<Post>>, HttpError> {
+) -> Result<Relayed, HttpError> {
     let query =
         FeedQuery { order: q.order.unwrap_or_default(), page: PageRequest { limit: q.limit, cursor: q.cursor } };
-    Ok(Json(s.mesh.call::<GetFeed>(&ctx, &query).await?))
+    Ok(Relayed(s.mesh.call_json::<GetFeed>(&ctx, &query).await?))
 }

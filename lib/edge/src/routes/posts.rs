@@ -3,6 +3,7 @@
 use crate::AppState;
 use crate::error::{HttpError, Problem};
 use crate::extract::{Auth, JsonBody, PathUser, QueryParams};
+use crate::routes::Relayed;
 use crate::routes::accounts::ListQuery;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -60,6 +61,6 @@ async fn user_posts(
     Auth(ctx): Auth,
     PathUser(user_id): PathUser,
     QueryParams(q): QueryParams<ListQuery>,
-) -> Result<Json<Page<Post>>, HttpError> {
-    Ok(Json(s.mesh.call::<api::UserPosts>(&ctx, &Timeline { user_id, page: q.into() }).await?))
+) -> Result<Relayed, HttpError> {
+    Ok(Relayed(s.mesh.call_json::<api::UserPosts>(&ctx, &Timeline { user_id, page: q.into() }).await?))
 }
