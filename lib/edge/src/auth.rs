@@ -2,7 +2,9 @@
 //!
 //! The edge holds the user service's public keys (fetched over NATS at start, again when a
 //! token names an unknown `kid`, and every minute) and a copy of the revocations bucket kept
-//! current by a KV watch. Verifying a token is a signature check and two map lookups.
+//! current by a KV watch. Verifying a token is a signature check and two map lookups; a
+//! token seen before skips the signature check (clients send the same token for its whole
+//! life), its expiry and revocation are still checked on every request.
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
@@ -22,6 +24,8 @@ const MAX_TOKEN_LIFETIME_SECS: i64 = 3600;
 /// Least time between two JWKS fetches caused by unknown `kid`s (forged tokens must not
 /// turn into a request flood).
 const UNKNOWN_KID_REFETCH: Duration = Duration::from_secs(1);
+/// Tokens whose signature this edge remembers having checked (a few hundred bytes each).
+const VERIFIED_TOKENS: usize = 50_000;
 
 struct KeySet {
     keys: HashMap<String, DecodingKey>,
@@ -37,6 +41,10 @@ pub struct Authenticator {
     revocations_synced: AtomicBool,
     last_refetch: tokio::sync::Mutex<Option<Instant>>,
     validation: Validation,
+    /// Tokens whose signature, issuer and key checked out, by their exact text: an Ed25519
+    /// verification is most of a request's own cost at the edge. Emptied when the key set
+    /// changes, so a key withdrawn from the JWK Set stops verifying at once.
+    verified: quick_cache::sync::Cache<Box<str>, AccessClaims>,
 }
 
 impl Authenticator {
@@ -54,6 +62,7 @@ impl Authenticator {
             revocations_synced: AtomicBool::new(false),
             last_refetch: tokio::sync::Mutex::new(None),
             validation,
+            verified: quick_cache::sync::Cache::new(VERIFIED_TOKENS),
         })
     }
 
@@ -123,13 +132,29 @@ impl Authenticator {
                 Err(e) => tracing::warn!(kid = %jwk.kid, error = %e, "ignoring unreadable signing key"),
             }
         }
+        let changed = {
+            let old = self.keys.load();
+            old.keys.len() != keys.len() || keys.keys().any(|kid| !old.keys.contains_key(kid))
+        };
         self.keys.store(Arc::new(KeySet { keys, jwks }));
+        if changed {
+            self.verified.clear();
+        }
         Ok(())
     }
 
     /// Verifies a bearer token: signature, issuer, expiry, revocation.
     pub async fn verify(&self, token: &str) -> Result<AccessClaims, ApiError> {
         let invalid = |detail: &str| ApiError::unauthorized(detail);
+        if let Some(claims) = self.verified.get(token) {
+            if claims.exp + (self.validation.leeway as i64) < chrono::Utc::now().timestamp() {
+                return Err(ApiError::new(ErrorCode::TokenExpired, "access token has expired"));
+            }
+            if self.is_revoked(&claims) {
+                return Err(invalid("access token has been revoked"));
+            }
+            return Ok(claims);
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|_| invalid("access token is malformed"))?;
         if header.alg != Algorithm::EdDSA {
             return Err(invalid("access token uses an unsupported algorithm"));
@@ -145,6 +170,7 @@ impl Authenticator {
         if self.is_revoked(&claims) {
             return Err(invalid("access token has been revoked"));
         }
+        self.verified.insert(token.into(), claims.clone());
         Ok(claims)
     }
 
