@@ -28,6 +28,11 @@ use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+/// Memory an instance spends remembering feeds it read or wrote (estimated, see
+/// [`store::KnownWeight`]); at the default cap of 500 posts a full feed weighs ~80 KB, so
+/// this holds the ~1 600 busiest feeds.
+const KNOWN_FEEDS_BYTES: u64 = 128 << 20;
+
 /// Shared state of one instance.
 pub(crate) struct FeedService {
     config: Config,
@@ -39,6 +44,9 @@ pub(crate) struct FeedService {
     pull_authors: RwLock<HashSet<UserId>>,
     /// Recent posts of pulled authors, briefly, so a burst of readers asks once.
     pulled: quick_cache::sync::Cache<UserId, (Instant, Arc<Vec<PostRef>>)>,
+    /// The last revision of each feed this instance read or wrote, with the document: lets
+    /// fan-out write without reading first (see [`store`]).
+    known: quick_cache::sync::Cache<UserId, (u64, Arc<codec::FeedDoc>), store::KnownWeight>,
     /// Post bodies (author, caption, media), briefly; counts are always read fresh.
     posts: quick_cache::sync::Cache<PostId, (Instant, Arc<Post>)>,
 }
@@ -55,6 +63,11 @@ pub async fn start(mesh: &Mesh, config: Config) -> anyhow::Result<ServiceHandle>
         pull_marks: mesh.bucket(&FEED_PULL_AUTHORS).await?,
         pull_authors: RwLock::new(HashSet::new()),
         pulled: quick_cache::sync::Cache::new(10_000),
+        known: quick_cache::sync::Cache::with_weighter(
+            (KNOWN_FEEDS_BYTES / store::KnownWeight::FULL_FEED) as usize,
+            KNOWN_FEEDS_BYTES,
+            store::KnownWeight,
+        ),
         posts: quick_cache::sync::Cache::new(50_000),
         mesh: mesh.clone(),
         config,

@@ -159,7 +159,7 @@ impl FeedService {
         self: &Arc<Self>,
         ctx: &Ctx,
         viewer: &UserId,
-    ) -> ServiceResult<(crate::codec::FeedDoc, Vec<Entry>)> {
+    ) -> ServiceResult<(Arc<crate::codec::FeedDoc>, Vec<Entry>)> {
         let doc = match self.load(viewer).await? {
             Loaded::Active(doc) => {
                 // Refreshing the activity mark on every read would be a write per read; once

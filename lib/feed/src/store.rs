@@ -1,6 +1,12 @@
 //! Reading and writing cached feeds: every write is a compare-and-set on the key's revision,
 //! retried on conflict, so concurrent fan-outs, graph changes and rebuilds never lose each
 //! other's work.
+//!
+//! Each instance remembers the last revision it read or wrote of each feed, with the
+//! document (`FeedService::known`), so a fan-out writes without reading first: one bucket
+//! operation per follower instead of two. A remembered revision that another writer has
+//! passed only fails its compare-and-set, and the feed is read as before; decisions not to
+//! write (inactive reader, nothing to change) are only taken on a freshly read document.
 
 use crate::FeedService;
 use crate::codec::{Entry, FeedDoc};
@@ -10,8 +16,28 @@ use mosaic_api::UserId;
 use mosaic_api::content::{PostRef, RecentByAuthors, RecentPosts};
 use mosaic_api::user::{ByUser, GetFeedSeed};
 use mosaic_mesh::{Ctx, ServiceResult};
+use std::sync::Arc;
 
 const CAS_ATTEMPTS: usize = 32;
+
+/// Weighs a remembered feed by the memory it holds, roughly: ids are short strings, so an
+/// entry with its tags costs ~160 bytes and an id in the graph lists ~48.
+#[derive(Clone, Copy)]
+pub(crate) struct KnownWeight;
+
+impl KnownWeight {
+    const ENTRY: u64 = 160;
+    const ID: u64 = 48;
+    /// A feed at the default cap, for sizing the cache's index.
+    pub(crate) const FULL_FEED: u64 = 500 * Self::ENTRY;
+}
+
+impl quick_cache::Weighter<UserId, (u64, Arc<FeedDoc>)> for KnownWeight {
+    fn weight(&self, _: &UserId, (_, doc): &(u64, Arc<FeedDoc>)) -> u64 {
+        let ids = doc.following.len() + doc.hidden.len() + doc.topics.len();
+        256 + doc.entries.len() as u64 * Self::ENTRY + ids as u64 * Self::ID
+    }
+}
 
 pub(crate) fn key(user: &UserId) -> String {
     format!("feed.{user}")
@@ -29,7 +55,7 @@ pub(crate) fn entry(p: &PostRef) -> Entry {
 /// What a read found.
 pub(crate) enum Loaded {
     /// A feed read within the activity window.
-    Active(FeedDoc),
+    Active(Arc<FeedDoc>),
     /// A feed not read for longer than the window (its revision, for the rebuild's CAS).
     Stale(u64),
     Missing,
@@ -42,9 +68,16 @@ impl FeedService {
     }
 
     pub(crate) async fn load(&self, user: &UserId) -> anyhow::Result<Loaded> {
-        let Some(v) = self.feeds.get(&key(user)).await? else { return Ok(Loaded::Missing) };
+        let Some(v) = self.feeds.get(&key(user)).await? else {
+            self.known.remove(user);
+            return Ok(Loaded::Missing);
+        };
         match FeedDoc::decode(&v.value) {
-            Some(doc) if self.is_active(&doc) => Ok(Loaded::Active(doc)),
+            Some(doc) if self.is_active(&doc) => {
+                let doc = Arc::new(doc);
+                self.known.insert(user.clone(), (v.revision, doc.clone()));
+                Ok(Loaded::Active(doc))
+            }
             Some(_) => Ok(Loaded::Stale(v.revision)),
             None => {
                 tracing::warn!(user = %user, "undecodable cached feed; rebuilding it");
@@ -62,15 +95,30 @@ impl FeedService {
         mut change: impl FnMut(&mut FeedDoc) -> bool,
     ) -> anyhow::Result<()> {
         let key = key(user);
+        let mut remembered = self.known.get(user);
         for _ in 0..CAS_ATTEMPTS {
-            let Some(v) = self.feeds.get(&key).await? else { return Ok(()) };
-            let Some(mut doc) = FeedDoc::decode(&v.value) else { return Ok(()) };
+            let (revision, mut doc, fresh) = match remembered.take() {
+                Some((revision, doc)) => (revision, FeedDoc::clone(&doc), false),
+                None => {
+                    let Some(v) = self.feeds.get(&key).await? else { return Ok(()) };
+                    let Some(doc) = FeedDoc::decode(&v.value) else { return Ok(()) };
+                    (v.revision, doc, true)
+                }
+            };
             if !self.is_active(&doc) || !change(&mut doc) {
-                return Ok(());
+                if fresh {
+                    return Ok(());
+                }
+                // The remembered copy may be behind (another instance's touch or change).
+                continue;
             }
-            if self.feeds.update(&key, doc.encode(), v.revision).await?.is_some() {
-                return Ok(());
-            }
+            match self.feeds.update(&key, doc.encode(), revision).await? {
+                Some(new) => {
+                    self.known.insert(user.clone(), (new, Arc::new(doc)));
+                    return Ok(());
+                }
+                None => self.known.remove(user),
+            };
         }
         bail!("feed {key} too contended")
     }
@@ -78,7 +126,7 @@ impl FeedService {
     /// Builds `user`'s feed from the graph and stores it (replacing the stale revision
     /// `previous`, or creating it). Losing the race to another writer is fine: theirs is as
     /// fresh as ours.
-    pub(crate) async fn rebuild(&self, ctx: &Ctx, user: &UserId, previous: Option<u64>) -> ServiceResult<FeedDoc> {
+    pub(crate) async fn rebuild(&self, ctx: &Ctx, user: &UserId, previous: Option<u64>) -> ServiceResult<Arc<FeedDoc>> {
         let seed = self.mesh.call::<GetFeedSeed>(ctx, &ByUser { user_id: user.clone() }).await?;
         let mut authors: Vec<UserId> = seed.following.iter().filter(|a| !seed.hidden.contains(a)).cloned().collect();
         authors.push(user.clone());
@@ -104,8 +152,12 @@ impl FeedService {
             None => self.feeds.create(&key, bytes).await,
         }
         .context("storing rebuilt feed")?;
-        if written.is_none() {
-            tracing::debug!(user = %user, "another writer stored this feed first");
+        let doc = Arc::new(doc);
+        match written {
+            Some(revision) => {
+                self.known.insert(user.clone(), (revision, doc.clone()));
+            }
+            None => tracing::debug!(user = %user, "another writer stored this feed first"),
         }
         tracing::debug!(user = %user, entries = doc.entries.len(), "feed rebuilt");
         Ok(doc)
