@@ -229,3 +229,58 @@ async fn a_batch_bigger_than_the_ack_window_is_published_whole() {
     assert_eq!(stream.info().await.unwrap().state.messages - before, 6_000);
     w.stop().await;
 }
+
+/// Rows handed to the relay by id are published once each, in order; a row the transaction
+/// did not insert is skipped, and the table ends empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_publishes_committed_rows_by_id_and_skips_the_rest() {
+    use mosaic_mesh::db::{self, Checked as _, DbConfig};
+    use mosaic_mesh::outbox::{Outbox, Staged};
+    mosaic_tests::init_logs();
+    let nats = mosaic_tests::NatsServer::start().await.unwrap();
+    let mesh = mosaic_mesh::Mesh::connect(&nats.config(), "outbox-test").await.unwrap();
+    mesh.ensure_stream(&EVENTS_USER).await.unwrap();
+    let db = db::connect(&DbConfig { url: "mem://".into(), ..Default::default() }, "outbox").await.unwrap();
+    db::migrate(&db, &[]).await.unwrap();
+    let lifecycle = Lifecycle::new();
+    let outbox = Outbox::spawn(db.clone(), mesh.clone(), &lifecycle);
+
+    let signed_up = |name: &str| {
+        Staged::new(SignedUp {
+            user_id: mosaic_api::UserId::from_trusted(format!("u-{name}")),
+            username: name.to_owned(),
+        })
+    };
+    let rows: Vec<Staged> = ["first", "second", "third"].into_iter().map(signed_up).collect();
+    let skipped = signed_up("never_inserted");
+    db.query("INSERT INTO outbox $rows").bind(("rows", rows.clone())).await.unwrap().checked().unwrap();
+    outbox.committed(&[rows[0].clone(), skipped.clone(), rows[1].clone(), rows[2].clone()]);
+
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let stored = || async {
+        let mut stream = js.get_stream(EVENTS_USER.name).await.unwrap();
+        stream.info().await.unwrap().state.messages
+    };
+    let published = eventually(Duration::from_secs(10), || async { stored().await == 3 }).await;
+    assert!(published, "the three committed rows reach the stream");
+    let mut ids = Vec::new();
+    let stream = js.get_stream(EVENTS_USER.name).await.unwrap();
+    for seq in 1..=3 {
+        let msg = stream.get_raw_message(seq).await.unwrap();
+        ids.push(msg.headers.get("Nats-Msg-Id").unwrap().as_str().to_owned());
+    }
+    let expected: Vec<String> = rows.iter().map(|r| r.msg_id().to_owned()).collect();
+    assert_eq!(ids, expected, "published in the order they were handed over");
+    let emptied = eventually(Duration::from_secs(10), || async {
+        let mut res = db.query("RETURN count(SELECT id FROM outbox)").await.unwrap();
+        let left: Option<i64> = res.take(0).unwrap();
+        left == Some(0)
+    })
+    .await;
+    assert!(emptied, "published rows are deleted");
+    // The skipped id was never inserted; a sweep publishes nothing more.
+    outbox.wake();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(stored().await, 3);
+    mosaic_mesh::ServiceHandle::new("test", None, lifecycle).stop().await;
+}

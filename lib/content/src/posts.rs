@@ -127,7 +127,7 @@ impl ContentService {
             }
             Err(e) => return Err(anyhow::Error::new(e).context("creating post").into()),
         }
-        self.outbox.wake();
+        self.outbox.committed(&events);
         self.posts_changed(&author, Vec::new()).await;
         let row =
             store::posts_by_ids(&self.db, std::slice::from_ref(&post_id)).await?.pop().context("new post vanished")?;
@@ -186,7 +186,7 @@ impl ContentService {
         })
         .await
         .context("deleting post")?;
-        self.outbox.wake();
+        self.outbox.committed(&events);
         self.posts_changed(&row.author(), row.media.iter().map(|m| MediaId::from_trusted(m.clone())).collect()).await;
         // Objects go with the next sweep; nothing links to them any more.
         self.sweep_soon();

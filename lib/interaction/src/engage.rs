@@ -146,7 +146,7 @@ impl InteractionService {
         })
         .await
         .context("recording like")?;
-        self.outbox.wake();
+        self.outbox.committed(&events);
         Ok(())
     }
 
@@ -267,7 +267,7 @@ impl InteractionService {
             }
             Err(e) => return Err(anyhow::Error::new(e).context("adding comment").into()),
         }
-        self.outbox.wake();
+        self.outbox.committed(&events);
         self.changed(&post.post_id, std::slice::from_ref(&user)).await;
         let author =
             self.authors(&ctx, std::slice::from_ref(&user)).await?.remove(&user).context("commenter vanished")?;
@@ -420,7 +420,7 @@ impl InteractionService {
             Err(e) if e.message().contains("comment_gone") => return Err(ApiError::not_found("no such comment").into()),
             Err(e) => return Err(anyhow::Error::new(e).context("deleting comment").into()),
         }
-        self.outbox.wake();
+        self.outbox.committed(&events);
         self.changed(&post_id, &[UserId::from_trusted(row.author.clone())]).await;
         Ok(Empty {})
     }

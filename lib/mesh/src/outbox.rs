@@ -6,6 +6,13 @@
 //! `Nats-Msg-Id` and deletes them once JetStream has acknowledged. A crash between the two
 //! means the row is published again later; JetStream drops the duplicate.
 //!
+//! After its commit a writer hands the relay the rows it staged ([`Outbox::committed`]); the
+//! relay reads them back by id, so a row the transaction decided not to insert (an
+//! idempotent repeat) is simply not found, and publishes them in the order they were handed
+//! over. Reading by id matters: the table is a queue, and in the storage engine a scan from
+//! its head walks every row deleted since the last compaction, so the relay scans the whole
+//! table only every [`SWEEP_INTERVAL`] (for rows of a crashed instance or a failed publish).
+//!
 //! Latency-sensitive writers (chat) call [`Outbox::dispatch`] right after their commit: it
 //! publishes the rows it was given and deletes them, leaving anything it could not publish
 //! to the relay. The row id is the event id, so both paths name the same row.
@@ -19,18 +26,21 @@ use mosaic_api::ws::{Kept, ServerFrame, kept_subject};
 use mosaic_api::{Envelope, Event, EventId, Id as _, UserId};
 use std::sync::Arc;
 use std::time::Duration;
+use surrealdb::types::RecordId;
 use surrealdb::types::SurrealValue;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 
 /// How often the relay looks for rows nobody woke it for (a crashed instance's).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
 const BATCH: usize = 256;
+/// Committed batches waiting for the relay; past this a writer falls back to a sweep.
+const COMMITTED_QUEUE: usize = 4096;
 
 /// An event ready to be inserted into the outbox table.
 #[derive(Debug, Clone, SurrealValue)]
 #[surreal(crate = "surrealdb::types")]
 pub struct Staged {
-    id: surrealdb::types::RecordId,
+    id: RecordId,
     subject: String,
     msg_id: String,
     payload: String,
@@ -67,7 +77,7 @@ impl Staged {
     }
 
     fn raw(subject: String, msg_id: String, payload: String, created_at: DateTime<Utc>) -> Self {
-        Self { id: surrealdb::types::RecordId::new("outbox", msg_id.as_str()), subject, msg_id, payload, created_at }
+        Self { id: RecordId::new("outbox", msg_id.as_str()), subject, msg_id, payload, created_at }
     }
 
     /// The de-duplication id it is published with.
@@ -91,6 +101,15 @@ struct Row {
 #[derive(Clone, Debug)]
 pub struct Outbox {
     wake: Arc<Notify>,
+    committed: mpsc::Sender<Vec<RecordId>>,
+}
+
+/// What the relay does next.
+enum Work {
+    /// Rows just committed, by id, in commit order.
+    Rows(Vec<RecordId>),
+    /// Everything in the table.
+    Sweep,
 }
 
 impl Outbox {
@@ -98,38 +117,79 @@ impl Outbox {
     pub fn spawn(db: Db, mesh: Mesh, lifecycle: &Lifecycle) -> Self {
         let wake = Arc::new(Notify::new());
         let notified = wake.clone();
+        let (committed, mut queue) = mpsc::channel::<Vec<RecordId>>(COMMITTED_QUEUE);
         let shutdown = lifecycle.shutdown().clone();
         lifecycle.spawn(async move {
             let mut failures = 0u32;
+            let mut sweeps = tokio::time::interval(SWEEP_INTERVAL);
+            sweeps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // The first tick is immediate: rows left by a previous run go out at start.
+            let mut work = Work::Sweep;
             loop {
-                match relay(&db, &mesh).await {
+                let outcome = match work {
+                    Work::Rows(ids) => publish_committed(&db, &mesh, ids).await,
+                    Work::Sweep => relay(&db, &mesh).await,
+                };
+                match outcome {
                     Ok(()) => failures = 0,
                     Err(e) => {
                         failures += 1;
                         tracing::warn!(error = format!("{e:#}"), failures, "outbox relay failed; will retry");
                     }
                 }
-                let pause =
-                    if failures == 0 { SWEEP_INTERVAL } else { Duration::from_millis(100 * 2u64.pow(failures.min(6))) };
-                tokio::select! {
-                    _ = shutdown.cancelled() => {
-                        // One last pass so a clean stop leaves nothing behind.
-                        if let Err(e) = relay(&db, &mesh).await {
-                            tracing::warn!(error = format!("{e:#}"), "final outbox relay failed");
-                        }
-                        return;
+                let next = if failures > 0 {
+                    // Whatever failed is still in the table: back off, then sweep it.
+                    let pause = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
+                    tokio::select! {
+                        _ = shutdown.cancelled() => None,
+                        _ = tokio::time::sleep(pause) => Some(Work::Sweep),
                     }
-                    _ = notified.notified() => {}
-                    _ = tokio::time::sleep(pause) => {}
-                }
+                } else {
+                    tokio::select! {
+                        biased;
+                        _ = shutdown.cancelled() => None,
+                        Some(mut ids) = queue.recv() => {
+                            while ids.len() < BATCH {
+                                match queue.try_recv() {
+                                    Ok(more) => ids.extend(more),
+                                    Err(_) => break,
+                                }
+                            }
+                            Some(Work::Rows(ids))
+                        }
+                        _ = notified.notified() => Some(Work::Sweep),
+                        _ = sweeps.tick() => Some(Work::Sweep),
+                    }
+                };
+                let Some(next) = next else {
+                    // One last pass so a clean stop leaves nothing behind.
+                    if let Err(e) = relay(&db, &mesh).await {
+                        tracing::warn!(error = format!("{e:#}"), "final outbox relay failed");
+                    }
+                    return;
+                };
+                work = next;
             }
         });
-        Self { wake }
+        Self { wake, committed }
     }
 
-    /// Publishes what was just committed without waiting for the next sweep.
+    /// Publishes what was just committed, by a full sweep. Prefer [`Outbox::committed`].
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// Hands the relay the rows a transaction that just committed may have inserted (any it
+    /// did not insert are skipped). Returns at once; the relay publishes them in the order
+    /// they were handed over.
+    pub fn committed(&self, rows: &[Staged]) {
+        if rows.is_empty() {
+            return;
+        }
+        if self.committed.try_send(rows.iter().map(|r| r.id.clone()).collect()).is_err() {
+            // The relay is behind (or stopping): the rows are in the table, a sweep finds them.
+            self.wake();
+        }
     }
 
     /// Publishes `rows`, which the caller has just committed, now: all of them before
@@ -162,37 +222,57 @@ impl Outbox {
     }
 }
 
+const SELECT_ROWS: &str = "SELECT record::id(id) AS key, subject, msg_id, payload, created_at";
+
+/// Publishes the rows with these ids that exist, in the given order.
+async fn publish_committed(db: &Db, mesh: &Mesh, ids: Vec<RecordId>) -> anyhow::Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut res =
+        db.query(format!("{SELECT_ROWS} FROM $ids")).bind(("ids", ids)).await.context("reading the outbox")?;
+    let rows: Vec<Row> = res.take(0).context("reading the outbox")?;
+    publish(db, mesh, &rows).await
+}
+
+/// Publishes every row in the table, oldest first.
 async fn relay(db: &Db, mesh: &Mesh) -> anyhow::Result<()> {
     loop {
         let mut res = db
-            .query("SELECT record::id(id) AS key, subject, msg_id, payload, created_at FROM outbox ORDER BY created_at ASC LIMIT $limit")
+            .query(format!("{SELECT_ROWS} FROM outbox ORDER BY created_at ASC LIMIT $limit"))
             .bind(("limit", BATCH as i64))
             .await
             .context("reading the outbox")?;
         let rows: Vec<Row> = res.take(0).context("reading the outbox")?;
-        if rows.is_empty() {
-            return Ok(());
-        }
-        // Everything is sent before any acknowledgement is awaited: a batch costs about one
-        // round trip, and the order of publication is the order of the rows.
-        let acks = rows.iter().map(|row| mesh.publish_with_id(&row.subject, &row.msg_id, row.payload.clone().into()));
-        let results = futures::future::join_all(acks).await;
-        let mut done = Vec::with_capacity(rows.len());
-        let mut first_error = None;
-        for (row, result) in rows.iter().zip(results) {
-            match result {
-                Ok(()) => done.push(surrealdb::types::RecordId::new("outbox", row.key.clone())),
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        db.query("DELETE $done").bind(("done", done)).await.and_then(|r| r.checked()).context("clearing the outbox")?;
-        if let Some(e) = first_error {
-            return Err(e);
-        }
+        publish(db, mesh, &rows).await?;
         if rows.len() < BATCH {
             return Ok(());
         }
+    }
+}
+
+/// Publishes `rows` and deletes those JetStream acknowledged.
+async fn publish(db: &Db, mesh: &Mesh, rows: &[Row]) -> anyhow::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    // Everything is sent before any acknowledgement is awaited: a batch costs about one
+    // round trip, and the order of publication is the order of the rows.
+    let acks = rows.iter().map(|row| mesh.publish_with_id(&row.subject, &row.msg_id, row.payload.clone().into()));
+    let results = futures::future::join_all(acks).await;
+    let mut done = Vec::with_capacity(rows.len());
+    let mut first_error = None;
+    for (row, result) in rows.iter().zip(results) {
+        match result {
+            Ok(()) => done.push(RecordId::new("outbox", row.key.clone())),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    db.query("DELETE $done").bind(("done", done)).await.and_then(|r| r.checked()).context("clearing the outbox")?;
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
 }

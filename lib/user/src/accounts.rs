@@ -125,7 +125,7 @@ impl UserService {
             }
             return Err(anyhow::Error::new(e).context("creating account").into());
         }
-        self.outbox.wake();
+        self.outbox.committed(&events);
         tracing::info!(user = %user_id, request_id = ?ctx.request_id, "account created");
         let user = store::user_by_id(&self.db, &user_id).await?.context("new account vanished")?;
         self.auth_reply(&user, &session, refresh.token)
@@ -306,7 +306,7 @@ impl UserService {
             })
             .await
             .context("updating profile")?;
-            self.outbox.wake();
+            self.outbox.committed(&events);
         }
         Ok(store::active_user(&self.db, &id).await?.me())
     }

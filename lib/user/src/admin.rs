@@ -41,7 +41,7 @@ impl UserService {
         })
         .await
         .context("suspending user")?;
-        self.outbox.wake();
+        self.outbox.committed(&events);
         self.revocations
             .put_json(
                 &user_key(&req.user_id),
@@ -75,7 +75,7 @@ impl UserService {
         })
         .await
         .context("lifting suspension")?;
-        self.outbox.wake();
+        self.outbox.committed(&events);
         tracing::info!(user = %req.user_id, by = %admin, "suspension lifted");
         Ok(Empty {})
     }

@@ -75,7 +75,7 @@ impl UserService {
         })
         .await
         .context("following")?;
-        self.outbox.wake();
+        self.outbox.committed(&events);
         self.graph_changed(&me, &them).await;
         Ok(Empty {})
     }
@@ -108,7 +108,7 @@ impl UserService {
         })
         .await
         .context("unfollowing")?;
-        self.outbox.wake();
+        self.outbox.committed(&events);
         self.graph_changed(&me, &them).await;
         Ok(Empty {})
     }
@@ -210,7 +210,7 @@ impl UserService {
         })
         .await
         .context("blocking")?;
-        self.outbox.wake();
+        self.outbox.committed(&[unfollow_out, unfollow_in, blocked].concat());
         self.graph_changed(&me, &them).await;
         Ok(Empty {})
     }
@@ -250,7 +250,7 @@ impl UserService {
         })
         .await
         .context("muting")?;
-        self.outbox.wake();
+        self.outbox.committed(&events);
         self.graph_changed(&me, &them).await;
         Ok(Empty {})
     }
@@ -278,7 +278,7 @@ impl UserService {
         })
         .await
         .with_context(|| format!("removing {table} edge"))?;
-        self.outbox.wake();
+        self.outbox.committed(&events);
         self.graph_changed(me, them).await;
         Ok(Empty {})
     }
