@@ -146,8 +146,12 @@ impl Outbox {
                     }
                 } else {
                     tokio::select! {
+                        // Sweeps first: they are rarely ready, and a steady stream of
+                        // committed rows must not starve them.
                         biased;
                         _ = shutdown.cancelled() => None,
+                        _ = notified.notified() => Some(Work::Sweep),
+                        _ = sweeps.tick() => Some(Work::Sweep),
                         Some(mut ids) = queue.recv() => {
                             while ids.len() < BATCH {
                                 match queue.try_recv() {
@@ -157,8 +161,6 @@ impl Outbox {
                             }
                             Some(Work::Rows(ids))
                         }
-                        _ = notified.notified() => Some(Work::Sweep),
-                        _ = sweeps.tick() => Some(Work::Sweep),
                     }
                 };
                 let Some(next) = next else {
