@@ -54,7 +54,8 @@ async fn every_instance_reads_the_write_just_made() {
         }
     }
 
-    // A new post is on the author's timeline at once, a deleted one gone at once.
+    // A new post is on the author's timeline at once; a deleted one is gone at once from the
+    // timeline and by id.
     for _ in 0..3 {
         let page = w.client.get(&timeline, &b.access_token).await;
         assert_eq!(page.body["items"].as_array().unwrap().len(), 1);
@@ -63,8 +64,13 @@ async fn every_instance_reads_the_write_just_made() {
     for _ in 0..4 {
         let page = w.client.get(&timeline, &b.access_token).await;
         assert_eq!(page.body["items"][0]["id"], second.as_str(), "the new post leads the timeline");
+        w.client.get(&format!("/v1/posts/{second}"), &b.access_token).await.assert_status(200);
     }
     w.client.delete(&format!("/v1/posts/{second}"), &a.access_token).await.assert_status(204);
+    for _ in 0..4 {
+        // Both content instances had the post cached; neither serves it any more.
+        w.client.get(&format!("/v1/posts/{second}"), &b.access_token).await.assert_problem(404, "not_found");
+    }
     for _ in 0..4 {
         let page = w.client.get(&timeline, &b.access_token).await;
         let ids: Vec<&str> = page.body["items"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap()).collect();

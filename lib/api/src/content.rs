@@ -247,6 +247,9 @@ pub struct PostsChanged {
     /// Media of a deleted post (empty for a new one).
     #[serde(default)]
     pub media_ids: Vec<MediaId>,
+    /// The deleted post (empty for a new one).
+    #[serde(default)]
+    pub post_ids: Vec<PostId>,
 }
 
 impl crate::event::Broadcast for PostsChanged {

@@ -1,15 +1,15 @@
 //! What timeline reads and post hydration would otherwise ask the database (and the user
 //! service) for on every request: the newest posts of each author, the media of live posts,
 //! and authors as posts show them. Coherent across instances ([`mosaic_mesh::cache`]):
-//! creating or deleting a post drops the author's timeline and the post's media on every
-//! instance ([`PostsChanged`]); a profile change or suspension, heard as the user service's
+//! creating or deleting a post drops the author's timeline, and deleting it the post and
+//! its media, on every instance ([`PostsChanged`]); a profile change or suspension, heard as the user service's
 //! event, drops the author.
 
 use crate::ContentService;
 use crate::store::PostRow;
 use mosaic_api::content::{Author, Media, PostsChanged};
 use mosaic_api::user::{ProfileUpdated, Suspended, Unsuspended};
-use mosaic_api::{MediaId, UserId};
+use mosaic_api::{MediaId, PostId, UserId};
 use mosaic_mesh::cache::Coherent;
 use mosaic_mesh::{Lifecycle, Mesh};
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use std::time::Duration;
 /// (one more is kept to know whether a next page exists).
 pub(crate) const TIMELINE_HEAD: usize = 50;
 const TIMELINES: usize = 10_000;
+const POSTS: usize = 50_000;
 const MEDIA: usize = 100_000;
 const AUTHORS: usize = 50_000;
 /// Longest an entry lives if the notice that should have dropped it was lost.
@@ -27,6 +28,8 @@ const TTL: Duration = Duration::from_secs(60);
 pub(crate) struct ContentCache {
     /// Newest live posts of an author, newest first, at most `TIMELINE_HEAD + 1`.
     pub(crate) timelines: Coherent<UserId, Option<Arc<Vec<PostRow>>>>,
+    /// Posts by id, as stored (a post never changes but for its deletion).
+    pub(crate) posts: Coherent<PostId, Option<PostRow>>,
     /// Media of live posts as clients see it (it no longer changes once posted).
     pub(crate) media: Coherent<MediaId, Option<Media>>,
     /// Authors as posts show them; `Some(None)` for a suspended or unknown author.
@@ -37,6 +40,7 @@ impl ContentCache {
     pub(crate) fn new() -> Self {
         Self {
             timelines: Coherent::new(TIMELINES, TTL),
+            posts: Coherent::new(POSTS, TTL),
             media: Coherent::new(MEDIA, TTL),
             authors: Coherent::new(AUTHORS, TTL),
         }
@@ -44,6 +48,9 @@ impl ContentCache {
 
     pub(crate) fn forget(&self, notice: &PostsChanged) {
         self.timelines.invalidate(&notice.author);
+        for p in &notice.post_ids {
+            self.posts.invalidate(p);
+        }
         for m in &notice.media_ids {
             self.media.invalidate(m);
         }
@@ -68,8 +75,8 @@ impl ContentCache {
 
 impl ContentService {
     /// After a committed create or delete: drops the stale entries here and everywhere else.
-    pub(crate) async fn posts_changed(&self, author: &UserId, media_ids: Vec<MediaId>) {
-        let notice = PostsChanged { author: author.clone(), media_ids };
+    pub(crate) async fn posts_changed(&self, author: &UserId, post_ids: Vec<PostId>, media_ids: Vec<MediaId>) {
+        let notice = PostsChanged { author: author.clone(), media_ids, post_ids };
         self.cache.forget(&notice);
         if let Err(e) = self.mesh.broadcast(&notice).await {
             tracing::warn!(author = %author, error = %e, "could not tell other instances of a changed timeline");

@@ -2,7 +2,7 @@
 
 use crate::ContentService;
 use crate::cache::TIMELINE_HEAD;
-use crate::store::{self, POST_FIELDS, PostRow, media_rid, post_rid};
+use crate::store::{self, MentionRow, POST_FIELDS, PostRow, media_rid, post_rid};
 use anyhow::Context as _;
 use chrono::Utc;
 use mosaic_api::content::{
@@ -20,18 +20,11 @@ use mosaic_mesh::outbox::Staged;
 use mosaic_mesh::{Ctx, ServiceResult};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use surrealdb::types::{RecordId, SurrealValue};
+use surrealdb::types::RecordId;
 
 const MAX_CAPTION: usize = 2200;
 const MAX_MEDIA: usize = 10;
 const MAX_TAGS: usize = 30;
-
-#[derive(Debug, Clone, SurrealValue)]
-#[surreal(crate = "surrealdb::types")]
-struct MentionValue {
-    id: String,
-    username: String,
-}
 
 impl ContentService {
     pub(crate) async fn create_post(self: Arc<Self>, ctx: Ctx, req: CreatePostRequest) -> ServiceResult<Post> {
@@ -88,8 +81,8 @@ impl ContentService {
         events.extend(mentions.iter().map(|m| {
             Staged::new(PostMentioned { post_id: post_id.clone(), author: author.clone(), mentioned: m.id.clone() })
         }));
-        let mention_values: Vec<MentionValue> =
-            mentions.iter().map(|m| MentionValue { id: m.id.to_string(), username: m.username.clone() }).collect();
+        let mention_rows: Vec<MentionRow> =
+            mentions.iter().map(|m| MentionRow { id: m.id.to_string(), username: m.username.clone() }).collect();
         let media_rids: Vec<RecordId> = req.media_ids.iter().map(media_rid).collect();
         let media_keys: Vec<String> = req.media_ids.iter().map(|m| m.to_string()).collect();
         let result = retry_conflicts(|| async {
@@ -110,7 +103,7 @@ impl ContentService {
                 .bind(("post", post_rid(&post_id)))
                 .bind(("caption", caption.clone()))
                 .bind(("tags", tags.clone()))
-                .bind(("mentions", mention_values.clone()))
+                .bind(("mentions", mention_rows.clone()))
                 .bind(("media_keys", media_keys.clone()))
                 .bind(("now", now))
                 .bind(("events", events.clone()))
@@ -128,15 +121,25 @@ impl ContentService {
             Err(e) => return Err(anyhow::Error::new(e).context("creating post").into()),
         }
         self.outbox.committed(&events);
-        self.posts_changed(&author, Vec::new()).await;
-        let row =
-            store::posts_by_ids(&self.db, std::slice::from_ref(&post_id)).await?.pop().context("new post vanished")?;
+        self.posts_changed(&author, Vec::new(), Vec::new()).await;
+        // What was just written, without reading it back; followers' feeds ask for it next.
+        let row = PostRow {
+            key: post_id.to_string(),
+            author: author.to_string(),
+            caption,
+            tags,
+            mentions: mention_rows,
+            media: media_keys,
+            deleted: false,
+            created_at: now,
+        };
+        self.cache.posts.slot(&post_id).write(|v| *v = Some(row.clone()));
         Ok(self.hydrate(&ctx, vec![row]).await?.pop().context("new post vanished")?)
     }
 
     pub(crate) async fn get_post(self: Arc<Self>, ctx: Ctx, req: ByPost) -> ServiceResult<Post> {
         let viewer = ctx.require_user()?.clone();
-        let row = store::posts_by_ids(&self.db, std::slice::from_ref(&req.post_id)).await?.pop().filter(|p| !p.deleted);
+        let row = self.posts_of(std::slice::from_ref(&req.post_id)).await?.pop().filter(|p| !p.deleted);
         let Some(row) = row else { return Err(ApiError::not_found("no such post").into()) };
         let visible = self.visible_authors(&ctx, &viewer, &[row.author()]).await?;
         if !visible.contains(&row.author()) {
@@ -150,8 +153,7 @@ impl ContentService {
         if req.ids.len() > 100 {
             return Err(ApiError::validation("at most 100 posts per request").into());
         }
-        let rows: Vec<PostRow> =
-            store::posts_by_ids(&self.db, &req.ids).await?.into_iter().filter(|p| !p.deleted).collect();
+        let rows: Vec<PostRow> = self.posts_of(&req.ids).await?.into_iter().filter(|p| !p.deleted).collect();
         let authors: Vec<UserId> = rows.iter().map(PostRow::author).collect();
         let visible = self.visible_authors(&ctx, &viewer, &authors).await?;
         let rows = rows.into_iter().filter(|p| visible.contains(&p.author())).collect();
@@ -187,7 +189,8 @@ impl ContentService {
         .await
         .context("deleting post")?;
         self.outbox.committed(&events);
-        self.posts_changed(&row.author(), row.media.iter().map(|m| MediaId::from_trusted(m.clone())).collect()).await;
+        let media = row.media.iter().map(|m| MediaId::from_trusted(m.clone())).collect();
+        self.posts_changed(&row.author(), vec![req.post_id.clone()], media).await;
         // Objects go with the next sweep; nothing links to them any more.
         self.sweep_soon();
         Ok(Empty {})
@@ -261,7 +264,7 @@ impl ContentService {
         if req.ids.len() > MAX_RECENT_POSTS as usize {
             return Err(ApiError::validation(format!("at most {MAX_RECENT_POSTS} posts per request")).into());
         }
-        let rows = store::posts_by_ids(&self.db, &req.ids).await?;
+        let rows = self.posts_of(&req.ids).await?;
         Ok(rows.into_iter().filter(|p| !p.deleted).map(|p| p.to_ref()).collect())
     }
 
@@ -285,6 +288,28 @@ impl ContentService {
             .context("reading recent posts")?;
         let rows: Vec<PostRow> = res.take(0).context("reading recent posts")?;
         Ok(rows.into_iter().map(|p| p.to_ref()).collect())
+    }
+
+    /// The posts of `ids` that exist (deleted ones included), in that order: from the cache,
+    /// and one lookup for the rest.
+    async fn posts_of(&self, ids: &[PostId]) -> anyhow::Result<Vec<PostRow>> {
+        let slots: Vec<_> = ids.iter().map(|p| self.cache.posts.slot(p)).collect();
+        let mut found: Vec<Option<PostRow>> = slots.iter().map(|s| s.read(Clone::clone)).collect();
+        let misses: Vec<PostId> =
+            ids.iter().zip(&found).filter(|(_, row)| row.is_none()).map(|(id, _)| id.clone()).collect();
+        if !misses.is_empty() {
+            let mut loaded: HashMap<String, PostRow> =
+                store::posts_by_ids(&self.db, &misses).await?.into_iter().map(|r| (r.key.clone(), r)).collect();
+            for ((id, slot), row) in ids.iter().zip(&slots).zip(&mut found) {
+                if row.is_none()
+                    && let Some(r) = loaded.remove(id.as_str())
+                {
+                    slot.write(|v| *v = Some(r.clone()));
+                    *row = Some(r);
+                }
+            }
+        }
+        Ok(found.into_iter().flatten().collect())
     }
 
     /// Posts with their media, authors and counts: media and authors from the cache, what
