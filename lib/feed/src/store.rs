@@ -4,7 +4,8 @@
 //!
 //! Each instance remembers the last revision it read or wrote of each feed, with the
 //! document (`FeedService::known`), so a fan-out writes without reading first: one bucket
-//! operation per follower instead of two. A remembered revision that another writer has
+//! operation per follower instead of two, and a read that finds the remembered revision
+//! skips decoding. A remembered revision that another writer has
 //! passed only fails its compare-and-set, and the feed is read as before; decisions not to
 //! write (inactive reader, nothing to change) are only taken on a freshly read document.
 
@@ -72,6 +73,13 @@ impl FeedService {
             self.known.remove(user);
             return Ok(Loaded::Missing);
         };
+        // The revision this instance last read or wrote: the same document, already decoded.
+        if let Some((revision, doc)) = self.known.get(user)
+            && revision == v.revision
+            && self.is_active(&doc)
+        {
+            return Ok(Loaded::Active(doc));
+        }
         match FeedDoc::decode(&v.value) {
             Some(doc) if self.is_active(&doc) => {
                 let doc = Arc::new(doc);
