@@ -272,7 +272,12 @@ async fn publish(db: &Db, mesh: &Mesh, rows: &[Row]) -> anyhow::Result<()> {
             }
         }
     }
-    db.query("DELETE $done").bind(("done", done)).await.and_then(|r| r.checked()).context("clearing the outbox")?;
+    // A writer's `dispatch` may be deleting the same rows: a write conflict here is routine.
+    crate::db::retry_conflicts(|| async {
+        db.query("DELETE $done").bind(("done", done.clone())).await.and_then(|r| r.checked())
+    })
+    .await
+    .context("clearing the outbox")?;
     match first_error {
         Some(e) => Err(e),
         None => Ok(()),
