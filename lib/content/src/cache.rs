@@ -1,9 +1,9 @@
 //! What timeline reads and post hydration would otherwise ask the database (and the user
-//! service) for on every request: the newest posts of each author, the media of live posts,
-//! and authors as posts show them. Coherent across instances ([`mosaic_mesh::cache`]):
-//! creating or deleting a post drops the author's timeline, and deleting it the post and
-//! its media, on every instance ([`PostsChanged`]); a profile change or suspension, heard as the user service's
-//! event, drops the author.
+//! service) for on every request: the newest posts of each author, posts by id, the media
+//! of live posts, and authors as posts show them. Coherent across instances
+//! ([`mosaic_mesh::cache`]): creating or deleting a post drops the author's timeline, and
+//! deleting it also the post and its media, on every instance ([`PostsChanged`]); a profile
+//! change or suspension, heard as the user service's event, drops the author.
 
 use crate::ContentService;
 use crate::store::PostRow;

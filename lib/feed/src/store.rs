@@ -5,9 +5,9 @@
 //! Each instance remembers the last revision it read or wrote of each feed, with the
 //! document (`FeedService::known`), so a fan-out writes without reading first: one bucket
 //! operation per follower instead of two, and a read that finds the remembered revision
-//! skips decoding. A remembered revision that another writer has
-//! passed only fails its compare-and-set, and the feed is read as before; decisions not to
-//! write (inactive reader, nothing to change) are only taken on a freshly read document.
+//! skips decoding. A remembered revision that another writer has passed only fails its
+//! compare-and-set, and the feed is read as before; decisions not to write (inactive
+//! reader, nothing to change) are only taken on a freshly read document.
 
 use crate::FeedService;
 use crate::codec::{Entry, FeedDoc};
