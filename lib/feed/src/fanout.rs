@@ -240,9 +240,9 @@ impl FeedService {
         let following: HashSet<&UserId> = seed.following.iter().collect();
         let hidden: HashSet<&UserId> = seed.hidden.iter().collect();
         self.modify(user, |doc| {
-            doc.following.clone_from(&seed.following);
-            doc.hidden.clone_from(&seed.hidden);
-            doc.topics.clone_from(&seed.topics);
+            doc.following = seed.following.as_slice().into();
+            doc.hidden = seed.hidden.as_slice().into();
+            doc.topics = seed.topics.as_slice().into();
             doc.remove(|e| &e.author != user && (!following.contains(&e.author) || hidden.contains(&e.author)));
             doc.merge(backfill.iter().map(entry), cap);
             true

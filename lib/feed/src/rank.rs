@@ -69,12 +69,12 @@ mod tests {
     use mosaic_api::{Id, PostId, UserId};
 
     fn post(author: &str, hours_ago: i64, tags: &[&str]) -> Entry {
-        Entry {
-            post: PostId::generate(),
-            author: UserId::parse(author).unwrap(),
-            created_ms: 100 * 3_600_000 - hours_ago * 3_600_000,
-            tags: tags.iter().map(|t| t.to_string()).collect(),
-        }
+        Entry::new(
+            PostId::generate(),
+            UserId::parse(author).unwrap(),
+            100 * 3_600_000 - hours_ago * 3_600_000,
+            tags.iter().map(|t| t.to_string()).collect(),
+        )
     }
 
     #[test]

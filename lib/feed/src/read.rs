@@ -136,7 +136,7 @@ impl FeedService {
         let inputs = rank::Signals { now_ms, topics: &topics, affinity: &affinity, engagement: &engagement };
         rank::rank(&self.config.ranking, &mut candidates, &inputs);
 
-        let order: Vec<PostId> = candidates.into_iter().chain(older).map(|e| e.post).collect();
+        let order: Vec<PostId> = candidates.into_iter().chain(older).map(|e| e.post.clone()).collect();
         let page: Vec<PostId> = order.iter().skip(offset).take(limit).cloned().collect();
         let next_cursor = if order.len() > offset + limit {
             let snapshot = EventId::generate().to_string();

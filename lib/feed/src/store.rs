@@ -22,7 +22,8 @@ use std::sync::Arc;
 const CAS_ATTEMPTS: usize = 32;
 
 /// Weighs a remembered feed by the memory it holds, roughly: ids are short strings, so an
-/// entry with its tags costs ~160 bytes and an id in the graph lists ~48.
+/// entry with its tags and encoding costs ~160 bytes and an id in the graph lists ~48.
+/// Entries are shared between the feeds one post went to, so this errs high.
 #[derive(Clone, Copy)]
 pub(crate) struct KnownWeight;
 
@@ -45,12 +46,7 @@ pub(crate) fn key(user: &UserId) -> String {
 }
 
 pub(crate) fn entry(p: &PostRef) -> Entry {
-    Entry {
-        post: p.post_id.clone(),
-        author: p.author.clone(),
-        created_ms: p.created_at.timestamp_millis(),
-        tags: p.tags.clone(),
-    }
+    Entry::new(p.post_id.clone(), p.author.clone(), p.created_at.timestamp_millis(), p.tags.clone())
 }
 
 /// What a read found.
@@ -140,9 +136,9 @@ impl FeedService {
         authors.push(user.clone());
         let mut doc = FeedDoc {
             touched_ms: Utc::now().timestamp_millis(),
-            topics: seed.topics,
-            following: seed.following,
-            hidden: seed.hidden,
+            topics: seed.topics.into(),
+            following: seed.following.into(),
+            hidden: seed.hidden.into(),
             entries: Vec::new(),
         };
         // Large follow lists are asked for in slices; each answer is newest first.
