@@ -162,7 +162,7 @@ impl ContentService {
         })
         .await
         .context("registering media")?;
-        self.outbox.committed(&jobs);
+        self.outbox.inserted(&jobs);
         tracing::info!(media = %media_id, %owner, bytes = req.bytes, mime = %req.mime, "upload registered");
         Ok(MediaAccepted { id: media_id, status: MediaStatus::Processing })
     }

@@ -267,7 +267,7 @@ impl InteractionService {
             }
             Err(e) => return Err(anyhow::Error::new(e).context("adding comment").into()),
         }
-        self.outbox.committed(&events);
+        self.outbox.inserted(&events);
         self.changed(&post.post_id, std::slice::from_ref(&user)).await;
         let author =
             self.authors(&ctx, std::slice::from_ref(&user)).await?.remove(&user).context("commenter vanished")?;

@@ -9,7 +9,8 @@
 //! After its commit a writer hands the relay the rows it staged ([`Outbox::committed`]); the
 //! relay reads them back by id, so a row the transaction decided not to insert (an
 //! idempotent repeat) is simply not found, and publishes them in the order they were handed
-//! over. Reading by id matters: the table is a queue, and in the storage engine a scan from
+//! over. A writer whose transaction inserts its rows unconditionally hands over the rows
+//! themselves ([`Outbox::inserted`]), which the relay publishes without reading them back. Reading by id matters: the table is a queue, and in the storage engine a scan from
 //! its head walks every row deleted since the last compaction, so the relay scans the whole
 //! table only every [`SWEEP_INTERVAL`] (for rows of a crashed instance or a failed publish).
 //!
@@ -97,17 +98,38 @@ struct Row {
     created_at: DateTime<Utc>,
 }
 
+impl Row {
+    fn of(staged: &Staged) -> Self {
+        Self {
+            key: staged.msg_id.clone(),
+            subject: staged.subject.clone(),
+            msg_id: staged.msg_id.clone(),
+            payload: staged.payload.clone(),
+            created_at: staged.created_at,
+        }
+    }
+}
+
+/// A row a writer handed over after its commit.
+#[derive(Debug)]
+enum Handed {
+    /// Staged, perhaps not inserted: read back by id (its key).
+    Maybe(String),
+    /// Certainly in the table, as it is.
+    Inserted(Row),
+}
+
 /// Handle on a running relay.
 #[derive(Clone, Debug)]
 pub struct Outbox {
     wake: Arc<Notify>,
-    committed: mpsc::Sender<Vec<RecordId>>,
+    committed: mpsc::Sender<Vec<Handed>>,
 }
 
 /// What the relay does next.
 enum Work {
-    /// Rows just committed, by id, in commit order.
-    Rows(Vec<RecordId>),
+    /// Rows just committed, in commit order.
+    Rows(Vec<Handed>),
     /// Everything in the table.
     Sweep,
 }
@@ -117,7 +139,7 @@ impl Outbox {
     pub fn spawn(db: Db, mesh: Mesh, lifecycle: &Lifecycle) -> Self {
         let wake = Arc::new(Notify::new());
         let notified = wake.clone();
-        let (committed, mut queue) = mpsc::channel::<Vec<RecordId>>(COMMITTED_QUEUE);
+        let (committed, mut queue) = mpsc::channel::<Vec<Handed>>(COMMITTED_QUEUE);
         let shutdown = lifecycle.shutdown().clone();
         lifecycle.spawn(async move {
             let mut failures = 0u32;
@@ -127,7 +149,7 @@ impl Outbox {
             let mut work = Work::Sweep;
             loop {
                 let outcome = match work {
-                    Work::Rows(ids) => publish_committed(&db, &mesh, ids).await,
+                    Work::Rows(rows) => publish_committed(&db, &mesh, rows).await,
                     Work::Sweep => relay(&db, &mesh).await,
                 };
                 match outcome {
@@ -185,10 +207,21 @@ impl Outbox {
     /// did not insert are skipped). Returns at once; the relay publishes them in the order
     /// they were handed over.
     pub fn committed(&self, rows: &[Staged]) {
+        self.hand_over(rows.iter().map(|r| Handed::Maybe(r.msg_id.clone())).collect());
+    }
+
+    /// Like [`Outbox::committed`], for rows the transaction inserted whatever happened (no
+    /// condition around its `INSERT INTO outbox`): they are published as they are, without
+    /// reading them back.
+    pub fn inserted(&self, rows: &[Staged]) {
+        self.hand_over(rows.iter().map(|r| Handed::Inserted(Row::of(r))).collect());
+    }
+
+    fn hand_over(&self, rows: Vec<Handed>) {
         if rows.is_empty() {
             return;
         }
-        if self.committed.try_send(rows.iter().map(|r| r.id.clone()).collect()).is_err() {
+        if self.committed.try_send(rows).is_err() {
             // The relay is behind (or stopping): the rows are in the table, a sweep finds them.
             self.wake();
         }
@@ -226,14 +259,30 @@ impl Outbox {
 
 const SELECT_ROWS: &str = "SELECT record::id(id) AS key, subject, msg_id, payload, created_at";
 
-/// Publishes the rows with these ids that exist, in the given order.
-async fn publish_committed(db: &Db, mesh: &Mesh, ids: Vec<RecordId>) -> anyhow::Result<()> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let mut res =
-        db.query(format!("{SELECT_ROWS} FROM $ids")).bind(("ids", ids)).await.context("reading the outbox")?;
-    let rows: Vec<Row> = res.take(0).context("reading the outbox")?;
+/// Publishes the handed-over rows that exist, in the given order.
+async fn publish_committed(db: &Db, mesh: &Mesh, handed: Vec<Handed>) -> anyhow::Result<()> {
+    let ids: Vec<RecordId> = handed
+        .iter()
+        .filter_map(|h| match h {
+            Handed::Maybe(key) => Some(RecordId::new("outbox", key.as_str())),
+            Handed::Inserted(_) => None,
+        })
+        .collect();
+    let mut found: std::collections::HashMap<String, Row> = if ids.is_empty() {
+        Default::default()
+    } else {
+        let mut res =
+            db.query(format!("{SELECT_ROWS} FROM $ids")).bind(("ids", ids)).await.context("reading the outbox")?;
+        let rows: Vec<Row> = res.take(0).context("reading the outbox")?;
+        rows.into_iter().map(|r| (r.key.clone(), r)).collect()
+    };
+    let rows: Vec<Row> = handed
+        .into_iter()
+        .filter_map(|h| match h {
+            Handed::Maybe(key) => found.remove(&key),
+            Handed::Inserted(row) => Some(row),
+        })
+        .collect();
     publish(db, mesh, &rows).await
 }
 
