@@ -240,10 +240,13 @@ pub struct RecentByAuthors {
 }
 
 /// Told to every content instance after a post was created or deleted, so each drops the
-/// author's cached timeline and the deleted post's cached media.
+/// author's cached timeline (or adds a new post to it) and the deleted post's cached media.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PostsChanged {
     pub author: UserId,
+    /// The new post, when one was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<PostId>,
     /// Media of a deleted post (empty for a new one).
     #[serde(default)]
     pub media_ids: Vec<MediaId>,

@@ -47,7 +47,15 @@ impl ContentCache {
     }
 
     pub(crate) fn forget(&self, notice: &PostsChanged) {
-        self.timelines.invalidate(&notice.author);
+        // A new post this instance holds (it wrote it) goes into the cached timeline: its
+        // author's next timeline read would otherwise query the database again. Others drop it.
+        let created = notice.created.as_ref().and_then(|p| self.posts.slot(p).read(Clone::clone));
+        match created {
+            Some(row) => self
+                .timelines
+                .update(&notice.author, |head| head.as_ref().map(|head| Some(Arc::new(with_new_post(head, row))))),
+            None => self.timelines.invalidate(&notice.author),
+        }
         for p in &notice.post_ids {
             self.posts.invalidate(p);
         }
@@ -73,13 +81,70 @@ impl ContentCache {
     }
 }
 
+/// `head` (newest first, at most `TIMELINE_HEAD + 1` rows) with `row` in its place, once.
+fn with_new_post(head: &[PostRow], row: PostRow) -> Vec<PostRow> {
+    let mut out = head.to_vec();
+    if row.deleted || out.iter().any(|p| p.key == row.key) {
+        return out;
+    }
+    let newer = |p: &PostRow| (p.created_at, p.key.as_str()) > (row.created_at, row.key.as_str());
+    let at = out.iter().position(|p| !newer(p)).unwrap_or(out.len());
+    out.insert(at, row);
+    // Past the last row of a full head it was not among the newest anyway.
+    out.truncate(TIMELINE_HEAD + 1);
+    out
+}
+
 impl ContentService {
     /// After a committed create or delete: drops the stale entries here and everywhere else.
-    pub(crate) async fn posts_changed(&self, author: &UserId, post_ids: Vec<PostId>, media_ids: Vec<MediaId>) {
-        let notice = PostsChanged { author: author.clone(), media_ids, post_ids };
+    pub(crate) async fn posts_changed(
+        &self,
+        author: &UserId,
+        created: Option<PostId>,
+        post_ids: Vec<PostId>,
+        media_ids: Vec<MediaId>,
+    ) {
+        let notice = PostsChanged { author: author.clone(), created, media_ids, post_ids };
         self.cache.forget(&notice);
         if let Err(e) = self.mesh.broadcast(&notice).await {
             tracing::warn!(author = %author, error = %e, "could not tell other instances of a changed timeline");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{DateTime, Utc};
+
+    fn row(key: &str, at: i64) -> PostRow {
+        PostRow {
+            key: key.to_owned(),
+            author: "a".to_owned(),
+            caption: String::new(),
+            tags: Vec::new(),
+            mentions: Vec::new(),
+            media: Vec::new(),
+            deleted: false,
+            created_at: DateTime::<Utc>::from_timestamp(at, 0).unwrap(),
+        }
+    }
+
+    fn keys(rows: &[PostRow]) -> Vec<&str> {
+        rows.iter().map(|r| r.key.as_str()).collect()
+    }
+
+    #[test]
+    fn a_new_post_goes_into_a_cached_head_once_and_in_order() {
+        let head = vec![row("c", 30), row("a", 10)];
+        let added = with_new_post(&head, row("d", 40));
+        assert_eq!(keys(&added), ["d", "c", "a"]);
+        assert_eq!(keys(&with_new_post(&added, row("d", 40))), ["d", "c", "a"], "heard twice");
+        assert_eq!(keys(&with_new_post(&head, row("b", 20))), ["c", "b", "a"]);
+
+        let full: Vec<PostRow> = (0..=TIMELINE_HEAD as i64).rev().map(|n| row(&format!("p{n:03}"), 100 + n)).collect();
+        let newest = with_new_post(&full, row("new", 1000));
+        assert_eq!((newest.len(), newest[0].key.as_str()), (TIMELINE_HEAD + 1, "new"));
+        assert_eq!(keys(&with_new_post(&full, row("old", 1))), keys(&full), "older than a full head");
     }
 }

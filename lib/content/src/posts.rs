@@ -45,6 +45,9 @@ impl ContentService {
         }
         let tags = tags(&caption, req.tags.as_deref().unwrap_or_default())?;
 
+        // Taken before the read (see mosaic_mesh::cache): the media, ready and about to be
+        // posted, is what every follower's hydration of the new post asks for next.
+        let media_slots: Vec<_> = req.media_ids.iter().map(|m| self.cache.media.slot(m)).collect();
         let media = store::media_by_ids(&self.db, &req.media_ids).await?;
         for id in &req.media_ids {
             let Some(m) = media.iter().find(|m| &m.id() == id).filter(|m| !m.deleted) else {
@@ -120,9 +123,14 @@ impl ContentService {
             }
             Err(e) => return Err(anyhow::Error::new(e).context("creating post").into()),
         }
-        self.outbox.committed(&events);
-        self.posts_changed(&author, Vec::new(), Vec::new()).await;
-        // What was just written, without reading it back; followers' feeds ask for it next.
+        self.outbox.inserted(&events);
+        for (id, slot) in req.media_ids.iter().zip(&media_slots) {
+            if let Some(m) = media.iter().find(|m| &m.id() == id) {
+                slot.write(|v| *v = Some(m.to_api()));
+            }
+        }
+        // What was just written, without reading it back; followers' feeds ask for it next,
+        // and the author's cached timeline takes it from here.
         let row = PostRow {
             key: post_id.to_string(),
             author: author.to_string(),
@@ -134,6 +142,7 @@ impl ContentService {
             created_at: now,
         };
         self.cache.posts.slot(&post_id).write(|v| *v = Some(row.clone()));
+        self.posts_changed(&author, Some(post_id), Vec::new(), Vec::new()).await;
         Ok(self.hydrate(&ctx, vec![row]).await?.pop().context("new post vanished")?)
     }
 
@@ -190,7 +199,7 @@ impl ContentService {
         .context("deleting post")?;
         self.outbox.committed(&events);
         let media = row.media.iter().map(|m| MediaId::from_trusted(m.clone())).collect();
-        self.posts_changed(&row.author(), vec![req.post_id.clone()], media).await;
+        self.posts_changed(&row.author(), None, vec![req.post_id.clone()], media).await;
         // Objects go with the next sweep; nothing links to them any more.
         self.sweep_soon();
         Ok(Empty {})

@@ -45,6 +45,8 @@ impl<V> Slot<V> {
 pub struct Coherent<K, V> {
     entries: quick_cache::sync::Cache<K, Arc<Slot<V>>>,
     ttl: Duration,
+    /// Orders [`Coherent::update`] and [`Coherent::invalidate`], so neither loses the other.
+    writers: Mutex<()>,
 }
 
 impl<K: Eq + Hash + Clone, V> std::fmt::Debug for Coherent<K, V> {
@@ -56,7 +58,7 @@ impl<K: Eq + Hash + Clone, V> std::fmt::Debug for Coherent<K, V> {
 impl<K: Eq + Hash + Clone, V: Default> Coherent<K, V> {
     /// A cache of at most `capacity` entries, each kept at most `ttl`.
     pub fn new(capacity: usize, ttl: Duration) -> Self {
-        Self { entries: quick_cache::sync::Cache::new(capacity.max(1)), ttl }
+        Self { entries: quick_cache::sync::Cache::new(capacity.max(1)), ttl, writers: Mutex::new(()) }
     }
 
     /// The current slot of `key`, a fresh empty one if there is none or it is too old.
@@ -76,7 +78,29 @@ impl<K: Eq + Hash + Clone, V: Default> Coherent<K, V> {
 
     /// Drops `key`: readers from now on start from an empty slot.
     pub fn invalidate(&self, key: &K) {
+        let _order = self.writers.lock().unwrap_or_else(PoisonError::into_inner);
         self.entries.remove(key);
+    }
+
+    /// Replaces the value of `key` with what `change` makes of it, when the cache holds a
+    /// live one and `change` returns `Some`; drops it like [`Coherent::invalidate`]
+    /// otherwise. For a writer that knows what it changed (a new row to add to a cached
+    /// list) instead of making every reader load again. The new value gets a new slot, so a
+    /// load in flight lands in the old one; `change` may see a value that already holds
+    /// the change (a reader loaded it after the write), so it must be idempotent.
+    pub fn update(&self, key: &K, change: impl FnOnce(&V) -> Option<V>) {
+        let _order = self.writers.lock().unwrap_or_else(PoisonError::into_inner);
+        let next = self
+            .entries
+            .get(key)
+            .filter(|slot| slot.born.elapsed() < self.ttl)
+            .and_then(|slot| slot.read(change).map(|value| (slot.born, value)));
+        match next {
+            Some((born, value)) => self.entries.insert(key.clone(), Arc::new(Slot { born, value: Mutex::new(value) })),
+            None => {
+                self.entries.remove(key);
+            }
+        }
     }
 
     /// Entries held.
@@ -169,5 +193,24 @@ mod tests {
         assert_eq!(cache.slot(&1).read(|v| *v), Some(42));
         std::thread::sleep(Duration::from_millis(40));
         assert_eq!(cache.slot(&1).read(|v| *v), None);
+    }
+
+    #[test]
+    fn an_update_changes_a_held_value_in_a_new_slot_and_drops_an_empty_one() {
+        let cache: Coherent<u32, Option<Vec<u64>>> = Coherent::new(16, Duration::from_secs(60));
+        let add = |n: u64| move |v: &Option<Vec<u64>>| v.as_ref().map(|v| Some([vec![n], v.clone()].concat()));
+        cache.slot(&1).write(|v| *v = Some(vec![1]));
+        let loading = cache.slot(&1);
+        cache.update(&1, add(2));
+        assert_eq!(cache.slot(&1).read(Clone::clone), Some(vec![2, 1]));
+        // A load that started before the update lands in the old slot.
+        loading.write(|v| *v = Some(vec![1]));
+        assert_eq!(cache.slot(&1).read(Clone::clone), Some(vec![2, 1]));
+
+        // Being filled (empty): dropped, so the fill in flight is not seen.
+        let filling = cache.slot(&2);
+        cache.update(&2, add(3));
+        filling.write(|v| *v = Some(vec![1]));
+        assert_eq!(cache.slot(&2).read(Clone::clone), None);
     }
 }
