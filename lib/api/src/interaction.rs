@@ -92,6 +92,11 @@ pub struct SignalsQuery {
     pub post_ids: Vec<PostId>,
     #[serde(default)]
     pub authors: Vec<UserId>,
+    /// The author of each of `post_ids`, in order, when the caller knows them (or empty):
+    /// a viewer who never liked anything of an author has not liked this post of theirs,
+    /// which spares looking it up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub post_authors: Vec<UserId>,
 }
 
 /// Answer to [`SignalsQuery`], in no particular order; posts never liked or commented on

@@ -329,7 +329,11 @@ impl ContentService {
         let counts: HashMap<PostId, _> = if rows.is_empty() {
             HashMap::new()
         } else {
-            let query = SignalsQuery { post_ids: rows.iter().map(PostRow::id).collect(), authors: Vec::new() };
+            let query = SignalsQuery {
+                post_ids: rows.iter().map(PostRow::id).collect(),
+                authors: Vec::new(),
+                post_authors: rows.iter().map(PostRow::author).collect(),
+            };
             let signals = self.mesh.call::<GetSignals>(ctx, &query).await?;
             signals.counts.into_iter().map(|c| (c.post_id.clone(), c)).collect()
         };

@@ -119,7 +119,11 @@ impl FeedService {
         let mut authors: Vec<UserId> = candidates.iter().map(|e| e.author.clone()).collect();
         authors.sort();
         authors.dedup();
-        let query = SignalsQuery { post_ids: candidates.iter().map(|e| e.post.clone()).collect(), authors };
+        let query = SignalsQuery {
+            post_ids: candidates.iter().map(|e| e.post.clone()).collect(),
+            authors,
+            post_authors: candidates.iter().map(|e| e.author.clone()).collect(),
+        };
         let signals =
             if candidates.is_empty() { Default::default() } else { self.mesh.call::<GetSignals>(ctx, &query).await? };
         let engagement: HashMap<String, Engagement> = signals
@@ -221,7 +225,7 @@ impl FeedService {
             return Ok(HashMap::new());
         }
         let signals =
-            self.mesh.call::<GetSignals>(ctx, &SignalsQuery { post_ids: posts.to_vec(), authors: Vec::new() }).await?;
+            self.mesh.call::<GetSignals>(ctx, &SignalsQuery { post_ids: posts.to_vec(), ..Default::default() }).await?;
         Ok(signals.counts.into_iter().map(|c| (c.post_id.clone(), c)).collect())
     }
 

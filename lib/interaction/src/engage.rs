@@ -85,7 +85,7 @@ impl InteractionService {
                 IF !record::exists($stats) { CREATE $stats SET owner = $owner; };
                 UPDATE $stats SET likes += 1;
                 IF $user != $owner {
-                    IF !record::exists($affinity) { CREATE $affinity; };
+                    IF !record::exists($affinity) { CREATE $affinity SET reader = $user; };
                     UPDATE $affinity SET likes += 1;
                 };
                 INSERT INTO outbox $events;
@@ -239,7 +239,7 @@ impl InteractionService {
                      IF !record::exists($stats) { CREATE $stats SET owner = $owner; };
                      UPDATE $stats SET comments += 1;
                      IF $user != $owner {
-                        IF !record::exists($affinity) { CREATE $affinity; };
+                        IF !record::exists($affinity) { CREATE $affinity SET reader = $user; };
                         UPDATE $affinity SET comments += 1;
                      };
                      INSERT INTO outbox $events;

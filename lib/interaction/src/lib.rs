@@ -23,7 +23,7 @@ use mosaic_mesh::{Lifecycle, Mesh, ServiceHandle};
 use std::sync::Arc;
 
 /// The service's schema, applied in order by [`mosaic_mesh::db::migrate`].
-pub const MIGRATIONS: &[Migration] = mosaic_mesh::migrations!("interaction": "0001_init");
+pub const MIGRATIONS: &[Migration] = mosaic_mesh::migrations!("interaction": "0001_init", "0002_viewer_lookups");
 
 /// Shared state of one instance.
 pub(crate) struct InteractionService {

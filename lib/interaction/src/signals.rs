@@ -1,10 +1,12 @@
 //! Counts and affinity for a viewer: what every feed page and timeline asks for.
 //!
 //! Served from two coherent caches ([`mosaic_mesh::cache`]): counters per post, and per
-//! viewer the likes and affinity already looked up. Only what neither holds is read from
-//! the database, in one round trip however many posts and authors that is. Every write
-//! that changes them drops them on every instance ([`SignalsChanged`]), so a reader sees
-//! their own like on their next read, whichever instance serves it.
+//! viewer their affinity and the likes looked up. A viewer's first read loads all their
+//! affinity rows at once (few for most people), so the authors a feed ranks need no lookup
+//! later; a viewer with more than [`WHOLE_VIEWER`] is looked up per author instead. What
+//! the caches do not hold is read in one round trip however many posts and authors that
+//! is. Every write that changes them drops them on every instance ([`SignalsChanged`]), so
+//! a reader sees their own like on their next read, whichever instance serves it.
 
 use crate::InteractionService;
 use crate::engage::{affinity_rid, like_rid, stats_rid};
@@ -35,11 +37,33 @@ pub(crate) struct Counters {
     comments: u64,
 }
 
-/// What one viewer's reads have looked up so far.
+/// Authors engaged with up to which a viewer's affinity is cached whole.
+const WHOLE_VIEWER: usize = 1_000;
+
+/// What is known of one viewer.
 #[derive(Debug, Default)]
 pub(crate) struct Seen {
+    /// Whether all the viewer's affinity was loaded, or only what was asked for (too many
+    /// to hold whole). `None`: nothing loaded yet.
+    whole: Option<bool>,
+    /// Every post looked up, liked or not.
     liked: HashMap<PostId, bool>,
+    /// When whole: only authors engaged with. Otherwise: every author looked up.
     affinity: HashMap<UserId, Counters>,
+}
+
+impl Seen {
+    fn liked(&self, post: &PostId) -> Option<bool> {
+        self.liked.get(post).copied()
+    }
+
+    fn affinity(&self, author: &UserId) -> Option<Counters> {
+        match (self.affinity.get(author), self.whole) {
+            (Some(a), _) => Some(*a),
+            (None, Some(true)) => Some(Counters::default()),
+            (None, _) => None,
+        }
+    }
 }
 
 /// The caches of one instance.
@@ -92,16 +116,34 @@ impl InteractionService {
         if req.post_ids.len() > MAX_SIGNAL_ITEMS || req.authors.len() > MAX_SIGNAL_ITEMS {
             return Err(ApiError::validation(format!("at most {MAX_SIGNAL_ITEMS} posts and authors")).into());
         }
+        if !req.post_authors.is_empty() && req.post_authors.len() != req.post_ids.len() {
+            return Err(ApiError::validation("post_authors must name the author of each post, in order").into());
+        }
         if req.post_ids.is_empty() && req.authors.is_empty() {
             return Ok(Signals::default());
         }
         // Slots are taken before the database is read: see mosaic_mesh::cache.
         let seen = self.cache.viewers.slot(&viewer);
+        if seen.read(|s| s.whole.is_none()) {
+            let loaded = self.load_viewer(&viewer).await?;
+            seen.write(|s| *s = loaded);
+        }
         let count_slots: Vec<_> = req.post_ids.iter().map(|p| self.cache.counts.slot(p)).collect();
         let mut counts: Vec<Option<Counters>> = count_slots.iter().map(|s| s.read(|c| *c)).collect();
         let (mut liked, mut affinity) = seen.read(|s| {
-            let liked: Vec<Option<bool>> = req.post_ids.iter().map(|p| s.liked.get(p).copied()).collect();
-            let affinity: Vec<Option<Counters>> = req.authors.iter().map(|a| s.affinity.get(a).copied()).collect();
+            let liked: Vec<Option<bool>> = req
+                .post_ids
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    s.liked(p).or_else(|| {
+                        // Affinity counts every like on the author's posts but the author's own.
+                        let author = req.post_authors.get(i).filter(|a| **a != viewer)?;
+                        (s.affinity(author)?.likes == 0).then_some(false)
+                    })
+                })
+                .collect();
+            let affinity: Vec<Option<Counters>> = req.authors.iter().map(|a| s.affinity(a)).collect();
             (liked, affinity)
         });
 
@@ -122,6 +164,7 @@ impl InteractionService {
             }
             seen.write(|s| {
                 if s.liked.len() + s.affinity.len() > PER_VIEWER {
+                    // Starting over: a whole affinity would come back with the next load.
                     *s = Seen::default();
                 }
                 for post in &like_misses {
@@ -175,6 +218,33 @@ impl InteractionService {
         })
     }
 
+    /// All of `viewer`'s affinity, or, when there is too much to hold, an empty record that
+    /// says so.
+    async fn load_viewer(&self, viewer: &UserId) -> anyhow::Result<Seen> {
+        let mut res = self
+            .db
+            .query(
+                "SELECT record::id(id)[1] AS author, likes, comments FROM affinity WHERE reader = $viewer
+                    LIMIT $limit;",
+            )
+            .bind(("viewer", viewer.to_string()))
+            .bind(("limit", (WHOLE_VIEWER + 1) as i64))
+            .await
+            .context("reading a viewer's affinity")?;
+        let affinity: Vec<AffinityRow> = res.take(0).context("reading affinity")?;
+        if affinity.len() > WHOLE_VIEWER {
+            return Ok(Seen { whole: Some(false), ..Seen::default() });
+        }
+        Ok(Seen {
+            whole: Some(true),
+            liked: HashMap::new(),
+            affinity: affinity
+                .into_iter()
+                .map(|a| (UserId::from_trusted(a.author), counters(a.likes, a.comments)))
+                .collect(),
+        })
+    }
+
     /// Reads what the caches did not hold, in one round trip.
     async fn load(
         &self,
@@ -186,21 +256,33 @@ impl InteractionService {
         let stats: Vec<RecordId> = posts.iter().map(|p| stats_rid(p)).collect();
         let likes: Vec<RecordId> = likes.iter().map(|p| like_rid(p, viewer)).collect();
         let affinity: Vec<RecordId> = authors.iter().map(|a| affinity_rid(viewer, a)).collect();
+        const COUNTS: &str = "SELECT record::id(id) AS key, likes, comments FROM $stats;";
+        // A viewer held whole misses only counters (of posts new to this instance): the one
+        // statement the database then needs to parse and plan.
+        let viewer_misses = !likes.is_empty() || !affinity.is_empty();
+        let sql = if !viewer_misses {
+            COUNTS.to_owned()
+        } else {
+            format!(
+                "{COUNTS}
+                 SELECT VALUE post FROM $likes;
+                 SELECT record::id(id)[1] AS author, likes, comments FROM $affinity;"
+            )
+        };
         let mut res = self
             .db
-            .query(
-                "SELECT record::id(id) AS key, likes, comments FROM $stats;
-                 SELECT VALUE post FROM $likes;
-                 SELECT record::id(id)[1] AS author, likes, comments FROM $affinity;",
-            )
+            .query(sql)
             .bind(("stats", stats))
             .bind(("likes", likes))
             .bind(("affinity", affinity))
             .await
             .context("reading signals")?;
         let stats: Vec<StatsRow> = res.take(0).context("reading counts")?;
-        let liked: Vec<String> = res.take(1).context("reading likes")?;
-        let affinity: Vec<AffinityRow> = res.take(2).context("reading affinity")?;
+        let (liked, affinity): (Vec<String>, Vec<AffinityRow>) = if viewer_misses {
+            (res.take(1).context("reading likes")?, res.take(2).context("reading affinity")?)
+        } else {
+            Default::default()
+        };
         Ok(Loaded {
             counts: stats.into_iter().map(|s| (s.key, counters(s.likes, s.comments))).collect(),
             liked: liked.into_iter().collect(),
