@@ -22,6 +22,30 @@ use surrealdb::types::{RecordId, SurrealValue};
 pub(crate) const CACHED_VIEWERS: usize = 20_000;
 /// Relations remembered per viewer before their entry starts over.
 const PER_VIEWER: usize = 2_048;
+/// Follows (either way), blocks and mutes up to which a viewer is cached whole: their first
+/// read loads them all, and later reads about anyone need no lookup. Timelines are read
+/// about users the reader has no relation with, which a per-pair cache always misses.
+const WHOLE_VIEWER: usize = 2_000;
+
+/// What one instance knows of a viewer's relations.
+#[derive(Debug, Default)]
+pub(crate) struct ViewerRelations {
+    /// Everything was loaded (`Some(true)`), or only what was asked for: the viewer has
+    /// too many relations to hold whole. `None`: nothing loaded yet.
+    whole: Option<bool>,
+    /// When whole: the users with any relation. Otherwise: every user looked up.
+    known: HashMap<UserId, Relation>,
+}
+
+impl ViewerRelations {
+    fn get(&self, other: &UserId) -> Option<Relation> {
+        match (self.known.get(other), self.whole) {
+            (Some(r), _) => Some(*r),
+            (None, Some(true)) => Some(Relation::default()),
+            (None, _) => None,
+        }
+    }
+}
 /// Longest a cached relation lives if the notice that should have dropped it was lost.
 pub(crate) const RELATIONS_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -305,7 +329,11 @@ impl UserService {
     async fn cached_relations(&self, viewer: &UserId, others: &[UserId]) -> anyhow::Result<Vec<Relation>> {
         // Taken before the database is read: see mosaic_mesh::cache.
         let slot = self.relations.slot(viewer);
-        let known: Vec<Option<Relation>> = slot.read(|m| others.iter().map(|o| m.get(o).copied()).collect());
+        if slot.read(|v| v.whole.is_none()) {
+            let loaded = self.whole_relations(viewer).await?;
+            slot.write(|v| *v = loaded);
+        }
+        let known: Vec<Option<Relation>> = slot.read(|v| others.iter().map(|o| v.get(o)).collect());
         let misses: Vec<UserId> =
             others.iter().zip(&known).filter(|(_, k)| k.is_none()).map(|(o, _)| o.clone()).collect();
         if misses.is_empty() {
@@ -313,11 +341,14 @@ impl UserService {
         }
         let loaded = self.relations_of(viewer, &misses).await?;
         let loaded: HashMap<UserId, Relation> = misses.into_iter().zip(loaded).collect();
-        slot.write(|m| {
-            if m.len() + loaded.len() > PER_VIEWER {
-                m.clear();
+        slot.write(|v| {
+            if v.whole == Some(true) {
+                return;
             }
-            m.extend(loaded.iter().map(|(k, v)| (k.clone(), *v)));
+            if v.known.len() + loaded.len() > PER_VIEWER {
+                v.known.clear();
+            }
+            v.known.extend(loaded.iter().map(|(k, r)| (k.clone(), *r)));
         });
         Ok(others.iter().zip(known).map(|(o, k)| k.or_else(|| loaded.get(o).copied()).unwrap_or_default()).collect())
     }
@@ -341,6 +372,42 @@ impl UserService {
 
     pub(crate) async fn relation(&self, viewer: &UserId, other: &UserId) -> anyhow::Result<Relation> {
         Ok(self.relations_of(viewer, std::slice::from_ref(other)).await?.pop().unwrap_or_default())
+    }
+
+    /// All of `viewer`'s relations, or, when there are too many to hold, an empty record
+    /// that says so.
+    async fn whole_relations(&self, viewer: &UserId) -> anyhow::Result<ViewerRelations> {
+        let mut res = self
+            .db
+            .query(
+                "SELECT VALUE record::id(followee) FROM follows WHERE follower = $uid LIMIT $limit;
+                 SELECT VALUE record::id(follower) FROM follows WHERE followee = $uid LIMIT $limit;
+                 SELECT VALUE record::id(blocked) FROM blocks WHERE blocker = $uid LIMIT $limit;
+                 SELECT VALUE record::id(blocker) FROM blocks WHERE blocked = $uid LIMIT $limit;
+                 SELECT VALUE record::id(muted) FROM mutes WHERE muter = $uid LIMIT $limit;",
+            )
+            .bind(("uid", user_rid(viewer)))
+            .bind(("limit", (WHOLE_VIEWER + 1) as i64))
+            .await
+            .context("reading relations")?;
+        let mut known: HashMap<UserId, Relation> = HashMap::new();
+        let marks: [fn(&mut Relation); 5] = [
+            |r| r.following = true,
+            |r| r.followed_by = true,
+            |r| r.blocking = true,
+            |r| r.blocked_by = true,
+            |r| r.muting = true,
+        ];
+        for (i, mark) in marks.iter().enumerate() {
+            let ids: Vec<String> = res.take(i).context("reading relations")?;
+            if ids.len() > WHOLE_VIEWER {
+                return Ok(ViewerRelations { whole: Some(false), known: HashMap::new() });
+            }
+            for id in ids {
+                mark(known.entry(UserId::from_trusted(id)).or_default());
+            }
+        }
+        Ok(ViewerRelations { whole: Some(true), known })
     }
 
     /// The viewer's relation to each of `others`, in order, in one round trip.

@@ -44,10 +44,10 @@ pub(crate) struct UserService {
     throttle: Throttle,
     revocations: Bucket,
     mesh: Mesh,
-    /// Per viewer, their relations already looked up: every timeline read asks for one.
-    /// Dropped on every instance when the viewer's follows, blocks or mutes change.
-    relations:
-        mosaic_mesh::cache::Coherent<mosaic_api::UserId, std::collections::HashMap<mosaic_api::UserId, api::Relation>>,
+    /// Per viewer, their relations (all of them, or those looked up): every timeline read
+    /// asks for one. Dropped on every instance when the viewer's follows, blocks or mutes
+    /// change.
+    relations: mosaic_mesh::cache::Coherent<mosaic_api::UserId, graph::ViewerRelations>,
     /// Per author, the first page of who sees their posts: every new post's fan-out asks.
     /// Dropped with the relations.
     audiences: mosaic_mesh::cache::Coherent<mosaic_api::UserId, Option<api::AudiencePage>>,
