@@ -50,9 +50,17 @@ async fn every_instance_reads_the_write_just_made() {
                 let page = w.client.get(&timeline, &b.access_token).await;
                 page.assert_status(200);
                 assert_eq!(page.body["items"][0]["like_count"], count, "round {round}: timeline read");
+                assert_eq!(page.body["items"][0]["liked_by_me"], method_like, "round {round}: timeline read");
             }
         }
     }
+    // An author's like of their own post, which affinity does not count, still shows.
+    w.client.put(&format!("/v1/posts/{first}/like"), &a.access_token).await.assert_status(204);
+    for _ in 0..3 {
+        let page = w.client.get(&timeline, &a.access_token).await;
+        assert_eq!(page.body["items"][0]["liked_by_me"], true, "own like on the timeline");
+    }
+    w.client.delete(&format!("/v1/posts/{first}/like"), &a.access_token).await.assert_status(204);
 
     // A new post is on the author's timeline at once; a deleted one is gone at once from the
     // timeline and by id.

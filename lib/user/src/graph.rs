@@ -474,3 +474,22 @@ impl UserService {
         Ok(SocialFilters { blocking: take(0)?, blocked_by: take(1)?, muting: take(2)? })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_whole_viewer_answers_for_anyone_a_partial_one_only_for_those_looked_up() {
+        let (blocked, stranger) = (UserId::generate(), UserId::generate());
+        let known: HashMap<UserId, Relation> =
+            [(blocked.clone(), Relation { blocking: true, ..Relation::default() })].into();
+        let whole = ViewerRelations { whole: Some(true), known: known.clone() };
+        assert!(whole.get(&blocked).is_some_and(|r| r.blocking));
+        assert_eq!(whole.get(&stranger), Some(Relation::default()));
+        let partial = ViewerRelations { whole: Some(false), known };
+        assert!(partial.get(&blocked).is_some_and(|r| r.blocking));
+        assert_eq!(partial.get(&stranger), None, "not looked up: unknown, not 'no relation'");
+        assert_eq!(ViewerRelations::default().get(&blocked), None, "nothing loaded yet");
+    }
+}
