@@ -46,6 +46,7 @@ impl ViewerRelations {
         }
     }
 }
+
 /// Longest a cached relation lives if the notice that should have dropped it was lost.
 pub(crate) const RELATIONS_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
