@@ -10,8 +10,9 @@
 //! relay reads them back by id, so a row the transaction decided not to insert (an
 //! idempotent repeat) is simply not found, and publishes them in the order they were handed
 //! over. A writer whose transaction inserts its rows unconditionally hands over the rows
-//! themselves ([`Outbox::inserted`]), which the relay publishes without reading them back. Reading by id matters: the table is a queue, and in the storage engine a scan from
-//! its head walks every row deleted since the last compaction, so the relay scans the whole
+//! themselves ([`Outbox::inserted`]), which the relay publishes without reading them back.
+//! Reading by id matters: the table is a queue, and in the storage engine a scan from its
+//! head walks every row deleted since the last compaction, so the relay scans the whole
 //! table only every [`SWEEP_INTERVAL`] (for rows of a crashed instance or a failed publish).
 //!
 //! Latency-sensitive writers (chat) call [`Outbox::dispatch`] right after their commit: it
