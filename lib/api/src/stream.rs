@@ -63,6 +63,23 @@ pub struct KvSpec {
     pub max_age: Duration,
     /// Whether entries may carry their own time-to-live.
     pub per_key_ttl: bool,
+    /// Where the NATS server keeps the entries.
+    pub storage: KvStorage,
+}
+
+/// Where a key-value bucket lives on the NATS server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvStorage {
+    /// On disk: entries survive a restart of the server.
+    File,
+    /// In memory, at most `max_bytes` (the default; a service may size it from its settings).
+    /// A full bucket drops the entries written longest ago instead of refusing writes, and a
+    /// restart of the server empties it: only for caches whose owner rebuilds a missing entry.
+    /// A bucket that exists with other storage is deleted and created again.
+    Cache {
+        /// Bytes of entries (keys, values, headers) the server keeps.
+        max_bytes: i64,
+    },
 }
 
 /// Dead letters: messages that exhausted their deliveries or could never be processed.
@@ -105,6 +122,7 @@ pub const REVOCATIONS: KvSpec = KvSpec {
     history: 1,
     max_age: Duration::from_secs(24 * 3600),
     per_key_ttl: false,
+    storage: KvStorage::File,
 };
 
 /// Shared login-throttle counters of the user service (per account and per client IP).
@@ -114,6 +132,7 @@ pub const LOGIN_THROTTLE: KvSpec = KvSpec {
     history: 1,
     max_age: Duration::from_secs(3600),
     per_key_ttl: false,
+    storage: KvStorage::File,
 };
 
 /// Stored replies of requests made with an `Idempotency-Key`, so a retry gets the first result.
@@ -123,6 +142,7 @@ pub const IDEMPOTENCY: KvSpec = KvSpec {
     history: 1,
     max_age: Duration::from_secs(24 * 3600),
     per_key_ttl: false,
+    storage: KvStorage::File,
 };
 
 /// Events of posts (`events.post.*`).
@@ -177,14 +197,18 @@ pub const NOTIFY_JOBS: StreamSpec = StreamSpec {
 
 /// Cached home feeds, one key per reader (`feed.<user_id>`).
 ///
-/// An entry that nobody reads or writes for `max_age` disappears: that is how the feed
-/// service tells active readers (pushed to) from inactive ones (rebuilt when they return).
+/// An entry that nobody reads or writes for `max_age` disappears, and so does the one written
+/// longest ago when the bucket is full: the feed service rebuilds a missing feed from the
+/// graph on its next read. Being a cache, it lives in the server's memory: each post of a
+/// small account rewrites the feed of every active follower, which on disk cost the server
+/// a file write and a tombstone per feed (a third of its CPU in the social benchmark).
 pub const FEEDS: KvSpec = KvSpec {
     bucket: "feeds",
     description: "Home-feed cache: recent post references per reader",
     history: 1,
     max_age: Duration::from_secs(14 * 24 * 3600),
     per_key_ttl: false,
+    storage: KvStorage::Cache { max_bytes: 1 << 30 },
 };
 
 /// Authors whose posts are merged into feeds at read time instead of pushed (`author.<id>`).
@@ -194,6 +218,7 @@ pub const FEED_PULL_AUTHORS: KvSpec = KvSpec {
     history: 1,
     max_age: Duration::ZERO,
     per_key_ttl: false,
+    storage: KvStorage::File,
 };
 
 /// Ranked feed snapshots, so the pages after the first keep the first page's order.
@@ -203,6 +228,8 @@ pub const FEED_SNAPSHOTS: KvSpec = KvSpec {
     history: 1,
     max_age: Duration::from_secs(30 * 60),
     per_key_ttl: false,
+    // A lost snapshot only means the next page is ranked again.
+    storage: KvStorage::Cache { max_bytes: 256 << 20 },
 };
 
 /// Sends of notifications on one channel (push, email): the notification service's own
@@ -237,6 +264,7 @@ pub const PRESENCE: KvSpec = KvSpec {
     history: 1,
     max_age: Duration::from_secs(90),
     per_key_ttl: false,
+    storage: KvStorage::File,
 };
 
 /// Per-user send counters of the notification service (fixed windows).
@@ -246,6 +274,7 @@ pub const NOTIFY_LIMITS: KvSpec = KvSpec {
     history: 1,
     max_age: Duration::from_secs(26 * 3600),
     per_key_ttl: false,
+    storage: KvStorage::File,
 };
 
 /// Leases and completion marks of the analytics service's daily work (report runs,
@@ -256,4 +285,5 @@ pub const ANALYTICS_LEASES: KvSpec = KvSpec {
     history: 1,
     max_age: Duration::from_secs(40 * 24 * 3600),
     per_key_ttl: false,
+    storage: KvStorage::File,
 };

@@ -25,6 +25,10 @@ pub struct Config {
     pub post_cache_ms: u64,
     /// Posts of a newly followed account added to the follower's feed.
     pub follow_backfill: u32,
+    /// Memory the NATS server gives the `feeds` bucket; when it is full, the feeds written
+    /// longest ago are dropped (and rebuilt when their readers return). A full feed at the
+    /// default cap takes ~30 KB.
+    pub cache_max_bytes: u64,
     /// Ranking weights and recency half-life; see the README's "Feed ranking".
     pub ranking: Ranking,
 }
@@ -61,6 +65,7 @@ impl Default for Config {
             pull_cache_ms: 2_000,
             post_cache_ms: 10_000,
             follow_backfill: 20,
+            cache_max_bytes: 1 << 30,
             ranking: Ranking::default(),
         }
     }
@@ -74,6 +79,9 @@ impl Config {
         }
         if self.fanout_threshold == 0 {
             bail!("feed.fanout_threshold must be positive");
+        }
+        if self.cache_max_bytes < 1 << 20 || self.cache_max_bytes > i64::MAX as u64 {
+            bail!("feed.cache_max_bytes must be at least 1 MiB");
         }
         if self.fanout_concurrency == 0 {
             bail!("feed.fanout_concurrency must be positive");

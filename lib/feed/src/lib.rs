@@ -58,7 +58,7 @@ pub async fn start(mesh: &Mesh, config: Config) -> anyhow::Result<ServiceHandle>
     mesh.ensure_stream(&EVENTS_USER).await?;
     let lifecycle = Lifecycle::new();
     let state = Arc::new(FeedService {
-        feeds: mesh.bucket(&FEEDS).await?,
+        feeds: mesh.cache_bucket(&FEEDS, config.cache_max_bytes as i64).await?,
         snapshots: mesh.bucket(&FEED_SNAPSHOTS).await?,
         pull_marks: mesh.bucket(&FEED_PULL_AUTHORS).await?,
         pull_authors: RwLock::new(HashSet::new()),

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use mosaic_api::headers as h;
 use mosaic_api::stream::{
-    ConsumerSpec, DEAD_LETTERS, DLQ_REASON, DLQ_STREAM_SEQ, DLQ_SUBJECT, KvSpec, Retention, StreamSpec,
+    ConsumerSpec, DEAD_LETTERS, DLQ_REASON, DLQ_STREAM_SEQ, DLQ_SUBJECT, KvSpec, KvStorage, Retention, StreamSpec,
 };
 use mosaic_api::{Envelope, Event};
 use std::future::Future;
@@ -81,22 +81,58 @@ impl Mesh {
         Ok(())
     }
 
-    /// Opens a key-value bucket, creating or updating it to match `spec`.
-    pub async fn kv(&self, spec: &'static KvSpec) -> anyhow::Result<kv::Store> {
+    /// Opens a key-value bucket, creating or updating it to match `spec`; a
+    /// [`KvStorage::Cache`] bucket holds at most `max_bytes` (the spec's when `None`).
+    pub async fn kv(&self, spec: &'static KvSpec, max_bytes: Option<i64>) -> anyhow::Result<kv::Store> {
+        let (storage, max_bytes) = match spec.storage {
+            KvStorage::File => (stream::StorageType::File, -1),
+            KvStorage::Cache { max_bytes: default } => (stream::StorageType::Memory, max_bytes.unwrap_or(default)),
+        };
         let config = kv::Config {
             bucket: spec.bucket.to_owned(),
             description: spec.description.to_owned(),
             history: spec.history,
             max_age: spec.max_age,
-            storage: stream::StorageType::File,
+            max_bytes,
+            storage,
             num_replicas: self.config().replicas.max(1),
             limit_markers: spec.per_key_ttl.then_some(Duration::from_secs(1)),
             ..Default::default()
         };
-        self.jetstream()
+        let js = self.jetstream();
+        let stream_name = format!("KV_{}", spec.bucket);
+        let cache = matches!(spec.storage, KvStorage::Cache { .. });
+        if cache && let Ok(mut existing) = js.get_stream(&stream_name).await {
+            // The server cannot move a stream between disk and memory; a cache may start over.
+            let found = existing.info().await.map(|i| i.config.storage).ok();
+            if found.is_some_and(|found| found != storage) {
+                tracing::warn!(bucket = spec.bucket, "recreating cache bucket with its new storage");
+                js.delete_stream(&stream_name)
+                    .await
+                    .map_err(|e| anyhow!("deleting key-value bucket {} to recreate it: {e}", spec.bucket))?;
+            }
+        }
+        let store = js
             .create_or_update_key_value(config)
             .await
-            .map_err(|e| anyhow!("declaring key-value bucket {}: {e}", spec.bucket))
+            .map_err(|e| anyhow!("declaring key-value bucket {}: {e}", spec.bucket))?;
+        if cache {
+            // Key-value buckets refuse writes once full; a cache makes room instead.
+            let mut info = js
+                .get_stream(&stream_name)
+                .await
+                .map_err(|e| anyhow!("reading key-value bucket {}: {e}", spec.bucket))?
+                .cached_info()
+                .config
+                .clone();
+            if info.discard != stream::DiscardPolicy::Old {
+                info.discard = stream::DiscardPolicy::Old;
+                js.update_stream(info)
+                    .await
+                    .map_err(|e| anyhow!("letting key-value bucket {} evict: {e}", spec.bucket))?;
+            }
+        }
+        Ok(store)
     }
 
     /// Publishes an event and waits for JetStream to store it. The envelope id is the

@@ -45,7 +45,13 @@ pub struct Change {
 impl Mesh {
     /// Opens (creating or updating as needed) the bucket described by `spec`.
     pub async fn bucket(&self, spec: &'static KvSpec) -> anyhow::Result<Bucket> {
-        Ok(Bucket { store: self.kv(spec).await?, name: spec.bucket })
+        Ok(Bucket { store: self.kv(spec, None).await?, name: spec.bucket })
+    }
+
+    /// Opens a [`KvStorage::Cache`](mosaic_api::stream::KvStorage::Cache) bucket sized by the
+    /// caller's settings rather than the spec.
+    pub async fn cache_bucket(&self, spec: &'static KvSpec, max_bytes: i64) -> anyhow::Result<Bucket> {
+        Ok(Bucket { store: self.kv(spec, Some(max_bytes)).await?, name: spec.bucket })
     }
 }
 
