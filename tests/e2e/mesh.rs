@@ -284,3 +284,48 @@ async fn the_outbox_publishes_committed_rows_by_id_and_skips_the_rest() {
     assert_eq!(stored().await, 3);
     mosaic_mesh::ServiceHandle::new("test", None, lifecycle).stop().await;
 }
+
+/// A cache bucket never refuses a write: once full it drops the entries written longest ago.
+/// One found on disk (an older deployment's) is recreated in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_cache_bucket_evicts_the_entries_written_longest_ago() {
+    use async_nats::jetstream::stream::{DiscardPolicy, StorageType};
+    use mosaic_api::stream::{KvSpec, KvStorage};
+    const ON_DISK: KvSpec = KvSpec {
+        bucket: "test_cache",
+        description: "a cache under test",
+        history: 1,
+        max_age: Duration::ZERO,
+        per_key_ttl: false,
+        storage: KvStorage::File,
+    };
+    const CACHE: KvSpec = KvSpec { storage: KvStorage::Cache { max_bytes: 64 << 10 }, ..ON_DISK };
+    mosaic_tests::init_logs();
+    let nats = mosaic_tests::NatsServer::start().await.unwrap();
+    let mesh = mosaic_mesh::Mesh::connect(&nats.config(), "cache-test").await.unwrap();
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    async fn config(js: &async_nats::jetstream::Context) -> async_nats::jetstream::stream::Config {
+        js.get_stream("KV_test_cache").await.unwrap().info().await.unwrap().config.clone()
+    }
+
+    mesh.bucket(&ON_DISK).await.unwrap().put("old", bytes::Bytes::from_static(b"1")).await.unwrap();
+    let cache = mesh.bucket(&CACHE).await.unwrap();
+    let found = config(&js).await;
+    assert_eq!((found.storage, found.discard, found.max_bytes), (StorageType::Memory, DiscardPolicy::Old, 64 << 10));
+    assert!(cache.get("old").await.unwrap().is_none(), "the disk bucket was replaced");
+
+    // 400 KB into 64 KB: every write lands, the oldest make room.
+    let value = bytes::Bytes::from(vec![7u8; 2048]);
+    for i in 0..200 {
+        cache.put(&format!("k{i}"), value.clone()).await.unwrap();
+    }
+    assert!(cache.get("k0").await.unwrap().is_none(), "the first written is gone");
+    assert_eq!(cache.get("k199").await.unwrap().expect("the last written is kept").value, value);
+    // A compare-and-set on an evicted key fails like any lost race.
+    assert!(cache.update("k0", value.clone(), 1).await.unwrap().is_none());
+
+    // Another instance opening it keeps it a cache, with its entries.
+    let again = mesh.bucket(&CACHE).await.unwrap();
+    assert_eq!(config(&js).await.discard, DiscardPolicy::Old);
+    assert!(again.get("k199").await.unwrap().is_some());
+}
