@@ -2,6 +2,7 @@
 //! reconcile the feeds they touch.
 
 use crate::FeedService;
+use crate::codec::Graph;
 use crate::store::entry;
 use futures::StreamExt as _;
 use mosaic_api::content::{ByPost, GetPost, PostCreated, PostDeleted, PostRef, RecentByAuthors, RecentPosts};
@@ -119,9 +120,11 @@ impl FeedService {
             } else {
                 let author = e.author.clone();
                 let new = new.clone();
-                self.modify_all(page.ids, move |doc| !doc.hidden.contains(&author) && doc.merge([new.clone()], cap))
-                    .await
-                    .map_err(transient)?;
+                self.modify_all(page.ids, move |doc| {
+                    !doc.graph.hidden.contains(&author) && doc.merge([new.clone()], cap)
+                })
+                .await
+                .map_err(transient)?;
             }
             after = page.next;
             if after.is_none() {
@@ -239,10 +242,9 @@ impl FeedService {
         let cap = self.config.cap;
         let following: HashSet<&UserId> = seed.following.iter().collect();
         let hidden: HashSet<&UserId> = seed.hidden.iter().collect();
+        let graph = Arc::new(Graph::new(seed.topics.clone(), seed.following.clone(), seed.hidden.clone()));
         self.modify(user, |doc| {
-            doc.following = seed.following.as_slice().into();
-            doc.hidden = seed.hidden.as_slice().into();
-            doc.topics = seed.topics.as_slice().into();
+            doc.graph = graph.clone();
             doc.remove(|e| &e.author != user && (!following.contains(&e.author) || hidden.contains(&e.author)));
             doc.merge(backfill.iter().map(entry), cap);
             true

@@ -33,11 +33,11 @@ impl Engagement {
 /// Inputs of one ranking.
 pub struct Signals<'a> {
     pub now_ms: i64,
-    pub topics: &'a HashSet<String>,
+    pub topics: &'a HashSet<&'a str>,
     /// The reader's engagement with each author.
-    pub affinity: &'a HashMap<String, Engagement>,
+    pub affinity: &'a HashMap<&'a str, Engagement>,
     /// Everyone's engagement with each post.
-    pub engagement: &'a HashMap<String, Engagement>,
+    pub engagement: &'a HashMap<&'a str, Engagement>,
 }
 
 /// The score of one post for the reader.
@@ -45,7 +45,7 @@ pub fn score(w: &Ranking, e: &Entry, s: &Signals<'_>) -> f64 {
     let age_hours = ((s.now_ms - e.created_ms).max(0) as f64) / 3_600_000.0;
     let recency = 0.5f64.powf(age_hours / w.half_life_hours);
     let affinity = s.affinity.get(e.author.as_ref()).map_or(0.0, |a| 1.0 - 1.0 / (1.0 + a.weight()));
-    let matching = e.tags.iter().filter(|t| s.topics.contains(*t)).count();
+    let matching = e.tags.iter().filter(|t| s.topics.contains(t.as_str())).count();
     let topics = (matching as f64 / 2.0).min(1.0);
     let engagement =
         s.engagement.get(e.post.as_ref()).map_or(0.0, |g| ((1.0 + g.weight()).ln() / 1001f64.ln()).min(1.0));
@@ -80,9 +80,8 @@ mod tests {
     #[test]
     fn preferences_lift_older_posts_above_newer_ones() {
         let w = Ranking::default();
-        let topics: HashSet<String> = ["surf".to_string()].into();
-        let affinity: HashMap<String, Engagement> =
-            [("friend".to_string(), Engagement { likes: 5, comments: 2 })].into();
+        let topics: HashSet<&str> = ["surf"].into();
+        let affinity: HashMap<&str, Engagement> = [("friend", Engagement { likes: 5, comments: 2 })].into();
         let engagement = HashMap::new();
         let s = Signals { now_ms: 100 * 3_600_000, topics: &topics, affinity: &affinity, engagement: &engagement };
         let fresh_stranger = post("stranger", 0, &[]);

@@ -126,19 +126,23 @@ impl FeedService {
         };
         let signals =
             if candidates.is_empty() { Default::default() } else { self.mesh.call::<GetSignals>(ctx, &query).await? };
-        let engagement: HashMap<String, Engagement> = signals
-            .counts
-            .iter()
-            .map(|c| (c.post_id.to_string(), Engagement { likes: c.like_count, comments: c.comment_count }))
-            .collect();
-        let affinity: HashMap<String, Engagement> = signals
-            .affinity
-            .iter()
-            .map(|a| (a.author.to_string(), Engagement { likes: a.likes, comments: a.comments }))
-            .collect();
-        let topics: HashSet<String> = doc.topics.iter().cloned().collect();
-        let inputs = rank::Signals { now_ms, topics: &topics, affinity: &affinity, engagement: &engagement };
-        rank::rank(&self.config.ranking, &mut candidates, &inputs);
+        {
+            // Borrowed keys: a read ranks a hundred posts, and owned ones were a hundred
+            // allocations just to look them up.
+            let engagement: HashMap<&str, Engagement> = signals
+                .counts
+                .iter()
+                .map(|c| (c.post_id.as_str(), Engagement { likes: c.like_count, comments: c.comment_count }))
+                .collect();
+            let affinity: HashMap<&str, Engagement> = signals
+                .affinity
+                .iter()
+                .map(|a| (a.author.as_str(), Engagement { likes: a.likes, comments: a.comments }))
+                .collect();
+            let topics: HashSet<&str> = doc.graph.topics.iter().map(String::as_str).collect();
+            let inputs = rank::Signals { now_ms, topics: &topics, affinity: &affinity, engagement: &engagement };
+            rank::rank(&self.config.ranking, &mut candidates, &inputs);
+        }
 
         let order: Vec<PostId> = candidates.into_iter().chain(older).map(|e| e.post.clone()).collect();
         let page: Vec<PostId> = order.iter().skip(offset).take(limit).cloned().collect();
@@ -183,13 +187,13 @@ impl FeedService {
             Loaded::Stale(revision) => self.rebuild(ctx, viewer, Some(revision)).await?,
             Loaded::Missing => self.rebuild(ctx, viewer, None).await?,
         };
-        let following: HashSet<&UserId> = doc.following.iter().collect();
-        let hidden: HashSet<&UserId> = doc.hidden.iter().collect();
+        let following: HashSet<&UserId> = doc.graph.following.iter().collect();
+        let hidden: HashSet<&UserId> = doc.graph.hidden.iter().collect();
         let visible = |author: &UserId| author == viewer || (following.contains(author) && !hidden.contains(author));
         let mut out: Vec<Entry> = doc.entries.iter().filter(|e| visible(&e.author)).cloned().collect();
         let pulled: Vec<UserId> = {
             let set = self.pull_authors.read().expect("pull set poisoned");
-            doc.following.iter().filter(|a| set.contains(*a) && !hidden.contains(a)).cloned().collect()
+            doc.graph.following.iter().filter(|a| set.contains(*a) && !hidden.contains(a)).cloned().collect()
         };
         if !pulled.is_empty() {
             let mut seen: HashSet<PostId> = out.iter().map(|e| e.post.clone()).collect();

@@ -11,7 +11,7 @@
 //! write (inactive reader, nothing to change) are only taken on a freshly read document.
 
 use crate::FeedService;
-use crate::codec::{Entry, FeedDoc};
+use crate::codec::{Entry, FeedDoc, Graph};
 use anyhow::{Context as _, bail};
 use chrono::Utc;
 use mosaic_api::UserId;
@@ -37,7 +37,7 @@ impl KnownWeight {
 
 impl quick_cache::Weighter<UserId, (u64, Arc<FeedDoc>)> for KnownWeight {
     fn weight(&self, _: &UserId, (_, doc): &(u64, Arc<FeedDoc>)) -> u64 {
-        let ids = doc.following.len() + doc.hidden.len() + doc.topics.len();
+        let ids = doc.graph.following.len() + doc.graph.hidden.len() + doc.graph.topics.len();
         256 + doc.entries.len() as u64 * Self::ENTRY + ids as u64 * Self::ID
     }
 }
@@ -146,9 +146,7 @@ impl FeedService {
         authors.push(user.clone());
         let mut doc = FeedDoc {
             touched_ms: Utc::now().timestamp_millis(),
-            topics: seed.topics.into(),
-            following: seed.following.into(),
-            hidden: seed.hidden.into(),
+            graph: Arc::new(Graph::new(seed.topics, seed.following, seed.hidden)),
             entries: Vec::new(),
         };
         // Large follow lists are asked for in slices; each answer is newest first.
