@@ -201,7 +201,8 @@ pub const NOTIFY_JOBS: StreamSpec = StreamSpec {
 /// longest ago when the bucket is full: the feed service rebuilds a missing feed from the
 /// graph on its next read. Being a cache, it lives in the server's memory: each post of a
 /// small account rewrites the feed of every active follower, which on disk cost the server
-/// a file write and a tombstone per feed (a third of its CPU in the social benchmark).
+/// a file write and a tombstone per feed (most of the fifth of its CPU that went to storing
+/// messages in the social benchmark).
 pub const FEEDS: KvSpec = KvSpec {
     bucket: "feeds",
     description: "Home-feed cache: recent post references per reader",
