@@ -118,13 +118,7 @@ impl Mesh {
             .map_err(|e| anyhow!("declaring key-value bucket {}: {e}", spec.bucket))?;
         if cache {
             // Key-value buckets refuse writes once full; a cache makes room instead.
-            let mut info = js
-                .get_stream(&stream_name)
-                .await
-                .map_err(|e| anyhow!("reading key-value bucket {}: {e}", spec.bucket))?
-                .cached_info()
-                .config
-                .clone();
+            let mut info = store.stream.cached_info().config.clone();
             if info.discard != stream::DiscardPolicy::Old {
                 info.discard = stream::DiscardPolicy::Old;
                 js.update_stream(info)
