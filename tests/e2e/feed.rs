@@ -37,7 +37,17 @@ fn id(post: &Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_followed_post_arrives_live_and_in_the_feed_and_leaves_with_unfollow_and_delete() {
-    let w = World::start().await;
+    follow_post_unfollow(WorldOptions::default()).await;
+}
+
+/// The same story when the services call each other in process, as under `mosaic up`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_story_holds_when_services_call_each_other_in_process() {
+    follow_post_unfollow(WorldOptions { local_calls: true, ..Default::default() }).await;
+}
+
+async fn follow_post_unfollow(options: WorldOptions) {
+    let w = World::start_with(options).await;
     let author = w.client.signup("author").await;
     let reader = w.client.signup("reader").await;
     // A first read creates the reader's cached feed, so the post is pushed into it.

@@ -1,11 +1,13 @@
 //! The mesh seen from outside: plain NATS clients, discovery, scaling, events, consumers.
 
 use futures::StreamExt;
+use mosaic_api::content::{ByPost, GetPost};
 use mosaic_api::stream::{ConsumerSpec, DEAD_LETTERS, DLQ_REASON, EVENTS_USER};
 use mosaic_api::user::{Followed, SignedUp};
 use mosaic_api::{Envelope, Event, Id as _};
-use mosaic_mesh::Lifecycle;
+use mosaic_api::{ErrorCode, PostId, UserId};
 use mosaic_mesh::jetstream::HandlerError;
+use mosaic_mesh::{CallError, Ctx, Lifecycle, Mesh, NatsConfig};
 use mosaic_tests::{World, WorldOptions, eventually, test_user_config};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -118,14 +120,72 @@ async fn two_instances_share_requests_and_stopping_one_fails_none() {
 }
 
 async fn srv_stats(nats: &async_nats::Client) -> Vec<Value> {
+    stats_of(nats, "user").await
+}
+
+/// What every instance of `service` answers to `$SRV.STATS`.
+async fn stats_of(nats: &async_nats::Client, service: &str) -> Vec<Value> {
     let inbox = nats.new_inbox();
     let mut sub = nats.subscribe(inbox.clone()).await.unwrap();
-    nats.publish_with_reply("$SRV.STATS.user", inbox, "".into()).await.unwrap();
+    nats.publish_with_reply(format!("$SRV.STATS.{service}"), inbox, "".into()).await.unwrap();
     let mut out = Vec::new();
     while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(300), sub.next()).await {
         out.push(serde_json::from_slice(&m.payload).unwrap());
     }
     out
+}
+
+fn requests_served(stats: &Value) -> u64 {
+    stats["endpoints"].as_array().unwrap().iter().map(|e| e["num_requests"].as_u64().unwrap()).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_calls_skip_the_wire_and_keep_its_contract() {
+    let mut w = World::start_with(WorldOptions { local_calls: true, ..Default::default() }).await;
+    let author = w.client.signup("local_author").await;
+    let post = w.client.create_post(&author.access_token, "in process", &[]).await;
+    let post_id = PostId::parse(post["id"].as_str().unwrap()).unwrap();
+    w.client.get(&format!("/v1/posts/{post_id}"), &author.access_token).await.assert_status(200);
+    let unknown = PostId::generate();
+    w.client.get(&format!("/v1/posts/{unknown}"), &author.access_token).await.assert_problem(404, "not_found");
+
+    // The edge's calls and the services' calls to each other never reached the NATS server.
+    let nats = async_nats::connect(w.nats.url()).await.unwrap();
+    let stats = stats_of(&nats, "content").await;
+    assert_eq!(stats.len(), 1);
+    assert_eq!(requests_served(&stats[0]), 0, "content served a request over the wire: {}", stats[0]);
+
+    // The endpoints are still on the wire for other processes.
+    let wire = Mesh::connect(&NatsConfig { local_calls: false, ..w.nats.config() }, "elsewhere").await.unwrap();
+    let ctx = Ctx::for_user(UserId::parse(&author.id).unwrap());
+    let by = |post_id: &PostId| ByPost { post_id: post_id.clone() };
+    assert_eq!(wire.call::<GetPost>(&ctx, &by(&post_id)).await.unwrap().id, post_id);
+    assert_eq!(requests_served(&stats_of(&nats, "content").await[0]), 1);
+
+    // In process, the same answers as over the wire: replies, refusals with their codes, and
+    // a timeout for a deadline that has already passed.
+    assert_eq!(w.mesh.call::<GetPost>(&ctx, &by(&post_id)).await.unwrap().id, post_id);
+    match w.mesh.call::<GetPost>(&ctx, &by(&unknown)).await {
+        Err(CallError::Api(e)) => assert_eq!(e.code, ErrorCode::NotFound),
+        other => panic!("expected not_found, got {other:?}"),
+    }
+    match wire.call::<GetPost>(&ctx, &by(&unknown)).await {
+        Err(CallError::Api(e)) => assert_eq!(e.code, ErrorCode::NotFound),
+        other => panic!("expected not_found over the wire, got {other:?}"),
+    }
+    let late = ctx.clone().with_timeout(Duration::ZERO);
+    assert!(matches!(w.mesh.call::<GetPost>(&late, &by(&post_id)).await, Err(CallError::Timeout)));
+
+    // A stopped instance withdraws its local endpoints: calls take the wire, where nobody
+    // answers, until an instance in another process starts.
+    w.content.pop().unwrap().stop().await;
+    let short = ctx.clone().with_timeout(Duration::from_millis(300));
+    let gone = w.mesh.call::<GetPost>(&short, &by(&post_id)).await;
+    assert!(matches!(gone, Err(CallError::NoResponders)), "{gone:?}");
+    w.add_content_instance().await.unwrap();
+    assert_eq!(w.mesh.call::<GetPost>(&ctx, &by(&post_id)).await.unwrap().id, post_id);
+    w.client.get(&format!("/v1/posts/{post_id}"), &author.access_token).await.assert_status(200);
+    w.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

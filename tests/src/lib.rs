@@ -110,6 +110,10 @@ pub struct WorldOptions {
     pub interaction_instances: usize,
     /// Analytics settings.
     pub analytics: mosaic_analytics::Config,
+    /// Whether calls between the world's services skip the NATS server, as in `mosaic up`.
+    /// Off by default, so the suite exercises the wire contract that separately deployed
+    /// services speak; `mesh::local_calls_*` tests the shortcut.
+    pub local_calls: bool,
 }
 
 impl Default for WorldOptions {
@@ -130,6 +134,7 @@ impl Default for WorldOptions {
             analytics_instances: 1,
             analytics: test_analytics_config(),
             interaction_instances: 1,
+            local_calls: false,
         }
     }
 }
@@ -216,7 +221,9 @@ impl World {
     pub async fn start_with(options: WorldOptions) -> Self {
         init_logs();
         let nats = NatsServer::start().await.expect("nats-server starts");
-        let mesh = Mesh::connect(&nats.config(), "test").await.expect("mesh connects");
+        let mesh = Mesh::connect(&NatsConfig { local_calls: options.local_calls, ..nats.config() }, "test")
+            .await
+            .expect("mesh connects");
         let user_db = mosaic_mesh::db::connect(&options.user.db, "user").await.expect("user database opens");
         let mut users = Vec::new();
         for _ in 0..options.user_instances {

@@ -14,8 +14,8 @@ pub trait Endpoint: Send + Sync + 'static {
     const NAME: &'static str;
     /// The full NATS subject: `mosaic.<service>.v1.<name>`.
     const SUBJECT: &'static str;
-    /// What the caller sends.
-    type Request: Serialize + DeserializeOwned + Send + Sync + 'static;
+    /// What the caller sends (cloned, not encoded, for a handler in the caller's process).
+    type Request: Serialize + DeserializeOwned + Clone + Send + Sync + 'static;
     /// What the service answers on success.
     type Reply: Serialize + DeserializeOwned + Send + Sync + 'static;
 }

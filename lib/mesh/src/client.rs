@@ -2,6 +2,7 @@
 
 use crate::ctx::Ctx;
 use crate::error::CallError;
+use crate::local::Registry;
 use anyhow::Context as _;
 use async_nats::{Client, ConnectOptions, RequestErrorKind, jetstream};
 use bytes::Bytes;
@@ -27,11 +28,21 @@ pub struct NatsConfig {
     pub password: Option<crate::config::Secret>,
     /// JetStream replicas for streams and buckets this process declares (3 in a cluster).
     pub replicas: usize,
+    /// Calls to a service this process serves go straight to its handler instead of through
+    /// the NATS server (see [`crate::local`]); off, every call takes the wire.
+    pub local_calls: bool,
 }
 
 impl Default for NatsConfig {
     fn default() -> Self {
-        Self { url: "nats://127.0.0.1:4222".into(), creds_file: None, user: None, password: None, replicas: 1 }
+        Self {
+            url: "nats://127.0.0.1:4222".into(),
+            creds_file: None,
+            user: None,
+            password: None,
+            replicas: 1,
+            local_calls: true,
+        }
     }
 }
 
@@ -48,6 +59,8 @@ struct Inner {
     name: String,
     /// Streams already declared by this process, so hot paths don't re-declare them.
     pub(crate) ensured: Mutex<HashSet<&'static str>>,
+    /// Endpoints served by services started on this mesh, when local calls are on.
+    local: Option<Registry>,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -68,6 +81,7 @@ impl Mesh {
                 config: config.clone(),
                 name: name.to_owned(),
                 ensured: Mutex::new(HashSet::new()),
+                local: config.local_calls.then(Registry::default),
             }),
         })
     }
@@ -94,6 +108,11 @@ impl Mesh {
         &self.inner.config
     }
 
+    /// Where services started on this mesh register for local calls, if they do.
+    pub(crate) fn local_calls(&self) -> Option<&Registry> {
+        self.inner.local.as_ref()
+    }
+
     pub(crate) fn ensured(&self) -> &Mutex<HashSet<&'static str>> {
         &self.inner.ensured
     }
@@ -109,6 +128,9 @@ impl Mesh {
     /// scale-down there is a moment with no instance subscribed, and nobody received the
     /// request, so sending it again is safe.
     pub async fn call<E: Endpoint>(&self, ctx: &Ctx, req: &E::Request) -> Result<E::Reply, CallError> {
+        if let Some(local) = self.inner.local.as_ref().and_then(Registry::pick::<E>) {
+            return local.call(ctx, req.clone()).await;
+        }
         let msg = self.request::<E>(ctx, req).await?;
         Ok(serde_json::from_slice(&msg.payload)?)
     }
@@ -116,6 +138,10 @@ impl Mesh {
     /// [`Mesh::call`], keeping the reply as the JSON the service sent (an `E::Reply`): for
     /// a gateway that passes it on unchanged, parsing and re-encoding it would be wasted.
     pub async fn call_json<E: Endpoint>(&self, ctx: &Ctx, req: &E::Request) -> Result<Bytes, CallError> {
+        if let Some(local) = self.inner.local.as_ref().and_then(Registry::pick::<E>) {
+            let reply = local.call(ctx, req.clone()).await?;
+            return Ok(Bytes::from(serde_json::to_vec(&reply)?));
+        }
         Ok(self.request::<E>(ctx, req).await?.payload)
     }
 

@@ -102,6 +102,12 @@ impl Ctx {
         headers
     }
 
+    /// The context a handler in this process sees for a call made on behalf of this one:
+    /// what [`Ctx::from_headers`] of [`Ctx::to_headers`] gives, without the headers.
+    pub(crate) fn for_callee(&self) -> Self {
+        Self { trace: self.trace.child(), ..self.clone() }
+    }
+
     /// Reads the context of an incoming request. Missing or malformed headers fall back to
     /// safe defaults (anonymous, new trace, default deadline) rather than failing the call.
     pub fn from_headers(headers: Option<&HeaderMap>) -> Self {

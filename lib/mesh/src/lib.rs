@@ -3,7 +3,8 @@
 //! * [`Mesh`]: one NATS connection per process with typed calls ([`Mesh::call`]), pushes to
 //!   user sockets, and JetStream helpers ([`jetstream`]).
 //! * [`service`]: serving typed endpoints through the NATS micro service API in a queue group,
-//!   with deadlines, trace context and stable error codes; graceful drain on stop.
+//!   with deadlines, trace context and stable error codes; graceful drain on stop. Calls to a
+//!   service the calling process serves skip the wire (`local`).
 //! * [`db`]: SurrealDB connections and the migration runner; [`outbox`]: the transactional
 //!   outbox that ties a database write to the event it implies.
 //! * [`frames`]: kept WebSocket frames (stored per user, replayed from a cursor);
@@ -24,6 +25,7 @@ pub mod error;
 pub mod frames;
 pub mod jetstream;
 pub mod kv;
+mod local;
 pub mod outbox;
 pub mod presence;
 pub mod runtime;

@@ -30,6 +30,8 @@ pub struct Common {
     pub nats_password: Option<crate::config::Secret>,
     /// JetStream replicas for what this process declares (1 alone, 3 in a cluster).
     pub nats_replicas: usize,
+    /// Calls between services of this process skip the NATS server (see `NatsConfig`).
+    pub nats_local_calls: bool,
     /// Log as JSON lines instead of human-readable text.
     pub log_json: bool,
     /// Media storage, shared by the content service (writes) and the edge (uploads, serving).
@@ -45,6 +47,7 @@ impl Default for Common {
             nats_user: None,
             nats_password: None,
             nats_replicas: 1,
+            nats_local_calls: true,
             log_json: false,
             storage: Default::default(),
         }
@@ -60,6 +63,7 @@ impl Common {
             user: self.nats_user.clone(),
             password: self.nats_password.clone(),
             replicas: self.nats_replicas,
+            local_calls: self.nats_local_calls,
         }
     }
 

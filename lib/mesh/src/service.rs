@@ -9,11 +9,12 @@
 use crate::client::Mesh;
 use crate::ctx::Ctx;
 use crate::error::ServiceError;
+use crate::local::{AnyEndpoint, Gate, LocalEndpoint, Registry, rpc_span, run};
 use anyhow::Context as _;
 use async_nats::service::{self, ServiceExt};
 use async_nats::{Client, HeaderMap};
 use bytes::Bytes;
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use mosaic_api::headers as h;
 use mosaic_api::{ApiError, Endpoint, ErrorCode};
 use std::future::Future;
@@ -25,7 +26,6 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::Instrument;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -40,7 +40,7 @@ trait Handler<S>: Send + Sync {
 }
 
 struct Typed<E, F> {
-    f: F,
+    f: Arc<F>,
     _endpoint: PhantomData<fn() -> E>,
 }
 
@@ -70,7 +70,10 @@ where
 
 struct Registered<S> {
     name: &'static str,
+    subject: &'static str,
     handler: Arc<dyn Handler<S>>,
+    /// The same handler for calls from this process (see [`crate::local`]).
+    local: Box<dyn FnOnce(Arc<S>, Gate) -> AnyEndpoint + Send>,
 }
 
 /// Builds a service: its name, version and endpoints, each handled by a function of the
@@ -115,9 +118,12 @@ impl<S: Send + Sync + 'static> ServiceBuilder<S> {
         Fut: Future<Output = Result<E::Reply, ServiceError>> + Send + 'static,
     {
         assert_eq!(E::SERVICE, self.name, "{} registered on service {}", E::SUBJECT, self.name);
+        let f = Arc::new(handler);
         self.endpoints.push(Registered {
             name: E::NAME,
-            handler: Arc::new(Typed::<E, F> { f: handler, _endpoint: PhantomData }),
+            subject: E::SUBJECT,
+            handler: Arc::new(Typed::<E, F> { f: f.clone(), _endpoint: PhantomData }),
+            local: Box::new(move |state, gate| Arc::new(LocalEndpoint::<E>::new(state, f, gate))),
         });
         self
     }
@@ -143,7 +149,13 @@ impl<S: Send + Sync + 'static> ServiceBuilder<S> {
         let limit = Arc::new(Semaphore::new(self.max_in_flight));
         let draining = Arc::new(tokio::sync::RwLock::new(false));
         let mut loops = Vec::with_capacity(self.endpoints.len());
+        let instance = Registry::instance_id();
+        let local = self.mesh.local_calls();
         for registered in self.endpoints {
+            if let Some(registry) = local {
+                let gate = Gate { limit: limit.clone(), tracker: tracker.clone() };
+                registry.add(instance, registered.subject, (registered.local)(self.state.clone(), gate));
+            }
             let endpoint = group
                 .endpoint_builder()
                 .name(registered.name)
@@ -162,7 +174,16 @@ impl<S: Send + Sync + 'static> ServiceBuilder<S> {
         // Make sure the subscriptions exist on the server before callers are told we're up.
         client.flush().await.context("flushing service subscriptions")?;
         tracing::info!(service = self.name, "serving");
-        Ok(RpcServer { name: self.name, client, _service: service, loops, tracker, draining, mesh: self.mesh })
+        Ok(RpcServer {
+            name: self.name,
+            instance,
+            client,
+            _service: service,
+            loops,
+            tracker,
+            draining,
+            mesh: self.mesh,
+        })
     }
 }
 
@@ -207,36 +228,11 @@ async fn handle<S>(request: service::Request, handler: Arc<dyn Handler<S>>, stat
         tracing::debug!(%subject, "dropping request received after its deadline");
         return;
     }
-    let span = tracing::info_span!(
-        "rpc",
-        subject = %subject,
-        trace_id = %ctx.trace.trace_id(),
-        user = ctx.user.as_ref().map(|u| u.to_string()),
-        request_id = ctx.request_id.clone(),
-    );
+    let span = rpc_span(subject, &ctx);
     let remaining = ctx.remaining();
-    // A panicking handler must still answer, or its caller waits out the whole deadline.
-    let call = std::panic::AssertUnwindSafe(handler.call(state, ctx, request.message.payload.clone())).catch_unwind();
-    let outcome = tokio::time::timeout(remaining, call).instrument(span.clone()).await;
-    let result = match outcome {
-        Ok(Err(_panic)) => {
-            span.in_scope(|| tracing::error!("handler panicked"));
-            Err(ApiError::internal())
-        }
-        Ok(Ok(Ok(body))) => Ok(body),
-        Ok(Ok(Err(ServiceError::Api(e)))) => {
-            span.in_scope(|| tracing::debug!(code = %e.code, detail = %e.detail, "request refused"));
-            Err(e)
-        }
-        Ok(Ok(Err(ServiceError::Internal(e)))) => {
-            span.in_scope(|| tracing::error!(error = format!("{e:#}"), "request failed"));
-            Err(ApiError::internal())
-        }
-        Err(_) => {
-            span.in_scope(|| tracing::warn!("request exceeded its deadline"));
-            Err(ApiError::new(ErrorCode::Timeout, "the deadline passed while handling the request"))
-        }
-    };
+    let result = run(&span, remaining, handler.call(state, ctx, request.message.payload.clone()))
+        .await
+        .unwrap_or_else(|| Err(ApiError::new(ErrorCode::Timeout, "the deadline passed while handling the request")));
     respond(&request, result, &responder).await;
 }
 
@@ -279,6 +275,8 @@ async fn respond(request: &service::Request, result: Result<Bytes, ApiError>, re
 /// A running set of endpoints; see [`RpcServer::stop`].
 pub struct RpcServer {
     name: &'static str,
+    /// Its registrations for local calls.
+    instance: u64,
     client: Client,
     // Keeps the micro service (its PING/INFO/STATS responder) alive for as long as we serve.
     _service: service::Service,
@@ -289,8 +287,15 @@ pub struct RpcServer {
 }
 
 impl RpcServer {
+    fn withdraw_local(&self) {
+        if let Some(registry) = self.mesh.local_calls() {
+            registry.remove(self.instance);
+        }
+    }
+
     /// Vanishes without draining (see [`ServiceHandle::abort`]).
     pub fn abort(self) {
+        self.withdraw_local();
         for l in &self.loops {
             l.abort();
         }
@@ -298,6 +303,9 @@ impl RpcServer {
 
     /// Stops taking requests, answers every request already received, then returns.
     pub async fn stop(self) {
+        // Local callers go to the wire from now on (another instance, or no responders);
+        // local calls already running hold the tracker open like wire requests do.
+        self.withdraw_local();
         *self.draining.write().await = true;
         if let Err(e) = self.client.drain().await {
             tracing::warn!(service = self.name, error = %e, "drain failed");
