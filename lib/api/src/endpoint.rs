@@ -29,7 +29,7 @@ pub fn group(service: &str) -> String {
 ///
 /// ```
 /// use mosaic_api::{endpoint, Endpoint};
-/// #[derive(serde::Serialize, serde::Deserialize)]
+/// #[derive(Clone, serde::Serialize, serde::Deserialize)]
 /// pub struct Ping {}
 /// endpoint! {
 ///     /// Answers with what it was sent.

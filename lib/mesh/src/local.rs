@@ -11,7 +11,8 @@
 //! The contract is the wire's: the callee sees the caller's context as a child span with the
 //! same deadline and identity; it is refused once the deadline has passed; an internal
 //! failure or a panic reaches the caller as `internal` and is logged on the callee's span;
-//! the instance's `max_in_flight` bounds wire and local requests together; stopping an
+//! the handler runs as a task of the instance, so a caller that goes away does not cancel
+//! it; the instance's `max_in_flight` bounds wire and local requests together; stopping an
 //! instance withdraws its local endpoints before the drain and waits for local calls in
 //! flight as it waits for wire ones. Several instances of one service on one mesh (tests do
 //! this) take local calls in turn. What differs: `$SRV.STATS` counts only requests that came
@@ -64,18 +65,35 @@ impl<E: Endpoint> LocalEndpoint<E> {
 
     /// Runs the handler on behalf of `ctx`, as a request over the wire would.
     pub(crate) async fn call(&self, ctx: &Ctx, req: E::Request) -> Result<E::Reply, CallError> {
-        if ctx.expired() {
+        let remaining = ctx.remaining();
+        if remaining.is_zero() {
             return Err(CallError::Timeout);
         }
-        let Ok(_permit) = self.gate.limit.acquire().await else { return Err(CallError::NoResponders) };
-        // Keeps a stopping instance's drain waiting for this call, as for a wire request.
-        let _in_flight = self.gate.tracker.token();
+        // A wire request past the limit waits in the subscription; this one waits here, as
+        // long as its deadline allows.
+        let permit = match tokio::time::timeout(remaining, self.gate.limit.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_closed)) => return Err(CallError::NoResponders),
+            Err(_) => return Err(CallError::Timeout),
+        };
         let callee = ctx.for_callee();
         let span = rpc_span(E::SUBJECT, &callee);
-        match run(&span, callee.remaining(), (self.serve)(callee, req)).await {
-            Some(result) => result.map_err(CallError::Api),
+        let remaining = callee.remaining();
+        let work = (self.serve)(callee, req);
+        // A task of the instance, as a wire request gets: a caller that goes away (a client
+        // hanging up on the edge) does not cancel the handler halfway through its writes, and
+        // a stopping instance waits for it.
+        let task = self.gate.tracker.spawn(async move {
+            let outcome = run(&span, remaining, work).await;
+            drop(permit);
+            outcome
+        });
+        match task.await {
+            Ok(Some(result)) => result.map_err(CallError::Api),
             // A wire caller's own timer fires at the same deadline: it sees a timeout.
-            None => Err(CallError::Timeout),
+            Ok(None) => Err(CallError::Timeout),
+            // Only when the runtime is going away.
+            Err(e) => Err(CallError::Transport(format!("local call to {} did not finish: {e}", E::SUBJECT))),
         }
     }
 }
