@@ -570,3 +570,38 @@ async fn a_transcode_past_its_time_limit_fails_with_timeout() {
     assert_eq!((m["status"].as_str(), m["error"].as_str()), (Some("failed"), Some("timeout")), "{m}");
     w.stop().await;
 }
+
+/// Profile post counts are fed by post events, in batches: repeated deliveries, a post
+/// created and deleted within one batch, and a deletion of a post never counted all end
+/// at the exact count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_counts_stay_exact_under_repeated_and_batched_events() {
+    use mosaic_api::content::{PostCreated, PostDeleted};
+    use mosaic_api::{Envelope, Id as _, PostId, UserId};
+    let w = World::start().await;
+    let author = w.client.signup("counted").await;
+    let user = UserId::parse(&author.id).unwrap();
+    let (a, b, c, never) = (PostId::generate(), PostId::generate(), PostId::generate(), PostId::generate());
+    let created = |p: &PostId| PostCreated {
+        post_id: p.clone(),
+        author: user.clone(),
+        tags: vec![],
+        created_at: chrono::Utc::now(),
+    };
+    let deleted = |p: &PostId| PostDeleted { post_id: p.clone(), author: user.clone() };
+    // Each envelope has its own event id, so JetStream keeps the repeats as a redelivery would.
+    for p in [&a, &a, &b, &c, &b] {
+        w.mesh.publish_event(&Envelope::new(created(p))).await.unwrap();
+    }
+    for p in [&a, &never, &a] {
+        w.mesh.publish_event(&Envelope::new(deleted(p))).await.unwrap();
+    }
+    let count = || async { w.client.get("/v1/users/me", &author.access_token).await.body["posts"].clone() };
+    assert!(eventually(Duration::from_secs(5), || async { count().await == 2 }).await, "count {}", count().await);
+    // Late repeats change nothing: once a new post behind them is counted, the count is 3.
+    w.mesh.publish_event(&Envelope::new(created(&b))).await.unwrap();
+    w.mesh.publish_event(&Envelope::new(deleted(&never))).await.unwrap();
+    w.mesh.publish_event(&Envelope::new(created(&PostId::generate()))).await.unwrap();
+    assert!(eventually(Duration::from_secs(5), || async { count().await == 3 }).await, "count {}", count().await);
+    w.stop().await;
+}

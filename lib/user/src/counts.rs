@@ -1,7 +1,8 @@
 //! Profile counters fed by other services' events: `posts` from `events.post.*`.
 //!
 //! Delivery is at least once, so each post is recorded by id: a created event counts a post
-//! that is not recorded yet, a deleted event uncounts one that is.
+//! that is not recorded yet, a deleted event uncounts one that is. Events are counted in
+//! batches, one transaction each.
 
 use crate::UserService;
 use crate::store::user_rid;
@@ -13,7 +14,7 @@ use mosaic_mesh::jetstream::{Delivery, HandlerError};
 use mosaic_mesh::{Lifecycle, Mesh};
 use std::sync::Arc;
 use std::time::Duration;
-use surrealdb::types::RecordId;
+use surrealdb::types::{RecordId, SurrealValue};
 
 const POST_COUNTS: ConsumerSpec = ConsumerSpec {
     stream: &EVENTS_POST,
@@ -25,53 +26,86 @@ const POST_COUNTS: ConsumerSpec = ConsumerSpec {
     max_ack_pending: 512,
 };
 
+/// Events counted in one transaction at most, and how long a batch waits to fill: a
+/// transaction per post was one more commit (and WAL sync) on every post's path, and a
+/// profile's count may trail its posts by this long.
+const BATCH: usize = 256;
+const LINGER: Duration = Duration::from_millis(50);
+
 pub(crate) async fn spawn(state: Arc<UserService>, mesh: &Mesh, lifecycle: &Lifecycle) -> anyhow::Result<()> {
-    mesh.consume_raw(POST_COUNTS, 4, lifecycle, move |delivery: Delivery| {
+    // One batch at a time: batches never race each other for the same profile rows.
+    mesh.consume_batches(POST_COUNTS, BATCH, LINGER, 1, lifecycle, move |batch: Vec<Delivery>| {
         let state = state.clone();
-        async move { state.count_post(delivery).await }
+        async move { state.count_posts(batch).await }
     })
     .await
 }
 
+/// One event as the counting statement takes it.
+#[derive(Debug, Clone, SurrealValue)]
+#[surreal(crate = "surrealdb::types")]
+struct Counted {
+    post: RecordId,
+    user: RecordId,
+    created: bool,
+}
+
 impl UserService {
-    async fn count_post(&self, delivery: Delivery) -> Result<(), HandlerError> {
-        let bad = |e: serde_json::Error| HandlerError::Permanent(format!("undecodable {}: {e}", delivery.subject));
-        let (post, author, created): (PostId, UserId, bool) = match delivery.subject.as_str() {
-            PostCreated::SUBJECT => {
-                let e: Envelope<PostCreated> = serde_json::from_slice(&delivery.payload).map_err(bad)?;
-                (e.data.post_id, e.data.author, true)
+    /// Counts a batch in one transaction, in delivery order; undecodable events are rejected
+    /// (and parked) without holding the rest back.
+    async fn count_posts(&self, batch: Vec<Delivery>) -> Result<Vec<(usize, String)>, HandlerError> {
+        let mut events = Vec::with_capacity(batch.len());
+        let mut rejected = Vec::new();
+        for (i, delivery) in batch.iter().enumerate() {
+            match decode(delivery) {
+                Ok(Some(e)) => events.push(e),
+                Ok(None) => {}
+                Err(reason) => rejected.push((i, reason)),
             }
-            PostDeleted::SUBJECT => {
-                let e: Envelope<PostDeleted> = serde_json::from_slice(&delivery.payload).map_err(bad)?;
-                (e.data.post_id, e.data.author, false)
-            }
-            _ => return Ok(()),
-        };
-        let sql = if created {
-            "BEGIN TRANSACTION;
-             IF !record::exists($post) AND record::exists($user) {
-                CREATE $post SET author = $user;
-                UPDATE $user SET posts += 1;
-             };
-             COMMIT TRANSACTION;"
-        } else {
-            "BEGIN TRANSACTION;
-             IF record::exists($post) {
-                DELETE $post;
-                UPDATE $user SET posts -= 1;
-             };
-             COMMIT TRANSACTION;"
-        };
+        }
+        if events.is_empty() {
+            return Ok(rejected);
+        }
         retry_conflicts(|| async {
             self.db
-                .query(sql)
-                .bind(("post", RecordId::new("counted_post", post.as_str())))
-                .bind(("user", user_rid(&author)))
+                .query(
+                    "BEGIN TRANSACTION;
+                     FOR $e IN $events {
+                        IF $e.created {
+                            IF !record::exists($e.post) AND record::exists($e.user) {
+                                CREATE $e.post SET author = $e.user;
+                                UPDATE $e.user SET posts += 1;
+                            };
+                        } ELSE IF record::exists($e.post) {
+                            DELETE $e.post;
+                            UPDATE $e.user SET posts -= 1;
+                        };
+                     };
+                     COMMIT TRANSACTION;",
+                )
+                .bind(("events", events.clone()))
                 .await?
                 .checked()
         })
         .await
-        .map_err(|e| HandlerError::Transient(anyhow::Error::new(e).context("counting post")))?;
-        Ok(())
+        .map_err(|e| HandlerError::Transient(anyhow::Error::new(e).context("counting posts")))?;
+        Ok(rejected)
     }
+}
+
+/// The counting of one delivery; `None` for subjects this consumer does not count.
+fn decode(delivery: &Delivery) -> Result<Option<Counted>, String> {
+    let bad = |e: serde_json::Error| format!("undecodable {}: {e}", delivery.subject);
+    let (post, author, created): (PostId, UserId, bool) = match delivery.subject.as_str() {
+        PostCreated::SUBJECT => {
+            let e: Envelope<PostCreated> = serde_json::from_slice(&delivery.payload).map_err(bad)?;
+            (e.data.post_id, e.data.author, true)
+        }
+        PostDeleted::SUBJECT => {
+            let e: Envelope<PostDeleted> = serde_json::from_slice(&delivery.payload).map_err(bad)?;
+            (e.data.post_id, e.data.author, false)
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(Counted { post: RecordId::new("counted_post", post.as_str()), user: user_rid(&author), created }))
 }
