@@ -73,8 +73,9 @@ impl NatsServer {
     }
 
     /// Connection settings for this server.
+    /// Settings to reach this server; calls take the wire (see `WorldOptions::local_calls`).
     pub fn config(&self) -> NatsConfig {
-        NatsConfig { url: self.url.clone(), ..Default::default() }
+        NatsConfig { url: self.url.clone(), local_calls: false, ..Default::default() }
     }
 
     /// Kills the server now.

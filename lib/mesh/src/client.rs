@@ -2,7 +2,7 @@
 
 use crate::ctx::Ctx;
 use crate::error::CallError;
-use crate::local::Registry;
+use crate::local::{LocalEndpoint, Registry};
 use anyhow::Context as _;
 use async_nats::{Client, ConnectOptions, RequestErrorKind, jetstream};
 use bytes::Bytes;
@@ -13,6 +13,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 /// How to reach NATS.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -128,8 +129,8 @@ impl Mesh {
     /// scale-down there is a moment with no instance subscribed, and nobody received the
     /// request, so sending it again is safe.
     pub async fn call<E: Endpoint>(&self, ctx: &Ctx, req: &E::Request) -> Result<E::Reply, CallError> {
-        if let Some(local) = self.inner.local.as_ref().and_then(Registry::pick::<E>) {
-            return local.call(ctx, req.clone()).await;
+        if let Some((local, entered)) = self.local::<E>() {
+            return local.call(entered, ctx, req.clone()).await;
         }
         let msg = self.request::<E>(ctx, req).await?;
         Ok(serde_json::from_slice(&msg.payload)?)
@@ -138,11 +139,18 @@ impl Mesh {
     /// [`Mesh::call`], keeping the reply as the JSON the service sent (an `E::Reply`): for
     /// a gateway that passes it on unchanged, parsing and re-encoding it would be wasted.
     pub async fn call_json<E: Endpoint>(&self, ctx: &Ctx, req: &E::Request) -> Result<Bytes, CallError> {
-        if let Some(local) = self.inner.local.as_ref().and_then(Registry::pick::<E>) {
-            let reply = local.call(ctx, req.clone()).await?;
+        if let Some((local, entered)) = self.local::<E>() {
+            let reply = local.call(entered, ctx, req.clone()).await?;
             return Ok(Bytes::from(serde_json::to_vec(&reply)?));
         }
         Ok(self.request::<E>(ctx, req).await?.payload)
+    }
+
+    /// An instance of `E`'s service in this process, with the call counted in on it.
+    fn local<E: Endpoint>(&self) -> Option<(Arc<LocalEndpoint<E>>, TaskTrackerToken)> {
+        let local = self.inner.local.as_ref()?.pick::<E>()?;
+        let entered = local.enter()?;
+        Some((local, entered))
     }
 
     /// Sends the request, retrying while nobody answers yet; returns the reply if it is not

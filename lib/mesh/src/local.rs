@@ -34,6 +34,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::Instrument as _;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -63,8 +64,21 @@ impl<E: Endpoint> LocalEndpoint<E> {
         Self { serve: Box::new(move |ctx, req| Box::pin(f(state.clone(), ctx, req))), gate }
     }
 
+    /// Counts a call in on the instance, so a stop that has begun waiting for its calls in
+    /// flight waits for this one too; `None` once the instance is stopping (the caller then
+    /// takes the wire, to another instance).
+    pub(crate) fn enter(&self) -> Option<TaskTrackerToken> {
+        let token = self.gate.tracker.token();
+        (!self.gate.tracker.is_closed()).then_some(token)
+    }
+
     /// Runs the handler on behalf of `ctx`, as a request over the wire would.
-    pub(crate) async fn call(&self, ctx: &Ctx, req: E::Request) -> Result<E::Reply, CallError> {
+    pub(crate) async fn call(
+        self: Arc<Self>,
+        entered: TaskTrackerToken,
+        ctx: &Ctx,
+        req: E::Request,
+    ) -> Result<E::Reply, CallError> {
         let remaining = ctx.remaining();
         if remaining.is_zero() {
             return Err(CallError::Timeout);
@@ -77,15 +91,15 @@ impl<E: Endpoint> LocalEndpoint<E> {
             Err(_) => return Err(CallError::Timeout),
         };
         let callee = ctx.for_callee();
-        let span = rpc_span(E::SUBJECT, &callee);
-        let remaining = callee.remaining();
-        let work = (self.serve)(callee, req);
         // A task of the instance, as a wire request gets: a caller that goes away (a client
         // hanging up on the edge) does not cancel the handler halfway through its writes, and
         // a stopping instance waits for it.
-        let task = self.gate.tracker.spawn(async move {
-            let outcome = run(&span, remaining, work).await;
-            drop(permit);
+        let tracker = self.gate.tracker.clone();
+        let task = tracker.spawn(async move {
+            let span = rpc_span(E::SUBJECT, &callee);
+            let remaining = callee.remaining();
+            let outcome = run(&span, remaining, async move { (self.serve)(callee, req).await }).await;
+            drop((permit, entered));
             outcome
         });
         match task.await {
@@ -101,12 +115,18 @@ impl<E: Endpoint> LocalEndpoint<E> {
 /// A [`LocalEndpoint`] of some endpoint type, as the registry holds it.
 pub(crate) type AnyEndpoint = Arc<dyn Any + Send + Sync>;
 
+/// The instances serving one subject in this process, taken in turn.
+#[derive(Default)]
+struct Instances {
+    turn: AtomicUsize,
+    /// By instance id.
+    list: Vec<(u64, AnyEndpoint)>,
+}
+
 /// The endpoints served in this process, by subject.
 #[derive(Default)]
 pub(crate) struct Registry {
-    /// Each subject's instances, by instance id.
-    endpoints: RwLock<HashMap<&'static str, Vec<(u64, AnyEndpoint)>>>,
-    turn: AtomicUsize,
+    endpoints: RwLock<HashMap<&'static str, Instances>>,
 }
 
 impl Registry {
@@ -122,23 +142,24 @@ impl Registry {
             .expect("local endpoints poisoned")
             .entry(subject)
             .or_default()
+            .list
             .push((instance, endpoint));
     }
 
     /// Withdraws every endpoint of `instance`.
     pub(crate) fn remove(&self, instance: u64) {
         let mut map = self.endpoints.write().expect("local endpoints poisoned");
-        map.retain(|_, list| {
-            list.retain(|(i, _)| *i != instance);
-            !list.is_empty()
+        map.retain(|_, instances| {
+            instances.list.retain(|(i, _)| *i != instance);
+            !instances.list.is_empty()
         });
     }
 
     /// An instance serving `E` in this process, if any.
     pub(crate) fn pick<E: Endpoint>(&self) -> Option<Arc<LocalEndpoint<E>>> {
         let map = self.endpoints.read().expect("local endpoints poisoned");
-        let list = map.get(E::SUBJECT)?;
-        let i = if list.len() == 1 { 0 } else { self.turn.fetch_add(1, Ordering::Relaxed) % list.len() };
+        let Instances { turn, list } = map.get(E::SUBJECT)?;
+        let i = if list.len() == 1 { 0 } else { turn.fetch_add(1, Ordering::Relaxed) % list.len() };
         list[i].1.clone().downcast::<LocalEndpoint<E>>().ok()
     }
 }

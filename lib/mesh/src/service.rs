@@ -149,12 +149,11 @@ impl<S: Send + Sync + 'static> ServiceBuilder<S> {
         let limit = Arc::new(Semaphore::new(self.max_in_flight));
         let draining = Arc::new(tokio::sync::RwLock::new(false));
         let mut loops = Vec::with_capacity(self.endpoints.len());
-        let instance = Registry::instance_id();
-        let local = self.mesh.local_calls();
+        let mut local = Vec::with_capacity(self.endpoints.len());
         for registered in self.endpoints {
-            if let Some(registry) = local {
+            if self.mesh.local_calls().is_some() {
                 let gate = Gate { limit: limit.clone(), tracker: tracker.clone() };
-                registry.add(instance, registered.subject, (registered.local)(self.state.clone(), gate));
+                local.push((registered.subject, (registered.local)(self.state.clone(), gate)));
             }
             let endpoint = group
                 .endpoint_builder()
@@ -173,6 +172,13 @@ impl<S: Send + Sync + 'static> ServiceBuilder<S> {
         }
         // Make sure the subscriptions exist on the server before callers are told we're up.
         client.flush().await.context("flushing service subscriptions")?;
+        // Only a started instance takes local calls (a failed start leaves nothing behind).
+        let instance = Registry::instance_id();
+        if let Some(registry) = self.mesh.local_calls() {
+            for (subject, endpoint) in local {
+                registry.add(instance, subject, endpoint);
+            }
+        }
         tracing::info!(service = self.name, "serving");
         Ok(RpcServer {
             name: self.name,
@@ -286,6 +292,14 @@ pub struct RpcServer {
     mesh: Mesh,
 }
 
+impl Drop for RpcServer {
+    /// An instance dropped without `stop` (a failed start's caller, a panic) takes no more
+    /// local calls either.
+    fn drop(&mut self) {
+        self.withdraw_local();
+    }
+}
+
 impl RpcServer {
     fn withdraw_local(&self) {
         if let Some(registry) = self.mesh.local_calls() {
@@ -302,7 +316,7 @@ impl RpcServer {
     }
 
     /// Stops taking requests, answers every request already received, then returns.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         // Local callers go to the wire from now on (another instance, or no responders);
         // local calls already running hold the tracker open like wire requests do.
         self.withdraw_local();
@@ -310,7 +324,7 @@ impl RpcServer {
         if let Err(e) = self.client.drain().await {
             tracing::warn!(service = self.name, error = %e, "drain failed");
         }
-        for l in self.loops {
+        for l in std::mem::take(&mut self.loops) {
             let _ = l.await;
         }
         self.tracker.close();
