@@ -85,7 +85,7 @@ impl FeedService {
         }
     }
 
-    /// Sends the new post to every follower's socket, and into the cached feed of each
+    /// Sends the new post to every online follower's socket, and into the cached feed of each
     /// active follower unless the author is big enough to be pulled instead.
     async fn fan_out(&self, e: PostCreated) -> Result<(), HandlerError> {
         let author_ctx = Ctx::for_user(e.author.clone()).with_timeout(Duration::from_secs(10));
@@ -111,8 +111,12 @@ impl FeedService {
                 .await
                 .map_err(transient)?;
             let pull = *pull.get_or_insert(page.followers >= self.config.fanout_threshold);
-            // Live frames first: they are what an online follower is waiting for.
-            for follower in &page.ids {
+            // Live frames first: they are what an online follower is waiting for. Only to
+            // followers with a socket open (most are not): a frame published to nobody still
+            // costs a message through the server, one per follower however large the
+            // audience. An edge stores a socket's presence before it completes the upgrade,
+            // and the mirror follows the bucket within moments.
+            for follower in page.ids.iter().filter(|f| self.presence.is_online(f)) {
                 self.mesh.push_raw(follower, frame.clone().into()).await.map_err(transient)?;
             }
             if pull {

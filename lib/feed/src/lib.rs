@@ -23,6 +23,7 @@ use mosaic_api::feed::{self as api, SERVICE};
 use mosaic_api::stream::{EVENTS_POST, EVENTS_USER, FEED_PULL_AUTHORS, FEED_SNAPSHOTS, FEEDS};
 use mosaic_api::{Id, PostId, UserId};
 use mosaic_mesh::kv::Bucket;
+use mosaic_mesh::presence::PresenceMirror;
 use mosaic_mesh::{Lifecycle, Mesh, ServiceHandle};
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
@@ -49,6 +50,8 @@ pub(crate) struct FeedService {
     known: quick_cache::sync::Cache<UserId, (u64, Arc<codec::FeedDoc>), store::KnownWeight>,
     /// Post bodies (author, caption, media), briefly; counts are always read fresh.
     posts: quick_cache::sync::Cache<PostId, (Instant, Arc<Post>)>,
+    /// Who has a socket open on some edge: live frames go to those followers only.
+    presence: PresenceMirror,
 }
 
 /// Starts one instance on `mesh`.
@@ -57,6 +60,7 @@ pub async fn start(mesh: &Mesh, config: Config) -> anyhow::Result<ServiceHandle>
     mesh.ensure_stream(&EVENTS_POST).await?;
     mesh.ensure_stream(&EVENTS_USER).await?;
     let lifecycle = Lifecycle::new();
+    let presence = PresenceMirror::spawn(mesh, &lifecycle).await?;
     let state = Arc::new(FeedService {
         feeds: mesh.cache_bucket(&FEEDS, config.cache_max_bytes as i64).await?,
         snapshots: mesh.bucket(&FEED_SNAPSHOTS).await?,
@@ -69,6 +73,7 @@ pub async fn start(mesh: &Mesh, config: Config) -> anyhow::Result<ServiceHandle>
             store::KnownWeight,
         ),
         posts: quick_cache::sync::Cache::new(50_000),
+        presence,
         mesh: mesh.clone(),
         config,
     });
