@@ -30,7 +30,7 @@ pub struct NatsConfig {
     /// JetStream replicas for streams and buckets this process declares (3 in a cluster).
     pub replicas: usize,
     /// Calls to a service this process serves go straight to its handler instead of through
-    /// the NATS server (see [`crate::local`]); off, every call takes the wire.
+    /// the NATS server (`lib/mesh/src/local.rs`); off, every call takes the wire.
     pub local_calls: bool,
 }
 

@@ -13,11 +13,11 @@
 //! themselves ([`Outbox::inserted`]), which the relay publishes without reading them back.
 //! Reading by id matters: the table is a queue, and in the storage engine a scan from its
 //! head walks every row deleted since the last compaction. The relay still sweeps the table
-//! every [`SWEEP_INTERVAL`] for rows nobody handed over (a crashed instance's, a failed
-//! publish), but from a mark: rows staged since [`LOOKBACK`] before the previous sweep
+//! every `SWEEP_INTERVAL` (2 s) for rows nobody handed over (a crashed instance's, a failed
+//! publish), but from a mark: rows staged since `LOOKBACK` (60 s) before the previous sweep
 //! began. Any row committed after that sweep began is at or past the mark unless its
 //! transaction took longer than the look-back between staging and commit. A sweep of the
-//! whole table runs at start and every [`FULL_SWEEP_EVERY`] sweeps, for rows stamped by a
+//! whole table runs at start and every `FULL_SWEEP_EVERY` (300) sweeps, for rows stamped by a
 //! clock far behind this one. Walking the whole table every two seconds was 13 % of the
 //! process's CPU on a posting workload, in bursts that held a core for a third of a second.
 //!
