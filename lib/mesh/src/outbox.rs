@@ -21,6 +21,11 @@
 //! clock far behind this one. Walking the whole table every two seconds was 13 % of the
 //! process's CPU on a posting workload, in bursts that held a core for a third of a second.
 //!
+//! Rows published from a hand-over are deleted together, `CLEAR_DELAY` (50 ms) after the
+//! first of them or once `BATCH` are waiting, and always before a sweep reads the table:
+//! a delete statement per event was most of what the relay cost a busy writer, while a
+//! late delete only keeps a published row in the table a little longer.
+//!
 //! Latency-sensitive writers (chat) call [`Outbox::dispatch`] right after their commit: it
 //! publishes the rows it was given and deletes them, leaving anything it could not publish
 //! to the relay. The row id is the event id, so both paths name the same row.
@@ -46,6 +51,8 @@ const LOOKBACK: Duration = Duration::from_secs(60);
 /// Every this many sweeps (ten minutes), one walks the whole table.
 const FULL_SWEEP_EVERY: u32 = 300;
 const BATCH: usize = 256;
+/// Longest a published row waits for others to be deleted with.
+const CLEAR_DELAY: Duration = Duration::from_millis(50);
 /// Committed batches waiting for the relay; past this a writer falls back to a sweep.
 const COMMITTED_QUEUE: usize = 4096;
 
@@ -144,6 +151,8 @@ enum Work {
     Rows(Vec<Handed>),
     /// Everything in the table.
     Sweep,
+    /// Delete the rows published so far.
+    Clear,
 }
 
 impl Outbox {
@@ -162,10 +171,30 @@ impl Outbox {
             sweeps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             // The first tick is immediate: rows left by a previous run go out at start.
             let mut work = Work::Sweep;
+            // Published, not yet deleted; and when the oldest of them must be.
+            let mut published: Vec<RecordId> = Vec::new();
+            let mut clear_by: Option<tokio::time::Instant> = None;
             loop {
                 let outcome = match work {
-                    Work::Rows(rows) => publish_committed(&db, &mesh, rows).await,
+                    Work::Rows(rows) => {
+                        let (done, sent) = publish_committed(&db, &mesh, rows).await;
+                        published.extend(done);
+                        clear_by.get_or_insert_with(|| tokio::time::Instant::now() + CLEAR_DELAY);
+                        if published.len() >= BATCH {
+                            clear_by = None;
+                            sent.and(clear(&db, std::mem::take(&mut published)).await)
+                        } else {
+                            sent
+                        }
+                    }
+                    Work::Clear => {
+                        clear_by = None;
+                        clear(&db, std::mem::take(&mut published)).await
+                    }
                     Work::Sweep => {
+                        // Rows still to delete would be read and published again.
+                        clear_by = None;
+                        let cleared = clear(&db, std::mem::take(&mut published)).await;
                         let began = Utc::now();
                         let from = mark.filter(|_| since_full < FULL_SWEEP_EVERY);
                         let swept = relay(&db, &mesh, from).await;
@@ -173,7 +202,7 @@ impl Outbox {
                             since_full = if from.is_none() { 0 } else { since_full + 1 };
                             mark = Some(began - LOOKBACK);
                         }
-                        swept
+                        cleared.and(swept)
                     }
                 };
                 match outcome {
@@ -191,6 +220,7 @@ impl Outbox {
                         _ = tokio::time::sleep(pause) => Some(Work::Sweep),
                     }
                 } else {
+                    let clear_at = clear_by.filter(|_| !published.is_empty());
                     tokio::select! {
                         // Sweeps first: they are rarely ready, and a steady stream of
                         // committed rows must not starve them.
@@ -198,6 +228,7 @@ impl Outbox {
                         _ = shutdown.cancelled() => None,
                         _ = notified.notified() => Some(Work::Sweep),
                         _ = sweeps.tick() => Some(Work::Sweep),
+                        _ = sleep_until(clear_at) => Some(Work::Clear),
                         Some(mut ids) = queue.recv() => {
                             while ids.len() < BATCH {
                                 match queue.try_recv() {
@@ -211,6 +242,9 @@ impl Outbox {
                 };
                 let Some(next) = next else {
                     // One last pass so a clean stop leaves nothing behind.
+                    if let Err(e) = clear(&db, std::mem::take(&mut published)).await {
+                        tracing::warn!(error = format!("{e:#}"), "clearing the outbox failed");
+                    }
                     if let Err(e) = relay(&db, &mesh, mark).await {
                         tracing::warn!(error = format!("{e:#}"), "final outbox relay failed");
                     }
@@ -283,8 +317,17 @@ impl Outbox {
 
 const SELECT_ROWS: &str = "SELECT record::id(id) AS key, subject, msg_id, payload, created_at";
 
-/// Publishes the handed-over rows that exist, in the given order.
-async fn publish_committed(db: &Db, mesh: &Mesh, handed: Vec<Handed>) -> anyhow::Result<()> {
+/// Waits until `at`, or forever for `None`.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Publishes the handed-over rows that exist, in the given order; returns the rows
+/// JetStream acknowledged, for the caller to delete.
+async fn publish_committed(db: &Db, mesh: &Mesh, handed: Vec<Handed>) -> (Vec<RecordId>, anyhow::Result<()>) {
     let ids: Vec<RecordId> = handed
         .iter()
         .filter_map(|h| match h {
@@ -295,10 +338,16 @@ async fn publish_committed(db: &Db, mesh: &Mesh, handed: Vec<Handed>) -> anyhow:
     let mut found: std::collections::HashMap<String, Row> = if ids.is_empty() {
         Default::default()
     } else {
-        let mut res =
-            db.query(format!("{SELECT_ROWS} FROM $ids")).bind(("ids", ids)).await.context("reading the outbox")?;
-        let rows: Vec<Row> = res.take(0).context("reading the outbox")?;
-        rows.into_iter().map(|r| (r.key.clone(), r)).collect()
+        let read = async {
+            let mut res =
+                db.query(format!("{SELECT_ROWS} FROM $ids")).bind(("ids", ids)).await.context("reading the outbox")?;
+            let rows: Vec<Row> = res.take(0).context("reading the outbox")?;
+            anyhow::Ok(rows)
+        };
+        match read.await {
+            Ok(rows) => rows.into_iter().map(|r| (r.key.clone(), r)).collect(),
+            Err(e) => return (Vec::new(), Err(e)),
+        }
     };
     let rows: Vec<Row> = handed
         .into_iter()
@@ -307,7 +356,7 @@ async fn publish_committed(db: &Db, mesh: &Mesh, handed: Vec<Handed>) -> anyhow:
             Handed::Inserted(row) => Some(row),
         })
         .collect();
-    publish(db, mesh, &rows).await
+    send(mesh, &rows).await
 }
 
 /// Publishes every row in the table staged at or after `from` (all of them for `None`),
@@ -335,9 +384,13 @@ async fn relay(db: &Db, mesh: &Mesh, from: Option<DateTime<Utc>>) -> anyhow::Res
 
 /// Publishes `rows` and deletes those JetStream acknowledged.
 async fn publish(db: &Db, mesh: &Mesh, rows: &[Row]) -> anyhow::Result<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
+    let (done, sent) = send(mesh, rows).await;
+    clear(db, done).await?;
+    sent
+}
+
+/// Publishes `rows`; returns those JetStream acknowledged, and the first failure.
+async fn send(mesh: &Mesh, rows: &[Row]) -> (Vec<RecordId>, anyhow::Result<()>) {
     // Everything is sent before any acknowledgement is awaited: a batch costs about one
     // round trip, and the order of publication is the order of the rows.
     let acks = rows.iter().map(|row| mesh.publish_with_id(&row.subject, &row.msg_id, row.payload.clone().into()));
@@ -352,14 +405,19 @@ async fn publish(db: &Db, mesh: &Mesh, rows: &[Row]) -> anyhow::Result<()> {
             }
         }
     }
+    (done, first_error.map_or(Ok(()), Err))
+}
+
+/// Deletes published rows.
+async fn clear(db: &Db, done: Vec<RecordId>) -> anyhow::Result<()> {
+    if done.is_empty() {
+        return Ok(());
+    }
     // A writer's `dispatch` may be deleting the same rows: a write conflict here is routine.
     crate::db::retry_conflicts(|| async {
         db.query("DELETE $done").bind(("done", done.clone())).await.and_then(|r| r.checked())
     })
     .await
     .context("clearing the outbox")?;
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+    Ok(())
 }
