@@ -71,6 +71,9 @@ pub struct Graph {
     pub following: Vec<UserId>,
     /// Authors the reader must not see (blocked either way, muted).
     pub hidden: Vec<UserId>,
+    /// Followed and not hidden: what every read filters 500 entries by, so it is built
+    /// once per graph rather than per read (that was 5 % of the service's CPU).
+    shown: foldhash::HashSet<UserId>,
     wire: Box<[u8]>,
 }
 
@@ -80,8 +83,22 @@ impl Graph {
         put_strings(&mut b, &topics);
         put_ids(&mut b, &following);
         put_ids(&mut b, &hidden);
-        Self { topics, following, hidden, wire: b.to_vec().into_boxed_slice() }
+        let wire = b.to_vec().into_boxed_slice();
+        Self { shown: shown(&following, &hidden), topics, following, hidden, wire }
     }
+
+    /// Whether the reader follows `author` and does not hide them.
+    pub fn shows(&self, author: &UserId) -> bool {
+        self.shown.contains(author)
+    }
+}
+
+fn shown(following: &[UserId], hidden: &[UserId]) -> foldhash::HashSet<UserId> {
+    let mut set: foldhash::HashSet<UserId> = following.iter().cloned().collect();
+    for h in hidden {
+        set.remove(h);
+    }
+    set
 }
 
 impl Default for Graph {
@@ -143,7 +160,7 @@ impl FeedDoc {
         let following = get_ids(&mut b)?;
         let hidden = get_ids(&mut b)?;
         let wire = graph_start[..graph_start.len() - b.len()].into();
-        let graph = Arc::new(Graph { topics, following, hidden, wire });
+        let graph = Arc::new(Graph { shown: shown(&following, &hidden), topics, following, hidden, wire });
         let n = b.try_get_u32().ok()? as usize;
         let mut entries = Vec::with_capacity(n.min(4096));
         for _ in 0..n {

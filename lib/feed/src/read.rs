@@ -187,13 +187,12 @@ impl FeedService {
             Loaded::Stale(revision) => self.rebuild(ctx, viewer, Some(revision)).await?,
             Loaded::Missing => self.rebuild(ctx, viewer, None).await?,
         };
-        let following: HashSet<&UserId> = doc.graph.following.iter().collect();
-        let hidden: HashSet<&UserId> = doc.graph.hidden.iter().collect();
-        let visible = |author: &UserId| author == viewer || (following.contains(author) && !hidden.contains(author));
-        let mut out: Vec<Entry> = doc.entries.iter().filter(|e| visible(&e.author)).cloned().collect();
+        let graph = &doc.graph;
+        let mut out: Vec<Entry> =
+            doc.entries.iter().filter(|e| e.author == *viewer || graph.shows(&e.author)).cloned().collect();
         let pulled: Vec<UserId> = {
             let set = self.pull_authors.read().expect("pull set poisoned");
-            doc.graph.following.iter().filter(|a| set.contains(*a) && !hidden.contains(a)).cloned().collect()
+            graph.following.iter().filter(|a| set.contains(*a) && graph.shows(a)).cloned().collect()
         };
         if !pulled.is_empty() {
             let mut seen: HashSet<PostId> = out.iter().map(|e| e.post.clone()).collect();
