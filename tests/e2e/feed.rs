@@ -108,14 +108,61 @@ async fn authors_over_the_threshold_are_pulled_at_read_time() {
     // The pulled post was never written into r2's cached feed (ids are stored as 16 bytes).
     let feeds = w.mesh.bucket(&FEEDS).await.unwrap();
     let cached = feeds.get(&format!("feed.{}", r2.id)).await.unwrap().expect("r2 has a cached feed");
-    let pulled_hex = id(&pulled);
-    let pulled_bytes: Vec<u8> =
-        (0..16).map(|i| u8::from_str_radix(&pulled_hex[2 * i..2 * i + 2], 16).unwrap()).collect();
-    assert!(!cached.value.windows(16).any(|w| w == pulled_bytes.as_slice()), "a pulled post is not pushed");
+    assert!(!holds(&cached.value, &pulled), "a pulled post is not pushed");
 
     // Deleting a pulled post hides it as soon as the short pull cache expires.
     w.client.delete(&format!("/v1/posts/{}", id(&pulled)), &big.access_token).await.assert_status(204);
     eventually(&w, &r2, "the pulled post gone", |ids| ids.is_empty()).await;
+    w.stop().await;
+}
+
+/// The 16-byte form a post id takes in a cached feed.
+fn stored_id(post: &Value) -> Vec<u8> {
+    let hex = id(post);
+    (0..16).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()).collect()
+}
+
+fn holds(feed: &[u8], post: &Value) -> bool {
+    let needle = stored_id(post);
+    feed.windows(16).any(|w| w == needle.as_slice())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posts_gathered_by_the_fan_out_reach_a_feed_in_one_write() {
+    use futures::StreamExt as _;
+    let mut options = WorldOptions::default();
+    options.feed.fanout_linger_ms = 1_500;
+    let w = World::start_with(options).await;
+    let a = w.client.signup("a").await;
+    let b = w.client.signup("b").await;
+    let reader = w.client.signup("reader").await;
+    feed_ids(&w, &reader, "").await;
+    follow(&w, &reader, &a).await;
+    follow(&w, &reader, &b).await;
+    let warm = w.client.create_post(&a.access_token, "first", &[]).await;
+    eventually(&w, &reader, "the first post", |ids| ids == [id(&warm)]).await;
+    // The follows' own feed updates are done by now; what follows is the fan-out's.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let kv = w.mesh.jetstream().get_key_value(FEEDS.bucket).await.unwrap();
+    let mut writes = kv.watch(format!("feed.{}", reader.id)).await.unwrap();
+    let mut socket = connect(w.base(), &reader.access_token).await;
+
+    let p1 = w.client.create_post(&a.access_token, "one", &[]).await;
+    let p2 = w.client.create_post(&b.access_token, "two", &[]).await;
+    let p3 = w.client.create_post(&a.access_token, "three", &[]).await;
+    w.client.delete(&format!("/v1/posts/{}", id(&p3)), &a.access_token).await.assert_status(204);
+    // The posts are announced live in order once gathered; the one deleted meanwhile is not.
+    for post in [&p1, &p2] {
+        assert_eq!(next_of_type(&mut socket, "feed.post").await["post"]["id"], post["id"]);
+    }
+    assert!(try_next_json(&mut socket, Duration::from_millis(300)).await.is_none());
+    eventually(&w, &reader, "the gathered posts", |ids| ids == [id(&p2), id(&p1), id(&warm)]).await;
+
+    // One write carried both posts; the one deleted before the fan-out got to it was
+    // never written, so its deletion needs no write either.
+    let first = tokio::time::timeout(Duration::from_secs(5), writes.next()).await.unwrap().unwrap().unwrap();
+    assert!(holds(&first.value, &p1) && holds(&first.value, &p2) && !holds(&first.value, &p3));
+    assert!(tokio::time::timeout(Duration::from_millis(500), writes.next()).await.is_err(), "no more writes");
     w.stop().await;
 }
 

@@ -17,6 +17,10 @@ pub struct Config {
     pub active_window_secs: u64,
     /// Feed writes in flight during one fan-out.
     pub fanout_concurrency: usize,
+    /// How long the fan-out waits after a new post for more before announcing them and
+    /// writing feeds: the posts of one wait reach each follower's feed in a single write,
+    /// where each post was one write per follower.
+    pub fanout_linger_ms: u64,
     /// Recent posts taken from each pulled (high-follower) author at read time.
     pub pull_posts_per_author: u32,
     /// How long a pulled author's recent posts are reused before asking again.
@@ -61,6 +65,7 @@ impl Default for Config {
             fanout_threshold: 5_000,
             active_window_secs: 7 * 24 * 3600,
             fanout_concurrency: 64,
+            fanout_linger_ms: 100,
             pull_posts_per_author: 50,
             pull_cache_ms: 2_000,
             post_cache_ms: 10_000,
@@ -85,6 +90,9 @@ impl Config {
         }
         if self.fanout_concurrency == 0 {
             bail!("feed.fanout_concurrency must be positive");
+        }
+        if self.fanout_linger_ms > 5_000 {
+            bail!("feed.fanout_linger_ms must be at most 5000");
         }
         if !(1..=1000).contains(&self.pull_posts_per_author) || self.follow_backfill > 1000 {
             bail!("feed.pull_posts_per_author must be 1 to 1000 and feed.follow_backfill at most 1000");

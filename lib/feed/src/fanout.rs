@@ -2,7 +2,7 @@
 //! reconcile the feeds they touch.
 
 use crate::FeedService;
-use crate::codec::Graph;
+use crate::codec::{Entry, Graph};
 use crate::store::entry;
 use futures::StreamExt as _;
 use mosaic_api::content::{ByPost, GetPost, PostCreated, PostDeleted, PostRef, RecentByAuthors, RecentPosts};
@@ -16,7 +16,7 @@ use mosaic_api::{ApiError, Envelope, ErrorCode, Event, UserId};
 use mosaic_mesh::jetstream::{Delivery, HandlerError};
 use mosaic_mesh::{CallError, Ctx, Lifecycle, Mesh};
 use serde::de::DeserializeOwned;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,7 +31,8 @@ const POSTS: ConsumerSpec = ConsumerSpec {
     backoff: BACKOFF,
     // A fan-out to a few thousand feeds takes seconds; it must not be redelivered meanwhile.
     ack_wait: Duration::from_secs(120),
-    max_ack_pending: 256,
+    // Two batches of up to `POST_BATCH` in flight.
+    max_ack_pending: 1024,
 };
 
 const GRAPH: ConsumerSpec = ConsumerSpec {
@@ -52,11 +53,17 @@ const GRAPH: ConsumerSpec = ConsumerSpec {
     max_ack_pending: 512,
 };
 
+/// New posts handled together at most (one fan-out batch).
+const POST_BATCH: usize = 256;
+/// Fan-out batches in flight: the next one gathers while one writes.
+const POST_BATCHES_IN_FLIGHT: usize = 2;
+
 pub(crate) async fn spawn(state: Arc<FeedService>, mesh: &Mesh, lifecycle: &Lifecycle) -> anyhow::Result<()> {
     let posts = state.clone();
-    mesh.consume_raw(POSTS, 4, lifecycle, move |d: Delivery| {
+    let linger = Duration::from_millis(state.config.fanout_linger_ms);
+    mesh.consume_batches(POSTS, POST_BATCH, linger, POST_BATCHES_IN_FLIGHT, lifecycle, move |batch| {
         let state = posts.clone();
-        async move { state.on_post_event(d).await }
+        async move { state.on_post_events(batch).await }
     })
     .await?;
     mesh.consume_raw(GRAPH, 8, lifecycle, move |d: Delivery| {
@@ -76,32 +83,88 @@ fn transient(e: impl Into<anyhow::Error>) -> HandlerError {
     HandlerError::Transient(e.into())
 }
 
+/// A new post on its way into feeds: its entry, and the followers whose feeds take it.
+struct Announced {
+    entry: Entry,
+    followers: Vec<UserId>,
+}
+
 impl FeedService {
-    async fn on_post_event(&self, d: Delivery) -> Result<(), HandlerError> {
-        match d.subject.as_str() {
-            PostCreated::SUBJECT => self.fan_out(decode::<PostCreated>(&d)?).await,
-            PostDeleted::SUBJECT => self.retract(decode::<PostDeleted>(&d)?).await,
-            _ => Ok(()),
+    /// A batch of post events: new posts first, all at once, then deletions (a post created
+    /// and deleted within one batch ends up deleted). Undecodable events are set aside.
+    async fn on_post_events(&self, batch: Vec<Delivery>) -> Result<Vec<(usize, String)>, HandlerError> {
+        let mut rejected = Vec::new();
+        let mut created = Vec::new();
+        let mut deleted = Vec::new();
+        for (i, d) in batch.iter().enumerate() {
+            let decoded = match d.subject.as_str() {
+                PostCreated::SUBJECT => decode::<PostCreated>(d).map(|e| created.push(e)),
+                PostDeleted::SUBJECT => decode::<PostDeleted>(d).map(|e| deleted.push(e)),
+                _ => Ok(()),
+            };
+            if let Err(e) = decoded {
+                rejected.push((i, e.to_string()));
+            }
         }
+        if !created.is_empty() {
+            self.fan_out(created).await?;
+        }
+        for e in deleted {
+            self.retract(e).await?;
+        }
+        Ok(rejected)
     }
 
-    /// Sends the new post to every online follower's socket, and into the cached feed of each
-    /// active follower unless the author is big enough to be pulled instead.
-    async fn fan_out(&self, e: PostCreated) -> Result<(), HandlerError> {
+    /// Announces new posts to their authors' online followers and writes them into the
+    /// cached feeds of active followers (and their authors'), one write per feed for all
+    /// the posts it takes: at a few posts a second per follower, writing each post on its
+    /// own was most of a post's cost to the NATS server.
+    async fn fan_out(&self, posts: Vec<PostCreated>) -> Result<(), HandlerError> {
+        // One post after the other, so live frames keep the order of the posts.
+        let mut announced = Vec::with_capacity(posts.len());
+        for e in posts {
+            announced.push(self.announce(e).await?);
+        }
+        self.mesh.flush().await.map_err(transient)?;
+        let mut feeds: HashMap<UserId, Vec<Entry>> = HashMap::new();
+        for a in announced.into_iter().flatten() {
+            feeds.entry(a.entry.author.clone()).or_default().push(a.entry.clone());
+            for follower in a.followers {
+                feeds.entry(follower).or_default().push(a.entry.clone());
+            }
+        }
+        let cap = self.config.cap;
+        let mut writes = futures::stream::iter(feeds)
+            .map(|(user, entries)| async move {
+                self.modify(&user, |doc| {
+                    let graph = doc.graph.clone();
+                    doc.merge(entries.iter().filter(|e| !graph.hidden.contains(&e.author)).cloned(), cap)
+                })
+                .await
+            })
+            .buffer_unordered(self.config.fanout_concurrency);
+        while let Some(result) = writes.next().await {
+            result.map_err(transient)?;
+        }
+        Ok(())
+    }
+
+    /// Sends a new post to every online follower's socket, and names the followers whose
+    /// feeds take it: none when the author is big enough to be pulled instead, or the post
+    /// is gone already (`None` then).
+    async fn announce(&self, e: PostCreated) -> Result<Option<Announced>, HandlerError> {
         let author_ctx = Ctx::for_user(e.author.clone()).with_timeout(Duration::from_secs(10));
         let post = match self.mesh.call::<GetPost>(&author_ctx, &ByPost { post_id: e.post_id.clone() }).await {
             Ok(p) => p,
             // Deleted (or its author suspended) before we got to it: nothing to announce.
-            Err(CallError::Api(ApiError { code: ErrorCode::NotFound, .. })) => return Ok(()),
+            Err(CallError::Api(ApiError { code: ErrorCode::NotFound, .. })) => return Ok(None),
             Err(err) => return Err(transient(err)),
         };
         let frame = serde_json::to_vec(&ServerFrame::FeedPost { post: Box::new(post) })
             .map_err(|err| transient(anyhow::Error::new(err)))?;
-        let new =
+        let entry =
             entry(&PostRef { post_id: e.post_id, author: e.author.clone(), tags: e.tags, created_at: e.created_at });
-        let cap = self.config.cap;
-        self.modify(&e.author, |doc| doc.merge([new.clone()], cap)).await.map_err(transient)?;
-
+        let mut followers = Vec::new();
         let mut after = None;
         let mut pull = None;
         loop {
@@ -122,21 +185,14 @@ impl FeedService {
             if pull {
                 self.mark_pulled(&e.author).await.map_err(transient)?;
             } else {
-                let author = e.author.clone();
-                let new = new.clone();
-                self.modify_all(page.ids, move |doc| {
-                    !doc.graph.hidden.contains(&author) && doc.merge([new.clone()], cap)
-                })
-                .await
-                .map_err(transient)?;
+                followers.extend(page.ids);
             }
             after = page.next;
             if after.is_none() {
                 break;
             }
         }
-        self.mesh.flush().await.map_err(transient)?;
-        Ok(())
+        Ok(Some(Announced { entry, followers }))
     }
 
     /// Applies `change` to many feeds, `fanout_concurrency` at a time.
