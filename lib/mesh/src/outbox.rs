@@ -23,8 +23,8 @@
 //!
 //! Rows published from a hand-over are deleted together, `CLEAR_DELAY` (50 ms) after the
 //! first of them or once `BATCH` are waiting, and always before a sweep reads the table:
-//! a delete statement per event was most of what the relay cost a busy writer, while a
-//! late delete only keeps a published row in the table a little longer.
+//! a delete statement per event cost a busy writer's database one more statement for every
+//! event, while a late delete only keeps a published row in the table a little longer.
 //!
 //! Latency-sensitive writers (chat) call [`Outbox::dispatch`] right after their commit: it
 //! publishes the rows it was given and deletes them, leaving anything it could not publish
