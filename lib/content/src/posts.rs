@@ -2,7 +2,7 @@
 
 use crate::ContentService;
 use crate::cache::TIMELINE_HEAD;
-use crate::store::{self, MentionRow, POST_FIELDS, PostRow, media_rid, post_rid};
+use crate::store::{self, MEDIA_FIELDS, MediaRow, MentionRow, POST_FIELDS, PostRow, media_rid, post_rid};
 use anyhow::Context as _;
 use chrono::Utc;
 use mosaic_api::content::{
@@ -45,33 +45,9 @@ impl ContentService {
         }
         let tags = tags(&caption, req.tags.as_deref().unwrap_or_default())?;
 
-        // Taken before the read (see mosaic_mesh::cache): the media, ready and about to be
+        // Taken before the write (see mosaic_mesh::cache): the media, ready and about to be
         // posted, is what every follower's hydration of the new post asks for next.
         let media_slots: Vec<_> = req.media_ids.iter().map(|m| self.cache.media.slot(m)).collect();
-        let media = store::media_by_ids(&self.db, &req.media_ids).await?;
-        for id in &req.media_ids {
-            let Some(m) = media.iter().find(|m| &m.id() == id).filter(|m| !m.deleted) else {
-                return Err(ApiError::not_found(format!("no such media: {id}")).into());
-            };
-            if m.owner != author.as_str() {
-                return Err(ApiError::forbidden(format!("media {id} belongs to someone else")).into());
-            }
-            match m.status() {
-                MediaStatus::Ready => {}
-                MediaStatus::Processing => {
-                    return Err(
-                        ApiError::new(ErrorCode::MediaNotReady, format!("media {id} is still processing")).into()
-                    );
-                }
-                MediaStatus::Failed => {
-                    return Err(ApiError::new(ErrorCode::MediaNotReady, format!("media {id} failed processing")).into());
-                }
-            }
-            if m.post.is_some() {
-                return Err(ApiError::new(ErrorCode::Conflict, format!("media {id} is already in a post")).into());
-            }
-        }
-
         let mentions = self.resolve_mentions(&ctx, &author, &caption).await?;
         let post_id = PostId::generate();
         let now = Utc::now();
@@ -88,18 +64,24 @@ impl ContentService {
             mentions.iter().map(|m| MentionRow { id: m.id.to_string(), username: m.username.clone() }).collect();
         let media_rids: Vec<RecordId> = req.media_ids.iter().map(media_rid).collect();
         let media_keys: Vec<String> = req.media_ids.iter().map(|m| m.to_string()).collect();
+        // The transaction is the check: it claims the media only if each is the author's,
+        // ready, live and in no post, and returns them. Why it refused is looked up after,
+        // so a post that goes through costs one statement batch.
         let result = retry_conflicts(|| async {
-            self.db
-                .query(
+            let mut res = self
+                .db
+                .query(format!(
                     "BEGIN TRANSACTION;
                      LET $claimed = (UPDATE $media SET post = $key, updated_at = time::now()
-                        WHERE post = NONE AND owner = $author AND status = 'ready' AND deleted = false RETURN VALUE id);
-                     IF array::len($claimed) != array::len($media) { THROW 'media_taken'; };
+                        WHERE post = NONE AND owner = $author AND status = 'ready' AND deleted = false
+                        RETURN {MEDIA_FIELDS});
+                     IF array::len($claimed) != array::len($media) {{ THROW 'media_taken'; }};
                      CREATE $post SET author = $author, caption = $caption, tags = $tags, mentions = $mentions,
                         media = $media_keys, deleted = false, created_at = $now;
                      INSERT INTO outbox $events;
-                     COMMIT TRANSACTION;",
-                )
+                     $claimed;
+                     COMMIT TRANSACTION;"
+                ))
                 .bind(("media", media_rids.clone()))
                 .bind(("key", post_id.to_string()))
                 .bind(("author", author.to_string()))
@@ -111,18 +93,19 @@ impl ContentService {
                 .bind(("now", now))
                 .bind(("events", events.clone()))
                 .await?
-                .checked()
+                .checked()?;
+            // BEGIN and COMMIT have results too: `$claimed` is the one before COMMIT.
+            let claimed = res.num_statements().saturating_sub(2);
+            res.take::<Vec<MediaRow>>(claimed)
         })
         .await;
-        match result {
-            Ok(_) => {}
+        let media = match result {
+            Ok(media) => media,
             Err(e) if e.message().contains("media_taken") => {
-                return Err(
-                    ApiError::new(ErrorCode::Conflict, "a media item was used by another post meanwhile").into()
-                );
+                return Err(self.refused_media(&author, &req.media_ids).await?.into());
             }
             Err(e) => return Err(anyhow::Error::new(e).context("creating post").into()),
-        }
+        };
         self.outbox.inserted(&events);
         for (id, slot) in req.media_ids.iter().zip(&media_slots) {
             if let Some(m) = media.iter().find(|m| &m.id() == id) {
@@ -143,7 +126,36 @@ impl ContentService {
         };
         self.cache.posts.slot(&post_id).write(|v| *v = Some(row.clone()));
         self.posts_changed(&author, Some(post_id), Vec::new(), Vec::new()).await;
-        Ok(self.hydrate(&ctx, vec![row]).await?.pop().context("new post vanished")?)
+        // Nobody can have liked or commented on it yet: no need to ask for its counts.
+        Ok(self.hydrate_rows(&ctx, vec![row], false).await?.pop().context("new post vanished")?)
+    }
+
+    /// Why a new post could not claim `media_ids`: the first item (in the order asked) that
+    /// is missing, someone else's, not ready or in a post already.
+    async fn refused_media(&self, author: &UserId, media_ids: &[MediaId]) -> ServiceResult<ApiError> {
+        let media = store::media_by_ids(&self.db, media_ids).await?;
+        for id in media_ids {
+            let Some(m) = media.iter().find(|m| &m.id() == id).filter(|m| !m.deleted) else {
+                return Ok(ApiError::not_found(format!("no such media: {id}")));
+            };
+            if m.owner != author.as_str() {
+                return Ok(ApiError::forbidden(format!("media {id} belongs to someone else")));
+            }
+            match m.status() {
+                MediaStatus::Ready => {}
+                MediaStatus::Processing => {
+                    return Ok(ApiError::new(ErrorCode::MediaNotReady, format!("media {id} is still processing")));
+                }
+                MediaStatus::Failed => {
+                    return Ok(ApiError::new(ErrorCode::MediaNotReady, format!("media {id} failed processing")));
+                }
+            }
+            if m.post.is_some() {
+                return Ok(ApiError::new(ErrorCode::Conflict, format!("media {id} is already in a post")));
+            }
+        }
+        // All fine now: another post held one when the transaction ran, and let it go since.
+        Ok(ApiError::new(ErrorCode::Conflict, "a media item was used by another post meanwhile"))
     }
 
     pub(crate) async fn get_post(self: Arc<Self>, ctx: Ctx, req: ByPost) -> ServiceResult<Post> {
@@ -324,9 +336,14 @@ impl ContentService {
     /// Posts with their media, authors and counts: media and authors from the cache, what
     /// it lacks in one lookup each, and counts in one request, however many posts there are.
     async fn hydrate(&self, ctx: &Ctx, rows: Vec<PostRow>) -> ServiceResult<Vec<Post>> {
+        self.hydrate_rows(ctx, rows, true).await
+    }
+
+    /// [`Self::hydrate`], asking for counts only when `counted`.
+    async fn hydrate_rows(&self, ctx: &Ctx, rows: Vec<PostRow>, counted: bool) -> ServiceResult<Vec<Post>> {
         let media = self.media_of(&rows).await?;
         let authors = self.authors_of(ctx, &rows).await?;
-        let counts: HashMap<PostId, _> = if rows.is_empty() {
+        let counts: HashMap<PostId, _> = if rows.is_empty() || !counted {
             HashMap::new()
         } else {
             let query = SignalsQuery {
