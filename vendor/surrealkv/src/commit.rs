@@ -307,7 +307,9 @@ impl CommitPipeline {
 		// but never published or written. Duplicate keys within a batch
 		// (e.g. from savepoint history) are harmless: oracle.check/publish
 		// are idempotent on the same key.
-		let (processed_batch, allocated_seq): (Batch, u64) = {
+		// Mosaic patch: a synced commit fsyncs the WAL inside this section, holding the
+		// (thread-blocking) commit lock; see `crate::task::off_worker`.
+		let mut section = || -> Result<(Batch, u64)> {
 			let _guard = self.write_mutex.lock();
 
 			// Validate against the oracle. The checked keys are the union of
@@ -352,7 +354,7 @@ impl CommitPipeline {
 
 			// WAL + VLog (serialized under lock).
 			match self.env.write(&batch, seq_num, sync) {
-				Ok(processed) => (processed, seq_num),
+				Ok(processed) => Ok((processed, seq_num)),
 				Err(e) => {
 					// WAL failed AFTER oracle.publish. Roll back the entries
 					// we stamped; the seq-match guard leaves concurrent
@@ -372,6 +374,8 @@ impl CommitPipeline {
 				}
 			}
 		};
+		let (processed_batch, allocated_seq): (Batch, u64) =
+			if sync { crate::task::off_worker(section)? } else { section()? };
 		// === END CRITICAL SECTION ===
 
 		// Memtable apply — OUTSIDE write_mutex. The next committer can already

@@ -11,6 +11,22 @@ use crate::lsm::CompactionOperations;
 use crate::stall::WriteStallController;
 use crate::Options;
 
+/// Mosaic patch: runs blocking storage work (fsync, SSTable writes) so that it does not hold
+/// a runtime worker. Flushes and compactions used to run inline in `tokio::spawn`ed tasks,
+/// and the WAL fsync of every synced commit inline in the committing task, under the commit
+/// lock: on a two-worker runtime one flush or two concurrent commits stopped every other
+/// task of the process meanwhile. On a multi-thread runtime the worker is handed off for the
+/// duration (`block_in_place`); elsewhere (a current-thread runtime, no runtime) the work
+/// runs as before.
+pub(crate) fn off_worker<R>(work: impl FnOnce() -> R) -> R {
+	match tokio::runtime::Handle::try_current() {
+		Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+			tokio::task::block_in_place(work)
+		}
+		_ => work(),
+	}
+}
+
 /// Manages background tasks for the LSM tree
 pub(crate) struct TaskManager {
 	/// Flag to signal tasks to stop
@@ -78,7 +94,7 @@ impl TaskManager {
 					// Flush ALL pending immutable memtables in a loop
 					let mut flush_count = 0;
 					loop {
-						match core.compact_memtable() {
+						match off_worker(|| core.compact_memtable()) {
 							Ok(()) => {
 								flush_count += 1;
 								write_stall.signal_work_done();
@@ -137,7 +153,7 @@ impl TaskManager {
 					// Use leveled compaction strategy
 					let strategy: Arc<dyn CompactionStrategy> =
 						Arc::new(Strategy::from_options(Arc::clone(&opts)));
-					if let Err(e) = core.compact(strategy) {
+					if let Err(e) = off_worker(|| core.compact(strategy)) {
 						log::error!("Level compaction task error: {e:?}");
 						core.error_handler().set_error(e, BackgroundErrorReason::Compaction);
 						write_stall.signal_shutdown();
