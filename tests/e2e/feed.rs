@@ -168,7 +168,11 @@ async fn posts_gathered_by_the_fan_out_reach_a_feed_in_one_write() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feeds_are_rebuilt_from_the_graph_after_the_bucket_is_purged() {
-    let w = World::start().await;
+    // Every read asks the bucket: an instance serves a feed it read lately from memory, so
+    // with the default it would notice the loss only after `known_fresh_ms`.
+    let mut options = WorldOptions::default();
+    options.feed.known_fresh_ms = 0;
+    let w = World::start_with(options).await;
     let a = w.client.signup("a").await;
     let b = w.client.signup("b").await;
     let reader = w.client.signup("reader").await;
@@ -187,6 +191,43 @@ async fn feeds_are_rebuilt_from_the_graph_after_the_bucket_is_purged() {
     let started = std::time::Instant::now();
     assert_eq!(feed_ids(&w, &reader, "?order=latest").await, expected);
     assert!(started.elapsed() < Duration::from_secs(1), "rebuilt in {:?}", started.elapsed());
+    assert_eq!(stream.info().await.unwrap().state.messages, 1, "the rebuilt feed is stored");
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feed_instances_hear_of_each_others_writes() {
+    // Two instances take reads in turn, and each would serve a feed it read from memory
+    // for a minute: only the notices of the other's writes keep every read current.
+    let mut options = WorldOptions { feed_instances: 2, ..Default::default() };
+    options.feed.known_fresh_ms = 60_000;
+    let w = World::start_with(options).await;
+    let a = w.client.signup("a").await;
+    let b = w.client.signup("b").await;
+    let reader = w.client.signup("reader").await;
+    follow(&w, &reader, &a).await;
+    follow(&w, &reader, &b).await;
+    let p1 = w.client.create_post(&a.access_token, "one", &[]).await;
+    eventually(&w, &reader, "the first post", |ids| ids == [id(&p1)]).await;
+    let all_reads = |want: Vec<String>| {
+        let (w, reader) = (&w, &reader);
+        async move {
+            // Notices take a moment; then every read, whichever instance serves it, agrees.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            for _ in 0..12 {
+                assert_eq!(feed_ids(w, reader, "?order=latest").await, want);
+            }
+        }
+    };
+    all_reads(vec![id(&p1)]).await;
+
+    let p2 = w.client.create_post(&b.access_token, "two", &[]).await;
+    eventually(&w, &reader, "the second post", |ids| ids.len() == 2).await;
+    all_reads(vec![id(&p2), id(&p1)]).await;
+
+    w.client.delete(&format!("/v1/users/{}/follow", a.id), &reader.access_token).await.assert_status(204);
+    eventually(&w, &reader, "the unfollow", |ids| ids == [id(&p2)]).await;
+    all_reads(vec![id(&p2)]).await;
     w.stop().await;
 }
 
@@ -311,6 +352,43 @@ async fn the_ranked_feed_follows_preferences_and_pages_stay_stable() {
     w.client.get("/v1/feed?cursor=not-a-cursor", &reader.access_token).await.assert_problem(422, "validation_failed");
     w.client.get("/v1/feed?order=sideways", &reader.access_token).await.assert_problem(422, "validation_failed");
     w.client.get("/v1/feed?limit=ten", &reader.access_token).await.assert_problem(422, "validation_failed");
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranked_pages_keep_their_order_whichever_instance_serves_them() {
+    // The instance that ranks a first page keeps the order; later pages land on either
+    // instance, and a like between pages would reorder anything ranked again.
+    let w = World::start_with(WorldOptions { feed_instances: 2, ..Default::default() }).await;
+    let author = w.client.signup("author").await;
+    let reader = w.client.signup("reader").await;
+    follow(&w, &reader, &author).await;
+    for i in 0..6 {
+        w.client.create_post(&author.access_token, &format!("post {i}"), &[]).await;
+    }
+    eventually(&w, &reader, "six posts", |ids| ids.len() == 6).await;
+    for round in 0..3 {
+        let whole = feed_ids(&w, &reader, "").await;
+        let first = w.client.get("/v1/feed?limit=2", &reader.access_token).await;
+        let mut paged: Vec<String> =
+            first.body["items"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap().to_owned()).collect();
+        // Liking the last-ranked post lifts it; unliking drops it back.
+        let method = if round % 2 == 0 { Method::PUT } else { Method::DELETE };
+        let target = if round % 2 == 0 { whole.last() } else { whole.first() }.unwrap();
+        w.client
+            .send(method, &format!("/v1/posts/{target}/like"), Some(&reader.access_token), None)
+            .await
+            .assert_status(204);
+        let mut cursor = first.body["next_cursor"].as_str().map(str::to_owned);
+        while let Some(c) = cursor {
+            let page = w.client.get(&format!("/v1/feed?limit=2&cursor={c}"), &reader.access_token).await;
+            page.assert_status(200);
+            paged.extend(page.body["items"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap().to_owned()));
+            cursor = page.body["next_cursor"].as_str().map(str::to_owned);
+        }
+        assert_eq!(paged, whole, "round {round}: pages concatenate to the first page's ranking");
+        assert_ne!(feed_ids(&w, &reader, "").await, whole, "round {round}: the like changed the ranking");
+    }
     w.stop().await;
 }
 

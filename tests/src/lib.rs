@@ -101,6 +101,8 @@ pub struct WorldOptions {
     pub storage: Option<StorageConfig>,
     /// Feed-service settings.
     pub feed: mosaic_feed::Config,
+    /// Feed-service instances to start (each on its own connection after the first).
+    pub feed_instances: usize,
     /// Messaging-service settings.
     pub messaging: mosaic_messaging::Config,
     /// Notification-service settings (`public_url` is set to the edge's).
@@ -127,6 +129,7 @@ impl Default for WorldOptions {
             content: test_content_config(),
             storage: None,
             feed: mosaic_feed::Config::default(),
+            feed_instances: 1,
             messaging: mosaic_messaging::Config {
                 db: DbConfig { url: "mem://".into(), ..Default::default() },
                 ..Default::default()
@@ -202,7 +205,7 @@ pub struct World {
     /// The interaction database.
     pub interaction_db: Db,
     /// Interaction, feed, messaging, notification and analytics instances (in that order),
-    /// then any further interaction instances.
+    /// then any further interaction and feed instances.
     pub social: Vec<ServiceHandle>,
     /// The messaging database.
     pub messaging_db: Db,
@@ -291,6 +294,10 @@ impl World {
                     .await
                     .expect("interaction service starts"),
             );
+        }
+        for _ in 1..options.feed_instances {
+            let own = Mesh::connect(&nats.config(), "test-feed").await.expect("mesh connects");
+            social.push(mosaic_feed::start(&own, options.feed.clone()).await.expect("feed service starts"));
         }
         let edge = mosaic_edge::serve(&mesh, options.edge.clone(), Some(storage.clone()), listener)
             .await

@@ -32,3 +32,36 @@ crate::endpoint! {
     /// The caller's home feed.
     pub GetFeed => "feed" . "home" : FeedQuery => Page<Post>;
 }
+
+/// Told to every feed instance after one wrote cached feeds, so the others stop serving
+/// their remembered copies of those feeds without reading the bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedsWritten {
+    /// The instance that wrote (it ignores its own notices).
+    pub writer: String,
+    pub users: Vec<crate::UserId>,
+}
+
+impl crate::event::Broadcast for FeedsWritten {
+    const SUBJECT: &'static str = "mosaic.feed.v1.feeds_written";
+}
+
+/// Asks the feed instance that ranked a listing for its order (see [`ranked_order_subject`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RankedOrderQuery {
+    /// Only the viewer's own listings are answered.
+    pub viewer: crate::UserId,
+    pub listing: String,
+}
+
+/// The whole order of a ranked listing; empty when the instance no longer keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RankedOrder {
+    pub posts: Vec<crate::PostId>,
+}
+
+/// Where one feed instance (named in ranked cursors) answers [`RankedOrderQuery`]: its own
+/// subject, no queue group, as only that instance keeps its listings.
+pub fn ranked_order_subject(instance: &str) -> String {
+    format!("mosaic.feed.v1.ranked_order.{instance}")
+}

@@ -222,17 +222,6 @@ pub const FEED_PULL_AUTHORS: KvSpec = KvSpec {
     storage: KvStorage::File,
 };
 
-/// Ranked feed snapshots, so the pages after the first keep the first page's order.
-pub const FEED_SNAPSHOTS: KvSpec = KvSpec {
-    bucket: "feed_snapshots",
-    description: "Ranked home-feed orders behind cursors",
-    history: 1,
-    max_age: Duration::from_secs(30 * 60),
-    per_key_ttl: false,
-    // A lost snapshot only means the next page is ranked again.
-    storage: KvStorage::Cache { max_bytes: 256 << 20 },
-};
-
 /// Sends of notifications on one channel (push, email): the notification service's own
 /// work queue, so a slow or failing provider never holds up the inbox.
 pub const DELIVERY_JOBS: StreamSpec = StreamSpec {

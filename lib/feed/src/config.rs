@@ -21,6 +21,10 @@ pub struct Config {
     /// writing feeds: the posts of one wait reach each follower's feed in a single write,
     /// where each post was one write per follower.
     pub fanout_linger_ms: u64,
+    /// How long a feed this instance read or wrote is served again without reading the
+    /// bucket. Other instances' writes reach it sooner (they say which feeds they wrote);
+    /// this bounds how far behind it can be when such a notice is lost. 0: always read.
+    pub known_fresh_ms: u64,
     /// Recent posts taken from each pulled (high-follower) author at read time.
     pub pull_posts_per_author: u32,
     /// How long a pulled author's recent posts are reused before asking again.
@@ -66,6 +70,7 @@ impl Default for Config {
             active_window_secs: 7 * 24 * 3600,
             fanout_concurrency: 64,
             fanout_linger_ms: 100,
+            known_fresh_ms: 2_000,
             pull_posts_per_author: 50,
             pull_cache_ms: 2_000,
             post_cache_ms: 10_000,
@@ -93,6 +98,9 @@ impl Config {
         }
         if self.fanout_linger_ms > 5_000 {
             bail!("feed.fanout_linger_ms must be at most 5000");
+        }
+        if self.known_fresh_ms > 60_000 {
+            bail!("feed.known_fresh_ms must be at most 60000");
         }
         if !(1..=1000).contains(&self.pull_posts_per_author) || self.follow_backfill > 1000 {
             bail!("feed.pull_posts_per_author must be 1 to 1000 and feed.follow_backfill at most 1000");

@@ -6,12 +6,16 @@
 //!   in when a follower reads. Every online follower gets a `feed.post` frame either way.
 //! * Graph events (follow, unfollow, block, mute, preference changes) reconcile the feeds
 //!   they touch; a feed that is missing or stale is rebuilt from the graph on read.
-//! * Read path: one bucket read, cached posts of pulled authors, one request for counts and
-//!   affinity, and post bodies from a short-lived cache; see [`rank`] for the order.
+//! * Read path: the feed as this instance last read or wrote it while that is known to be
+//!   current (a bucket read otherwise), cached posts of pulled authors, one request for
+//!   counts and affinity, and post bodies from a short-lived cache; see [`rank`] for the
+//!   order and the `listing` module for the pages after the first.
 
 mod codec;
 pub mod config;
 mod fanout;
+mod known;
+mod listing;
 pub mod rank;
 mod read;
 mod store;
@@ -20,7 +24,7 @@ pub use config::Config;
 
 use mosaic_api::content::{Post, PostRef};
 use mosaic_api::feed::{self as api, SERVICE};
-use mosaic_api::stream::{EVENTS_POST, EVENTS_USER, FEED_PULL_AUTHORS, FEED_SNAPSHOTS, FEEDS};
+use mosaic_api::stream::{EVENTS_POST, EVENTS_USER, FEED_PULL_AUTHORS, FEEDS};
 use mosaic_api::{Id, PostId, UserId};
 use mosaic_mesh::kv::Bucket;
 use mosaic_mesh::presence::PresenceMirror;
@@ -30,7 +34,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 /// Memory an instance spends remembering feeds it read or wrote (estimated, see
-/// [`store::KnownWeight`]); at the default cap of 500 posts a full feed weighs ~80 KB, so
+/// [`known::KnownWeight`]); at the default cap of 500 posts a full feed weighs ~80 KB, so
 /// this holds the ~1 600 busiest feeds.
 const KNOWN_FEEDS_BYTES: u64 = 128 << 20;
 
@@ -39,15 +43,16 @@ pub(crate) struct FeedService {
     config: Config,
     mesh: Mesh,
     feeds: Bucket,
-    snapshots: Bucket,
+    /// Ranked orders kept for the pages after the first.
+    listings: Arc<listing::Listings>,
     pull_marks: Bucket,
     /// Authors whose posts are pulled at read time; mirrors `pull_marks` through a watch.
     pull_authors: RwLock<HashSet<UserId>>,
     /// Recent posts of pulled authors, briefly, so a burst of readers asks once.
     pulled: quick_cache::sync::Cache<UserId, (Instant, Arc<Vec<PostRef>>)>,
     /// The last revision of each feed this instance read or wrote, with the document: lets
-    /// fan-out write without reading first (see [`store`]).
-    known: quick_cache::sync::Cache<UserId, (u64, Arc<codec::FeedDoc>), store::KnownWeight>,
+    /// fan-out write without reading first, and reads skip the bucket (see [`known`]).
+    known: Arc<known::KnownFeeds>,
     /// Post bodies (author, caption, media), briefly; counts are always read fresh.
     posts: quick_cache::sync::Cache<PostId, (Instant, Arc<Post>)>,
     /// Who has a socket open on some edge: live frames go to those followers only.
@@ -60,23 +65,27 @@ pub async fn start(mesh: &Mesh, config: Config) -> anyhow::Result<ServiceHandle>
     mesh.ensure_stream(&EVENTS_POST).await?;
     mesh.ensure_stream(&EVENTS_USER).await?;
     let lifecycle = Lifecycle::new();
+    // Names this instance to the others: in cursors, and in notices of the feeds it wrote.
+    let instance = mosaic_api::EventId::generate().to_string();
     let presence = PresenceMirror::spawn(mesh, &lifecycle).await?;
     let state = Arc::new(FeedService {
         feeds: mesh.cache_bucket(&FEEDS, config.cache_max_bytes as i64).await?,
-        snapshots: mesh.bucket(&FEED_SNAPSHOTS).await?,
+        listings: Arc::new(listing::Listings::new(instance.clone())),
         pull_marks: mesh.bucket(&FEED_PULL_AUTHORS).await?,
         pull_authors: RwLock::new(HashSet::new()),
         pulled: quick_cache::sync::Cache::new(10_000),
-        known: quick_cache::sync::Cache::with_weighter(
-            (KNOWN_FEEDS_BYTES / store::KnownWeight::FULL_FEED) as usize,
+        known: Arc::new(known::KnownFeeds::new(
             KNOWN_FEEDS_BYTES,
-            store::KnownWeight,
-        ),
+            Duration::from_millis(config.known_fresh_ms),
+            instance,
+        )),
         posts: quick_cache::sync::Cache::new(50_000),
         presence,
         mesh: mesh.clone(),
         config,
     });
+    state.known.spawn(mesh, &lifecycle).await?;
+    state.listings.serve(mesh, &lifecycle).await?;
     state.clone().watch_pull_authors(&lifecycle).await?;
     fanout::spawn(state.clone(), mesh, &lifecycle).await?;
     let rpc = mesh

@@ -4,7 +4,6 @@ use crate::FeedService;
 use crate::codec::Entry;
 use crate::rank::{self, Engagement};
 use crate::store::{Loaded, entry};
-use anyhow::Context as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
@@ -18,18 +17,22 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Where a ranked listing continues: the stored order of its first page, and the position.
+/// Where a ranked listing continues: the listing whose order the first page fixed, the
+/// position, and the instance that keeps the order (see [`crate::listing`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct RankCursor {
     snapshot: String,
     offset: usize,
     /// The clock the first page was ranked with.
     at_ms: i64,
+    /// `None` in cursors from before orders were kept by instances: ranked again.
+    maker: Option<String>,
 }
 
 impl RankCursor {
     fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!("r|{}|{}|{}", self.snapshot, self.offset, self.at_ms))
+        let maker = self.maker.as_deref().map(|m| format!("|{m}")).unwrap_or_default();
+        URL_SAFE_NO_PAD.encode(format!("r|{}|{}|{}{maker}", self.snapshot, self.offset, self.at_ms))
     }
 
     fn decode(s: &str) -> Result<Self, ApiError> {
@@ -42,15 +45,16 @@ impl RankCursor {
         let snapshot = parts.next().filter(|s| EventId::parse(s).is_some()).ok_or_else(bad)?.to_owned();
         let offset: usize = parts.next().and_then(|o| o.parse().ok()).ok_or_else(bad)?;
         let at_ms: i64 = parts.next().and_then(|o| o.parse().ok()).ok_or_else(bad)?;
+        let maker = match parts.next() {
+            Some(m) if mosaic_api::ids::is_valid_id(m) => Some(m.to_owned()),
+            Some(_) => return Err(bad()),
+            None => None,
+        };
         if parts.next().is_some() || offset > 100_000 {
             return Err(bad());
         }
-        Ok(Self { snapshot, offset, at_ms })
+        Ok(Self { snapshot, offset, at_ms, maker })
     }
-}
-
-fn snapshot_key(viewer: &UserId, snapshot: &str) -> String {
-    format!("snap.{viewer}.{snapshot}")
 }
 
 impl FeedService {
@@ -98,7 +102,8 @@ impl FeedService {
     ) -> ServiceResult<Page<Post>> {
         let cursor = cursor.map(RankCursor::decode).transpose()?;
         if let Some(c) = &cursor
-            && let Some(order) = self.load_snapshot(viewer, &c.snapshot).await?
+            && let Some(maker) = &c.maker
+            && let Some(order) = self.listings.order(&self.mesh, viewer, &c.snapshot, maker).await
         {
             let page: Vec<PostId> = order.iter().skip(c.offset).take(limit).cloned().collect();
             let next_cursor =
@@ -144,12 +149,13 @@ impl FeedService {
             rank::rank(&self.config.ranking, &mut candidates, &inputs);
         }
 
-        let order: Vec<PostId> = candidates.into_iter().chain(older).map(|e| e.post.clone()).collect();
-        let page: Vec<PostId> = order.iter().skip(offset).take(limit).cloned().collect();
+        let order: Vec<Entry> = candidates.into_iter().chain(older).collect();
+        let page: Vec<PostId> = order.iter().skip(offset).take(limit).map(|e| e.post.clone()).collect();
         let next_cursor = if order.len() > offset + limit {
             let snapshot = EventId::generate().to_string();
-            self.store_snapshot(viewer, &snapshot, &order);
-            Some(RankCursor { snapshot, offset: offset + limit, at_ms: now_ms }.encode())
+            self.listings.keep(snapshot.clone(), viewer, order);
+            let maker = Some(self.listings.instance.clone());
+            Some(RankCursor { snapshot, offset: offset + limit, at_ms: now_ms, maker }.encode())
         } else {
             None
         };
@@ -271,25 +277,6 @@ impl FeedService {
             })
             .collect())
     }
-
-    /// Stores a ranked order for the pages after the first, in the background: the first
-    /// page does not wait for it, and a lost snapshot only means the next page re-ranks.
-    fn store_snapshot(self: &Arc<Self>, viewer: &UserId, snapshot: &str, order: &[PostId]) {
-        let key = snapshot_key(viewer, snapshot);
-        let value: String = order.iter().map(|p| p.as_str()).collect::<Vec<_>>().join("\n");
-        let this = self.clone();
-        tokio::spawn(async move {
-            if let Err(e) = this.snapshots.put(&key, value.into()).await {
-                tracing::warn!(key, error = %e, "could not store feed snapshot");
-            }
-        });
-    }
-
-    async fn load_snapshot(&self, viewer: &UserId, snapshot: &str) -> anyhow::Result<Option<Vec<PostId>>> {
-        let Some(v) = self.snapshots.get(&snapshot_key(viewer, snapshot)).await? else { return Ok(None) };
-        let text = std::str::from_utf8(&v.value).context("feed snapshot is not text")?;
-        Ok(Some(text.lines().filter_map(PostId::parse).collect()))
-    }
 }
 
 #[cfg(test)]
@@ -298,8 +285,16 @@ mod tests {
 
     #[test]
     fn rank_cursors_round_trip_and_reject_others() {
-        let c = RankCursor { snapshot: EventId::generate().to_string(), offset: 40, at_ms: 1_700_000_000_000 };
+        let c = RankCursor {
+            snapshot: EventId::generate().to_string(),
+            offset: 40,
+            at_ms: 1_700_000_000_000,
+            maker: Some(EventId::generate().to_string()),
+        };
         assert_eq!(RankCursor::decode(&c.encode()).unwrap(), c);
+        let older = RankCursor { maker: None, ..c.clone() };
+        assert_eq!(RankCursor::decode(&older.encode()).unwrap(), older);
+        assert!(RankCursor::decode(&URL_SAFE_NO_PAD.encode(format!("r|{}|40|1|a.b", c.snapshot))).is_err());
         assert!(RankCursor::decode(&TimeCursor::new(Utc::now(), "abc").encode()).is_err());
         assert!(RankCursor::decode("garbage").is_err());
     }

@@ -3,9 +3,9 @@
 //! other's work.
 //!
 //! Each instance remembers the last revision it read or wrote of each feed, with the
-//! document (`FeedService::known`), so a fan-out writes without reading first: one bucket
-//! operation per follower instead of two, and a read that finds the remembered revision
-//! skips decoding. A remembered revision that another writer has passed only fails its
+//! document ([`crate::known`]), so a fan-out writes without reading first: one bucket
+//! operation per follower instead of two, a read that finds the remembered revision skips
+//! decoding, and a read of a copy checked lately skips the bucket. A remembered revision that another writer has passed only fails its
 //! compare-and-set; the write then starts over from the newer revision this instance
 //! remembers (a concurrent fan-out here) or reads the feed as before. Decisions not to
 //! write (inactive reader, nothing to change) are only taken on a freshly read document.
@@ -21,26 +21,6 @@ use mosaic_mesh::{Ctx, ServiceResult};
 use std::sync::Arc;
 
 const CAS_ATTEMPTS: usize = 32;
-
-/// Weighs a remembered feed by the memory it holds, roughly: ids are short strings, so an
-/// entry with its tags and encoding costs ~160 bytes and an id in the graph lists ~48.
-/// Entries are shared between the feeds one post went to, so this errs high.
-#[derive(Clone, Copy)]
-pub(crate) struct KnownWeight;
-
-impl KnownWeight {
-    const ENTRY: u64 = 160;
-    const ID: u64 = 48;
-    /// A feed at the default cap, for sizing the cache's index.
-    pub(crate) const FULL_FEED: u64 = 500 * Self::ENTRY;
-}
-
-impl quick_cache::Weighter<UserId, (u64, Arc<FeedDoc>)> for KnownWeight {
-    fn weight(&self, _: &UserId, (_, doc): &(u64, Arc<FeedDoc>)) -> u64 {
-        let ids = doc.graph.following.len() + doc.graph.hidden.len() + doc.graph.topics.len();
-        256 + doc.entries.len() as u64 * Self::ENTRY + ids as u64 * Self::ID
-    }
-}
 
 pub(crate) fn key(user: &UserId) -> String {
     format!("feed.{user}")
@@ -66,21 +46,29 @@ impl FeedService {
     }
 
     pub(crate) async fn load(&self, user: &UserId) -> anyhow::Result<Loaded> {
+        // Checked lately and not changed by another instance since: no bucket read at all.
+        if let Some(known) = self.known.checked(user)
+            && self.is_active(&known.doc)
+        {
+            return Ok(Loaded::Active(known.doc.clone()));
+        }
+        let since = self.known.epoch();
         let Some(v) = self.feeds.get(&key(user)).await? else {
-            self.known.remove(user);
+            self.known.forget(user);
             return Ok(Loaded::Missing);
         };
         // The revision this instance last read or wrote: the same document, already decoded.
-        if let Some((revision, doc)) = self.known.get(user)
-            && revision == v.revision
-            && self.is_active(&doc)
+        if let Some(known) = self.known.get(user)
+            && known.revision == v.revision
+            && self.is_active(&known.doc)
         {
-            return Ok(Loaded::Active(doc));
+            self.known.confirm(&known, since);
+            return Ok(Loaded::Active(known.doc.clone()));
         }
         match FeedDoc::decode(&v.value) {
             Some(doc) if self.is_active(&doc) => {
                 let doc = Arc::new(doc);
-                self.known.insert(user.clone(), (v.revision, doc.clone()));
+                self.known.remember(user, v.revision, doc.clone(), since);
                 Ok(Loaded::Active(doc))
             }
             Some(_) => Ok(Loaded::Stale(v.revision)),
@@ -102,8 +90,9 @@ impl FeedService {
         let key = key(user);
         let mut remembered = self.known.get(user);
         for _ in 0..CAS_ATTEMPTS {
+            let since = self.known.epoch();
             let (revision, mut doc, fresh) = match remembered.take() {
-                Some((revision, doc)) => (revision, FeedDoc::clone(&doc), false),
+                Some(known) => (known.revision, FeedDoc::clone(&known.doc), false),
                 None => {
                     let Some(v) = self.feeds.get(&key).await? else { return Ok(()) };
                     let Some(doc) = FeedDoc::decode(&v.value) else { return Ok(()) };
@@ -119,7 +108,7 @@ impl FeedService {
             }
             match self.feeds.update(&key, doc.encode(), revision).await? {
                 Some(new) => {
-                    self.known.insert(user.clone(), (new, Arc::new(doc)));
+                    self.known.wrote(user, new, Arc::new(doc), since);
                     return Ok(());
                 }
                 None => {
@@ -127,9 +116,9 @@ impl FeedService {
                     // this instance, which remembered what it wrote: start from that rather
                     // than reading and decoding the feed again (decoding after lost races was
                     // two thirds of the fan-out's CPU at 1 000 requests/s).
-                    remembered = self.known.get(user).filter(|(newer, _)| *newer > revision);
+                    remembered = self.known.get(user).filter(|known| known.revision > revision);
                     if remembered.is_none() {
-                        self.known.remove(user);
+                        self.known.forget(user);
                     }
                 }
             }
@@ -159,6 +148,7 @@ impl FeedService {
         }
         let key = key(user);
         let bytes = doc.encode();
+        let since = self.known.epoch();
         let written = match previous {
             Some(rev) => self.feeds.update(&key, bytes, rev).await,
             None => self.feeds.create(&key, bytes).await,
@@ -167,7 +157,7 @@ impl FeedService {
         let doc = Arc::new(doc);
         match written {
             Some(revision) => {
-                self.known.insert(user.clone(), (revision, doc.clone()));
+                self.known.wrote(user, revision, doc.clone(), since);
             }
             None => tracing::debug!(user = %user, "another writer stored this feed first"),
         }
