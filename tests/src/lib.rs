@@ -263,7 +263,7 @@ impl World {
             .await
             .expect("notification database opens");
         // The edge's address is known before anything starts, so emails can link to it.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("edge port");
+        let listener = mosaic_edge::bind(([127, 0, 0, 1], 0).into(), options.edge.listen_backlog).expect("edge port");
         let base = format!("http://{}", listener.local_addr().expect("edge address"));
         let mut notification = options.notification.clone();
         notification.public_url = base.clone();

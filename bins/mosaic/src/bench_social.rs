@@ -953,6 +953,9 @@ struct Stats {
     /// Requests still running when the drain gave up (not counted anywhere else).
     abandoned: usize,
     lag: Histogram<u64>,
+    /// Worst 2xx latency of the requests due in each second of the window: a stall shows
+    /// as a run of bad seconds, a slow server as all of them.
+    worst_by_second: Vec<u64>,
 }
 
 impl Stats {
@@ -972,6 +975,7 @@ impl Stats {
             no_media: 0,
             abandoned: 0,
             lag: h()?,
+            worst_by_second: vec![0; usize::try_from(measure_to.saturating_duration_since(measure_from).as_secs())?],
         })
     }
 
@@ -991,6 +995,10 @@ impl Stats {
                 self.latency[kind as usize].saturating_record(micros);
                 self.overall.saturating_record(micros);
                 self.ok[kind as usize] += 1;
+                let second = due.saturating_duration_since(self.measure_from).as_secs();
+                if let Some(worst) = usize::try_from(second).ok().and_then(|s| self.worst_by_second.get_mut(s)) {
+                    *worst = (*worst).max(micros);
+                }
             }
             Ok(status) => *self.errors.entry((kind, status.as_u16().to_string())).or_default() += 1,
             Err(e) => {
@@ -1046,6 +1054,8 @@ impl Stats {
             ms(self.lag.value_at_quantile(0.99)),
             ms(self.lag.max())
         );
+        let worst: Vec<String> = self.worst_by_second.iter().map(|&us| (us / 1000).to_string()).collect();
+        println!("worst latency per second of the window (ms): {}", worst.join(" "));
         if self.errors.contains_key(&(Kind::Feed, "404".into())) {
             println!("note: GET /v1/feed answered 404: this server has no home feed yet");
         }

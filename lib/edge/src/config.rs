@@ -10,6 +10,11 @@ use std::net::SocketAddr;
 pub struct Config {
     /// Address to listen on (`mosaic up --http` sets it).
     pub http: SocketAddr,
+    /// Connections the kernel may hold for the edge before it accepts them; the kernel caps
+    /// this at `net.core.somaxconn`. A full queue drops new connections' first packet and
+    /// the client retries a whole second later, so a burst of connections (a reconnect
+    /// storm, a client opening its pool) must fit in it.
+    pub listen_backlog: u32,
     /// Largest JSON body accepted; bigger ones get 413.
     pub max_json_body_bytes: usize,
     /// Time a request may take end to end before the edge answers 504.
@@ -40,6 +45,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            listen_backlog: 4096,
             max_json_body_bytes: 64 * 1024,
             request_timeout_secs: 15,
             cors_origins: Vec::new(),
@@ -58,6 +64,9 @@ impl Default for Config {
 impl Config {
     /// Rejects settings the edge cannot run with, naming the setting.
     pub fn validate(&self) -> anyhow::Result<()> {
+        if self.listen_backlog == 0 || self.listen_backlog > 65_535 {
+            bail!("edge.listen_backlog must be between 1 and 65535");
+        }
         if self.max_json_body_bytes < 1024 {
             bail!("edge.max_json_body_bytes must be at least 1024");
         }

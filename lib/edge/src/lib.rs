@@ -33,7 +33,7 @@ use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
@@ -96,10 +96,20 @@ impl From<EdgeHandle> for mosaic_mesh::ServiceHandle {
 /// Binds `config.http` and serves; media is read from and uploaded to `storage`.
 pub async fn start(mesh: &Mesh, config: Config, storage: Option<Storage>) -> anyhow::Result<EdgeHandle> {
     config.validate()?;
-    let listener = TcpListener::bind(config.http)
-        .await
+    let listener = bind(config.http, config.listen_backlog)
         .with_context(|| format!("binding edge.http {} (is the port in use?)", config.http))?;
     serve(mesh, config, storage, listener).await
+}
+
+/// A listener with the given accept queue. `TcpListener::bind` queues 128 connections,
+/// which a client opening a few hundred at once overflows: the kernel then drops their
+/// SYNs and each waits out a one-second retransmit.
+pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    // Lets a restarted edge bind while the old one's connections sit in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 /// Serves on an already bound listener (tests bind port 0).
@@ -245,5 +255,25 @@ fn prometheus() -> Option<PrometheusHandle> {
 impl IntoResponse for error::Problem {
     fn into_response(self) -> Response {
         error::problem(ApiError::new(self.code, self.detail))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A burst of connections larger than the default queue of 128 all complete before the
+    /// edge accepts any; with the default queue the kernel drops the SYNs past it and those
+    /// clients only retry after a second.
+    #[tokio::test]
+    async fn a_burst_of_connections_fits_the_accept_queue() {
+        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0)), 1024).expect("binds");
+        let addr = listener.local_addr().expect("address");
+        let connects =
+            (0..400).map(|_| tokio::time::timeout(Duration::from_millis(500), tokio::net::TcpStream::connect(addr)));
+        let done = futures::future::join_all(connects).await;
+        let waiting = done.iter().filter(|c| !matches!(c, Ok(Ok(_)))).count();
+        assert_eq!(waiting, 0, "connections left waiting for a retransmit");
+        drop(listener);
     }
 }
