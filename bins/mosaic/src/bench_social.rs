@@ -99,7 +99,9 @@ pub struct SocialLoad {
     #[arg(long, default_value_t = 30)]
     duration: u64,
     /// Seconds of load before the measurement starts (sent the same way, not recorded).
-    #[arg(long, default_value_t = 5)]
+    /// At 3 000 requests/s a fresh server needs about ten to fill its caches and work off
+    /// the queue that built meanwhile.
+    #[arg(long, default_value_t = 15)]
     warmup: u64,
     /// Percentages of home-feed reads, user-timeline reads and new posts.
     #[arg(long, default_value = "60,30,10", value_parser = parse_mix)]

@@ -22,6 +22,7 @@ use anyhow::Context as _;
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt as _;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use mosaic_api::stream::{IDEMPOTENCY, REVOCATIONS};
 use mosaic_api::{ApiError, ErrorCode};
@@ -148,6 +149,13 @@ pub async fn serve(
 
     let stop = lifecycle.shutdown().clone();
     lifecycle.spawn(async move {
+        // Without TCP_NODELAY a small write (a WebSocket frame right after another) waits
+        // for the client's delayed ACK of the one before, up to 40 ms on Linux.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY on a connection");
+            }
+        });
         let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await;
