@@ -87,3 +87,26 @@ impl Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_pass_and_each_bad_setting_is_named() {
+        Config::default().validate().expect("defaults are valid");
+        let bad = [
+            Config { listen_backlog: 0, ..Config::default() },
+            Config { listen_backlog: 65_536, ..Config::default() },
+            Config { max_json_body_bytes: 10, ..Config::default() },
+            Config { request_timeout_secs: 0, ..Config::default() },
+            Config { rate_limit_burst: 0, ..Config::default() },
+            Config { ws_buffer: 0, ..Config::default() },
+            Config { cors_origins: vec!["bad\norigin".into()], ..Config::default() },
+        ];
+        for config in bad {
+            let e = config.validate().expect_err("rejected").to_string();
+            assert!(e.starts_with("edge."), "{e}");
+        }
+    }
+}
