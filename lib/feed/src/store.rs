@@ -5,10 +5,11 @@
 //! Each instance remembers the last revision it read or wrote of each feed, with the
 //! document ([`crate::known`]), so a fan-out writes without reading first: one bucket
 //! operation per follower instead of two, a read that finds the remembered revision skips
-//! decoding, and a read of a copy checked lately skips the bucket. A remembered revision that another writer has passed only fails its
-//! compare-and-set; the write then starts over from the newer revision this instance
-//! remembers (a concurrent fan-out here) or reads the feed as before. Decisions not to
-//! write (inactive reader, nothing to change) are only taken on a freshly read document.
+//! decoding, and a read of a copy checked lately skips the bucket. A remembered revision
+//! that another writer has passed only fails its compare-and-set; the write then starts
+//! over from the newer revision this instance remembers (a concurrent fan-out here) or
+//! reads the feed as before. Decisions not to write (inactive reader, nothing to change)
+//! are only taken on a freshly read document.
 
 use crate::FeedService;
 use crate::codec::{Entry, FeedDoc, Graph};
