@@ -351,7 +351,7 @@ impl ContentService {
                 authors: Vec::new(),
                 post_authors: rows.iter().map(PostRow::author).collect(),
             };
-            let signals = self.mesh.call::<GetSignals>(ctx, &query).await?;
+            let signals = self.mesh.call_owned::<GetSignals>(ctx, query).await?;
             signals.counts.into_iter().map(|c| (c.post_id.clone(), c)).collect()
         };
         Ok(rows
