@@ -9,7 +9,7 @@
 //! still stay out. Storing every order in a bucket instead cost a JetStream write on every
 //! first page, which most listings never need.
 
-use crate::codec::Entry;
+use crate::read::Order;
 use futures::StreamExt as _;
 use mosaic_api::feed::{RankedOrder, RankedOrderQuery, ranked_order_subject};
 use mosaic_api::{PostId, UserId};
@@ -29,7 +29,7 @@ const BYTES: u64 = 64 << 20;
 pub(crate) struct Listing {
     viewer: UserId,
     made: Instant,
-    order: Vec<Entry>,
+    order: Order,
 }
 
 #[derive(Clone, Copy)]
@@ -37,7 +37,7 @@ struct Weight;
 
 impl quick_cache::Weighter<String, Arc<Listing>> for Weight {
     fn weight(&self, _: &String, listing: &Arc<Listing>) -> u64 {
-        128 + 8 * listing.order.len() as u64
+        128 + 8 * listing.order.len_bound() as u64
     }
 }
 
@@ -53,7 +53,7 @@ impl Listings {
         Self { instance, kept: quick_cache::sync::Cache::with_weighter(16_384, BYTES, Weight) }
     }
 
-    pub(crate) fn keep(&self, id: String, viewer: &UserId, order: Vec<Entry>) {
+    pub(crate) fn keep(&self, id: String, viewer: &UserId, order: Order) {
         self.kept.insert(id, Arc::new(Listing { viewer: viewer.clone(), made: Instant::now(), order }));
     }
 
@@ -66,7 +66,7 @@ impl Listings {
     /// has it.
     pub(crate) async fn order(&self, mesh: &Mesh, viewer: &UserId, id: &str, maker: &str) -> Option<Vec<PostId>> {
         if let Some(listing) = self.get(viewer, id) {
-            return Some(listing.order.iter().map(|e| e.post.clone()).collect());
+            return Some(listing.order.entries().map(|e| e.post.clone()).collect());
         }
         if maker == self.instance {
             return None;
@@ -114,7 +114,7 @@ impl Listings {
                 let posts = match serde_json::from_slice::<RankedOrderQuery>(&ask.payload) {
                     Ok(q) => this
                         .get(&q.viewer, &q.listing)
-                        .map(|l| l.order.iter().map(|e| e.post.clone()).collect())
+                        .map(|l| l.order.entries().map(|e| e.post.clone()).collect())
                         .unwrap_or_default(),
                     Err(e) => {
                         tracing::warn!(subject, error = %e, "undecodable ranked-order request ignored");

@@ -1,7 +1,7 @@
 //! The read side: `GET /v1/feed`.
 
 use crate::FeedService;
-use crate::codec::Entry;
+use crate::codec::{Entry, FeedDoc};
 use crate::rank::{self, Engagement};
 use crate::store::{Loaded, entry};
 use base64::Engine as _;
@@ -75,14 +75,16 @@ impl FeedService {
         cursor: Option<&str>,
     ) -> ServiceResult<Page<Post>> {
         let cursor = cursor.map(TimeCursor::decode).transpose()?;
-        let (_, candidates) = self.candidates(ctx, viewer).await?;
+        let candidates = self.candidates(ctx, viewer).await?;
+        // One past the page tells whether there is a next one; the rest is never filtered.
         let after: Vec<&Entry> = candidates
-            .iter()
+            .visible()
             .filter(|e| {
                 cursor
                     .as_ref()
                     .is_none_or(|c| (e.created_ms, e.post.as_str()) < (c.at.timestamp_millis(), c.key.as_str()))
             })
+            .take(limit + 1)
             .collect();
         let page: Vec<PostId> = after.iter().take(limit).map(|e| e.post.clone()).collect();
         let next_cursor = (after.len() > limit)
@@ -115,22 +117,31 @@ impl FeedService {
         // A first page, or a snapshot that expired: rank as of the listing's clock.
         let now_ms = cursor.as_ref().map_or_else(|| Utc::now().timestamp_millis(), |c| c.at_ms);
         let offset = cursor.as_ref().map_or(0, |c| c.offset);
-        let (doc, mut candidates) = self.candidates(ctx, viewer).await?;
-        candidates.retain(|e| e.created_ms <= now_ms);
-        // Candidates are newest first: score the newest `window`, keep the rest in time order
-        // after them (they would mostly rank there anyway, their recency having decayed).
-        let older = candidates.split_off(candidates.len().min(self.config.ranking.window));
-        let scored: HashSet<PostId> = candidates.iter().map(|e| e.post.clone()).collect();
-        let mut authors: Vec<UserId> = candidates.iter().map(|e| e.author.clone()).collect();
+        let candidates = self.candidates(ctx, viewer).await?;
+        // Candidates are newest first: score the newest `window`, and keep the rest in time
+        // order after them (they would mostly rank there anyway, their recency having
+        // decayed). The rest is filtered only if a page reaches it.
+        let mut head: Vec<Entry> = Vec::with_capacity(self.config.ranking.window);
+        let mut tail_from = candidates.all().len();
+        let shown = candidates.all().iter().enumerate().filter(|(_, e)| e.created_ms <= now_ms && candidates.shows(e));
+        for (i, e) in shown {
+            head.push(e.clone());
+            if head.len() == self.config.ranking.window {
+                tail_from = i + 1;
+                break;
+            }
+        }
+        let tail = Tail { candidates, from: tail_from, until_ms: now_ms };
+        let mut authors: Vec<UserId> = head.iter().map(|e| e.author.clone()).collect();
         authors.sort();
         authors.dedup();
         let query = SignalsQuery {
-            post_ids: candidates.iter().map(|e| e.post.clone()).collect(),
+            post_ids: head.iter().map(|e| e.post.clone()).collect(),
             authors,
-            post_authors: candidates.iter().map(|e| e.author.clone()).collect(),
+            post_authors: head.iter().map(|e| e.author.clone()).collect(),
         };
         let signals =
-            if candidates.is_empty() { Default::default() } else { self.mesh.call::<GetSignals>(ctx, &query).await? };
+            if head.is_empty() { Default::default() } else { self.mesh.call_owned::<GetSignals>(ctx, query).await? };
         {
             // Borrowed keys: a read ranks a hundred posts, and owned ones were a hundred
             // allocations just to look them up.
@@ -144,14 +155,17 @@ impl FeedService {
                 .iter()
                 .map(|a| (a.author.as_str(), Engagement { likes: a.likes, comments: a.comments }))
                 .collect();
-            let topics: HashSet<&str> = doc.graph.topics.iter().map(String::as_str).collect();
+            let topics: HashSet<&str> = tail.candidates.doc.graph.topics.iter().map(String::as_str).collect();
             let inputs = rank::Signals { now_ms, topics: &topics, affinity: &affinity, engagement: &engagement };
-            rank::rank(&self.config.ranking, &mut candidates, &inputs);
+            rank::rank(&self.config.ranking, &mut head, &inputs);
         }
 
-        let order: Vec<Entry> = candidates.into_iter().chain(older).collect();
-        let page: Vec<PostId> = order.iter().skip(offset).take(limit).map(|e| e.post.clone()).collect();
-        let next_cursor = if order.len() > offset + limit {
+        let order = Order { head, tail };
+        let page: Vec<PostId> = order.entries().skip(offset).take(limit).map(|e| e.post.clone()).collect();
+        // Positions past the head were not scored: their counts are asked for below.
+        let unscored: Vec<PostId> =
+            page.iter().enumerate().filter(|(i, _)| offset + i >= order.head.len()).map(|(_, p)| p.clone()).collect();
+        let next_cursor = if order.entries().nth(offset + limit).is_some() {
             let snapshot = EventId::generate().to_string();
             self.listings.keep(snapshot.clone(), viewer, order);
             let maker = Some(self.listings.instance.clone());
@@ -161,19 +175,13 @@ impl FeedService {
         };
         let mut counts: HashMap<PostId, PostCounts> =
             signals.counts.into_iter().map(|c| (c.post_id.clone(), c)).collect();
-        // A page past the scored window needs the counts of its own posts.
-        let unscored: Vec<PostId> = page.iter().filter(|p| !scored.contains(*p)).cloned().collect();
         counts.extend(self.counts(ctx, &unscored).await?);
         Ok(Page { items: self.hydrate(ctx, &page, &counts).await?, next_cursor })
     }
 
     /// The reader's candidate posts, newest first: the cached feed (rebuilt when missing or
-    /// stale) plus the recent posts of followed pulled authors, without hidden authors.
-    async fn candidates(
-        self: &Arc<Self>,
-        ctx: &Ctx,
-        viewer: &UserId,
-    ) -> ServiceResult<(Arc<crate::codec::FeedDoc>, Vec<Entry>)> {
+    /// stale) plus the recent posts of followed pulled authors.
+    async fn candidates(self: &Arc<Self>, ctx: &Ctx, viewer: &UserId) -> ServiceResult<Candidates> {
         let doc = match self.load(viewer).await? {
             Loaded::Active(doc) => {
                 // Refreshing the activity mark on every read would be a write per read; once
@@ -194,21 +202,23 @@ impl FeedService {
             Loaded::Missing => self.rebuild(ctx, viewer, None).await?,
         };
         let graph = &doc.graph;
-        let mut out: Vec<Entry> =
-            doc.entries.iter().filter(|e| e.author == *viewer || graph.shows(&e.author)).cloned().collect();
         let pulled: Vec<UserId> = {
             let set = self.pull_authors.read().expect("pull set poisoned");
             graph.following.iter().filter(|a| set.contains(*a) && graph.shows(a)).cloned().collect()
         };
+        let mut merged = None;
         if !pulled.is_empty() {
+            let shows = |e: &&Entry| e.author == *viewer || graph.shows(&e.author);
+            let mut out: Vec<Entry> = doc.entries.iter().filter(shows).cloned().collect();
             let mut seen: HashSet<PostId> = out.iter().map(|e| e.post.clone()).collect();
             for posts in self.pulled_posts(ctx, &pulled).await? {
                 out.extend(posts.iter().filter(|p| seen.insert(p.post_id.clone())).map(entry));
             }
             out.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then_with(|| b.post.cmp(&a.post)));
             out.truncate(self.config.cap);
+            merged = Some(out);
         }
-        Ok((doc, out))
+        Ok(Candidates { doc, merged, viewer: viewer.clone() })
     }
 
     /// Recent posts of pulled authors, from the short-lived cache or one request each.
@@ -233,8 +243,10 @@ impl FeedService {
         if posts.is_empty() {
             return Ok(HashMap::new());
         }
-        let signals =
-            self.mesh.call::<GetSignals>(ctx, &SignalsQuery { post_ids: posts.to_vec(), ..Default::default() }).await?;
+        let signals = self
+            .mesh
+            .call_owned::<GetSignals>(ctx, SignalsQuery { post_ids: posts.to_vec(), ..Default::default() })
+            .await?;
         Ok(signals.counts.into_iter().map(|c| (c.post_id.clone(), c)).collect())
     }
 
@@ -258,7 +270,7 @@ impl FeedService {
             }
         }
         if !misses.is_empty() {
-            for post in self.mesh.call::<GetPosts>(ctx, &PostsByIds { ids: misses }).await? {
+            for post in self.mesh.call_owned::<GetPosts>(ctx, PostsByIds { ids: misses }).await? {
                 let post = Arc::new(post);
                 self.posts.insert(post.id.clone(), (Instant::now(), post.clone()));
                 found.insert(post.id.clone(), post);
@@ -276,6 +288,63 @@ impl FeedService {
                 post
             })
             .collect())
+    }
+}
+
+/// One read's candidate posts, newest first, filtered as they are taken: a page needs the
+/// first hundred at most, and checking all five hundred authors on every read was a
+/// twentieth of the service's CPU.
+pub(crate) struct Candidates {
+    doc: Arc<FeedDoc>,
+    /// The feed with pulled authors' posts merged in, when the reader follows any.
+    merged: Option<Vec<Entry>>,
+    viewer: UserId,
+}
+
+impl Candidates {
+    /// Every candidate, hidden ones included.
+    fn all(&self) -> &[Entry] {
+        self.merged.as_deref().unwrap_or(&self.doc.entries)
+    }
+
+    /// The candidates the reader may see: their own posts and those of authors they follow
+    /// and do not hide.
+    fn visible(&self) -> impl Iterator<Item = &Entry> {
+        self.visible_from(0)
+    }
+
+    fn visible_from(&self, from: usize) -> impl Iterator<Item = &Entry> {
+        self.all().get(from..).unwrap_or_default().iter().filter(|e| self.shows(e))
+    }
+
+    fn shows(&self, e: &Entry) -> bool {
+        e.author == self.viewer || self.doc.graph.shows(&e.author)
+    }
+}
+
+/// The visible candidates after a ranked head, not newer than the listing's clock.
+pub(crate) struct Tail {
+    candidates: Candidates,
+    /// Where in [`Candidates::all`] the tail starts.
+    from: usize,
+    until_ms: i64,
+}
+
+/// A ranked listing: the scored head, then the rest in time order.
+pub(crate) struct Order {
+    head: Vec<Entry>,
+    tail: Tail,
+}
+
+impl Order {
+    pub(crate) fn entries(&self) -> impl Iterator<Item = &Entry> {
+        let until = self.tail.until_ms;
+        self.head.iter().chain(self.tail.candidates.visible_from(self.tail.from).filter(move |e| e.created_ms <= until))
+    }
+
+    /// Entries held, at most: what the order costs to keep.
+    pub(crate) fn len_bound(&self) -> usize {
+        self.head.len() + self.tail.candidates.all().len().saturating_sub(self.tail.from)
     }
 }
 
@@ -297,5 +366,30 @@ mod tests {
         assert!(RankCursor::decode(&URL_SAFE_NO_PAD.encode(format!("r|{}|40|1|a.b", c.snapshot))).is_err());
         assert!(RankCursor::decode(&TimeCursor::new(Utc::now(), "abc").encode()).is_err());
         assert!(RankCursor::decode("garbage").is_err());
+    }
+
+    #[test]
+    fn a_listing_shows_only_what_the_reader_may_see_and_filters_its_tail_late() {
+        let [me, friend, blocked, stranger] =
+            ["me", "friend", "blocked", "stranger"].map(|u| UserId::parse(u).unwrap());
+        let graph = crate::codec::Graph::new(Vec::new(), vec![friend.clone(), blocked.clone()], vec![blocked.clone()]);
+        let authors = [&friend, &blocked, &me, &stranger];
+        // Newest first, as feeds are kept: time 100, 99, ... with authors in turn.
+        let entries: Vec<Entry> = (0..40)
+            .map(|i| Entry::new(PostId::generate(), authors[i % 4].clone(), 100 - i as i64, Vec::new()))
+            .collect();
+        let doc = Arc::new(FeedDoc { touched_ms: 0, graph: Arc::new(graph), entries: entries.clone() });
+        let candidates = Candidates { doc, merged: None, viewer: me.clone() };
+        let visible: Vec<&Entry> = candidates.visible().collect();
+        assert_eq!(visible.len(), 20);
+        assert!(visible.iter().all(|e| e.author == friend || e.author == me));
+
+        // A head of the first four shown, then a tail cut at time 80 (entries 20 and on).
+        let head: Vec<Entry> = visible[..4].iter().map(|e| (*e).clone()).collect();
+        let from = entries.iter().position(|e| e.post == visible[3].post).unwrap() + 1;
+        let order = Order { head, tail: Tail { candidates, from, until_ms: 80 } };
+        let listed: Vec<i64> = order.entries().map(|e| e.created_ms).collect();
+        assert_eq!(listed, [100, 98, 96, 94, 80, 78, 76, 74, 72, 70, 68, 66, 64, 62]);
+        assert!(order.len_bound() >= listed.len());
     }
 }
