@@ -15,6 +15,7 @@ mod signals;
 
 pub use config::Config;
 
+use mosaic_api::content::PostCreated;
 use mosaic_api::interaction::{self as api, SERVICE};
 use mosaic_api::stream::{EVENTS_INTERACTION, NOTIFY_JOBS};
 use mosaic_mesh::db::{self, Db, Migration};
@@ -58,6 +59,11 @@ pub async fn start_with_db(mesh: &Mesh, db: Db) -> anyhow::Result<ServiceHandle>
     let state = Arc::new(InteractionService { db, mesh: mesh.clone(), outbox, cache: signals::SignalCache::new() });
     let listener = state.clone();
     mesh.on_broadcast(&lifecycle, move |notice: api::SignalsChanged| listener.forget(&notice)).await?;
+    let seeder = state.clone();
+    mesh.on_event_notice(&lifecycle, move |e: PostCreated| {
+        seeder.cache.seed_new(&e.post_id, &e.author, chrono::Utc::now() - e.created_at);
+    })
+    .await?;
     let rpc = mesh
         .service(SERVICE, "Likes, comments, counters and owner notifications", state)
         .endpoint(api::Like, InteractionService::like)

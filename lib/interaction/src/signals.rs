@@ -6,7 +6,9 @@
 //! later; a viewer with more than [`WHOLE_VIEWER`] is looked up per author instead. What
 //! the caches do not hold is read in one round trip however many posts and authors that
 //! is. Every write that changes them drops them on every instance ([`SignalsChanged`]), so
-//! a reader sees their own like on their next read, whichever instance serves it.
+//! a reader sees their own like on their next read, whichever instance serves it. A new
+//! post's notice fills in what is known without asking: no likes, no comments, and not
+//! liked by its author ([`SignalCache::seed_new`]).
 
 use crate::InteractionService;
 use crate::engage::{affinity_rid, like_rid, stats_rid};
@@ -16,8 +18,8 @@ use mosaic_api::{ApiError, Id, PostId, UserId};
 use mosaic_mesh::cache::Coherent;
 use mosaic_mesh::{Ctx, ServiceResult};
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 use surrealdb::types::{RecordId, SurrealValue};
 
 /// Posts whose counters are cached per instance (two integers each).
@@ -29,6 +31,12 @@ const VIEWERS: usize = 20_000;
 const PER_VIEWER: usize = 2_048;
 /// Longest a cached signal lives if the notice that should have dropped it was lost.
 const TTL: Duration = Duration::from_secs(60);
+/// A post created longer ago (or, by a skewed clock, later) than this is not seeded (see
+/// [`SignalCache::seed_new`]): a change to it may be older than what is remembered.
+const SEED_WITHIN: Duration = Duration::from_secs(10);
+/// Posts whose last change is remembered (most recent first to stay): more than the
+/// changes of [`TTL`] at a few thousand likes a second.
+const CHANGES_REMEMBERED: usize = 200_000;
 
 /// Likes and comments on a post.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -70,17 +78,53 @@ impl Seen {
 pub(crate) struct SignalCache {
     counts: Coherent<PostId, Option<Counters>>,
     viewers: Coherent<UserId, Seen>,
+    /// When each post's signals last changed, as far as this instance heard.
+    changed: quick_cache::sync::Cache<PostId, Instant>,
+    /// Orders [`SignalCache::forget`] and [`SignalCache::seed_new`]: a seed either sees
+    /// the change or is dropped by it.
+    order: Mutex<()>,
 }
 
 impl SignalCache {
     pub(crate) fn new() -> Self {
-        Self { counts: Coherent::new(COUNTED_POSTS, TTL), viewers: Coherent::new(VIEWERS, TTL) }
+        Self {
+            counts: Coherent::new(COUNTED_POSTS, TTL),
+            viewers: Coherent::new(VIEWERS, TTL),
+            changed: quick_cache::sync::Cache::new(CHANGES_REMEMBERED),
+            order: Mutex::new(()),
+        }
     }
 
     pub(crate) fn forget(&self, notice: &SignalsChanged) {
+        let _order = self.order.lock().unwrap_or_else(PoisonError::into_inner);
+        self.changed.insert(notice.post_id.clone(), Instant::now());
         self.counts.invalidate(&notice.post_id);
         for user in &notice.users {
             self.viewers.invalidate(user);
+        }
+    }
+
+    /// What the notice of a new post tells for sure: nobody has liked or commented on it
+    /// yet, its author included. Holding that spares its first readers a database read
+    /// each (at 300 posts a second, a third of the service's queries). Skipped when a
+    /// change to the post was heard (the notice came late) or the post is not new.
+    pub(crate) fn seed_new(&self, post: &PostId, author: &UserId, age: chrono::TimeDelta) {
+        if age.abs().to_std().map_or(true, |age| age > SEED_WITHIN) {
+            return;
+        }
+        let _order = self.order.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.changed.get(post).is_some_and(|at| at.elapsed() < TTL) {
+            return;
+        }
+        self.counts.fill(post, Some(Counters::default()));
+        // A viewer's likes are otherwise known from their affinity, which leaves out their
+        // likes of their own posts: without this, every author's next read missed.
+        if let Some(seen) = self.viewers.live(author) {
+            seen.write(|s| {
+                if s.whole.is_some() && s.liked.len() + s.affinity.len() < PER_VIEWER {
+                    s.liked.entry(post.clone()).or_insert(false);
+                }
+            });
         }
     }
 }
@@ -296,4 +340,76 @@ struct Loaded {
     counts: HashMap<String, Counters>,
     liked: HashSet<String>,
     affinity: HashMap<String, Counters>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids() -> (PostId, UserId) {
+        (PostId::generate(), UserId::generate())
+    }
+
+    fn counts(cache: &SignalCache, post: &PostId) -> Option<Counters> {
+        cache.counts.live(post).and_then(|slot| slot.read(|c| *c))
+    }
+
+    fn liked(cache: &SignalCache, viewer: &UserId, post: &PostId) -> Option<bool> {
+        cache.viewers.live(viewer).and_then(|slot| slot.read(|s| s.liked(post)))
+    }
+
+    #[test]
+    fn a_new_post_is_known_unliked_and_uncounted() {
+        let cache = SignalCache::new();
+        let (post, author) = ids();
+        cache.viewers.slot(&author).write(|s| s.whole = Some(true));
+        cache.seed_new(&post, &author, chrono::TimeDelta::milliseconds(40));
+        assert_eq!(counts(&cache, &post), Some(Counters::default()));
+        assert_eq!(liked(&cache, &author, &post), Some(false));
+    }
+
+    #[test]
+    fn an_author_whose_likes_were_not_loaded_is_left_alone() {
+        let cache = SignalCache::new();
+        let (post, author) = ids();
+        cache.seed_new(&post, &author, chrono::TimeDelta::zero());
+        assert!(cache.viewers.live(&author).is_none(), "no entry made for a viewer nobody read");
+        cache.viewers.slot(&author);
+        let (other, _) = ids();
+        cache.seed_new(&other, &author, chrono::TimeDelta::zero());
+        assert_eq!(liked(&cache, &author, &other), None, "a viewer not loaded yet loads everything");
+    }
+
+    #[test]
+    fn a_late_notice_does_not_hide_a_like_it_never_saw() {
+        let cache = SignalCache::new();
+        let (post, author) = ids();
+        cache.viewers.slot(&author).write(|s| s.whole = Some(true));
+        // The author liked the post before this instance heard it was created.
+        cache.forget(&SignalsChanged { post_id: post.clone(), users: vec![author.clone()] });
+        cache.viewers.slot(&author).write(|s| s.whole = Some(true));
+        cache.seed_new(&post, &author, chrono::TimeDelta::seconds(1));
+        assert_eq!(counts(&cache, &post), None);
+        assert_eq!(liked(&cache, &author, &post), None);
+    }
+
+    #[test]
+    fn only_posts_created_moments_ago_are_seeded() {
+        let cache = SignalCache::new();
+        for age in [chrono::TimeDelta::seconds(11), chrono::TimeDelta::seconds(-11)] {
+            let (post, author) = ids();
+            cache.seed_new(&post, &author, age);
+            assert_eq!(counts(&cache, &post), None, "age {age}");
+        }
+    }
+
+    #[test]
+    fn a_loaded_count_is_not_replaced_by_a_seed() {
+        let cache = SignalCache::new();
+        let (post, author) = ids();
+        let loaded = Counters { likes: 3, comments: 1 };
+        cache.counts.slot(&post).write(|c| *c = Some(loaded));
+        cache.seed_new(&post, &author, chrono::TimeDelta::zero());
+        assert_eq!(counts(&cache, &post), Some(loaded));
+    }
 }

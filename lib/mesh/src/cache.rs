@@ -76,6 +76,25 @@ impl<K: Eq + Hash + Clone, V: Default> Coherent<K, V> {
         fresh
     }
 
+    /// The live slot of `key`, if the cache holds one; unlike [`Coherent::slot`], never a
+    /// new one.
+    pub fn live(&self, key: &K) -> Option<Arc<Slot<V>>> {
+        self.entries.get(key).filter(|slot| slot.born.elapsed() < self.ttl)
+    }
+
+    /// Holds `value` for `key` when the cache holds no live slot of it: for a writer that
+    /// knows a value no reader has loaded yet (a record just created). Returns whether it
+    /// did. The caller must know that no change is missing from `value`: a notice of a
+    /// change that came before this call has nothing to drop.
+    pub fn fill(&self, key: &K, value: V) -> bool {
+        let _order = self.writers.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.live(key).is_some() {
+            return false;
+        }
+        self.entries.insert(key.clone(), Arc::new(Slot { born: Instant::now(), value: Mutex::new(value) }));
+        true
+    }
+
     /// Drops `key`: readers from now on start from an empty slot.
     pub fn invalidate(&self, key: &K) {
         let _order = self.writers.lock().unwrap_or_else(PoisonError::into_inner);
@@ -184,6 +203,20 @@ mod tests {
         cache.invalidate(&1);
         reader.write(|v| *v = Some(41));
         assert_eq!(cache.slot(&1).read(|v| *v), None);
+    }
+
+    #[test]
+    fn a_known_value_is_filled_only_where_nothing_is_held() {
+        let cache: Coherent<u32, Option<u64>> = Coherent::new(16, Duration::from_secs(60));
+        assert!(cache.live(&1).is_none());
+        assert!(cache.fill(&1, Some(0)));
+        assert_eq!(cache.live(&1).map(|s| s.read(|v| *v)), Some(Some(0)));
+        // A reader's load is not overwritten.
+        cache.slot(&2).write(|v| *v = Some(7));
+        assert!(!cache.fill(&2, Some(0)));
+        assert_eq!(cache.slot(&2).read(|v| *v), Some(7));
+        cache.invalidate(&1);
+        assert!(cache.live(&1).is_none(), "live never makes a slot");
     }
 
     #[test]
