@@ -131,7 +131,6 @@ impl FeedService {
                 break;
             }
         }
-        let tail = Tail { candidates, from: tail_from, until_ms: now_ms };
         let mut authors: Vec<UserId> = head.iter().map(|e| e.author.clone()).collect();
         authors.sort();
         authors.dedup();
@@ -155,12 +154,12 @@ impl FeedService {
                 .iter()
                 .map(|a| (a.author.as_str(), Engagement { likes: a.likes, comments: a.comments }))
                 .collect();
-            let topics: HashSet<&str> = tail.candidates.doc.graph.topics.iter().map(String::as_str).collect();
+            let topics: HashSet<&str> = candidates.doc.graph.topics.iter().map(String::as_str).collect();
             let inputs = rank::Signals { now_ms, topics: &topics, affinity: &affinity, engagement: &engagement };
             rank::rank(&self.config.ranking, &mut head, &inputs);
         }
 
-        let order = Order { head, tail };
+        let order = Order { head, candidates, tail_from, until_ms: now_ms };
         let page: Vec<PostId> = order.entries().skip(offset).take(limit).map(|e| e.post.clone()).collect();
         // Positions past the head were not scored: their counts are asked for below.
         let unscored: Vec<PostId> =
@@ -206,19 +205,18 @@ impl FeedService {
             let set = self.pull_authors.read().expect("pull set poisoned");
             graph.following.iter().filter(|a| set.contains(*a) && graph.shows(a)).cloned().collect()
         };
-        let mut merged = None;
+        let mut candidates = Candidates { doc, merged: None, viewer: viewer.clone() };
         if !pulled.is_empty() {
-            let shows = |e: &&Entry| e.author == *viewer || graph.shows(&e.author);
-            let mut out: Vec<Entry> = doc.entries.iter().filter(shows).cloned().collect();
+            let mut out: Vec<Entry> = candidates.visible().cloned().collect();
             let mut seen: HashSet<PostId> = out.iter().map(|e| e.post.clone()).collect();
             for posts in self.pulled_posts(ctx, &pulled).await? {
                 out.extend(posts.iter().filter(|p| seen.insert(p.post_id.clone())).map(entry));
             }
             out.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then_with(|| b.post.cmp(&a.post)));
             out.truncate(self.config.cap);
-            merged = Some(out);
+            candidates.merged = Some(out);
         }
-        Ok(Candidates { doc, merged, viewer: viewer.clone() })
+        Ok(candidates)
     }
 
     /// Recent posts of pulled authors, from the short-lived cache or one request each.
@@ -322,29 +320,26 @@ impl Candidates {
     }
 }
 
-/// The visible candidates after a ranked head, not newer than the listing's clock.
-pub(crate) struct Tail {
-    candidates: Candidates,
-    /// Where in [`Candidates::all`] the tail starts.
-    from: usize,
-    until_ms: i64,
-}
-
-/// A ranked listing: the scored head, then the rest in time order.
+/// A ranked listing: the scored head, then the rest in time order, filtered only when a
+/// page reaches it.
 pub(crate) struct Order {
     head: Vec<Entry>,
-    tail: Tail,
+    candidates: Candidates,
+    /// Where in [`Candidates::all`] the rest starts.
+    tail_from: usize,
+    /// The listing's clock: newer posts stay out.
+    until_ms: i64,
 }
 
 impl Order {
     pub(crate) fn entries(&self) -> impl Iterator<Item = &Entry> {
-        let until = self.tail.until_ms;
-        self.head.iter().chain(self.tail.candidates.visible_from(self.tail.from).filter(move |e| e.created_ms <= until))
+        let until = self.until_ms;
+        self.head.iter().chain(self.candidates.visible_from(self.tail_from).filter(move |e| e.created_ms <= until))
     }
 
     /// Entries held, at most: what the order costs to keep.
     pub(crate) fn len_bound(&self) -> usize {
-        self.head.len() + self.tail.candidates.all().len().saturating_sub(self.tail.from)
+        self.head.len() + self.candidates.all().len().saturating_sub(self.tail_from)
     }
 }
 
@@ -387,7 +382,7 @@ mod tests {
         // A head of the first four shown, then a tail cut at time 80 (entries 20 and on).
         let head: Vec<Entry> = visible[..4].iter().map(|e| (*e).clone()).collect();
         let from = entries.iter().position(|e| e.post == visible[3].post).unwrap() + 1;
-        let order = Order { head, tail: Tail { candidates, from, until_ms: 80 } };
+        let order = Order { head, candidates, tail_from: from, until_ms: 80 };
         let listed: Vec<i64> = order.entries().map(|e| e.created_ms).collect();
         assert_eq!(listed, [100, 98, 96, 94, 80, 78, 76, 74, 72, 70, 68, 66, 64, 62]);
         assert!(order.len_bound() >= listed.len());
