@@ -261,3 +261,57 @@ async fn watching_sockets_get_count_changes_and_views_are_recorded() {
     assert_eq!(post_of(&w, &viewer, &pid).await["like_count"], 1);
     w.stop().await;
 }
+
+/// `user`'s newest home feed page once it holds `post` (at most 30 s).
+async fn feed_with(w: &World, user: &TestUser, post: &str) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = w.client.get("/v1/feed?order=latest", &user.access_token).await;
+        r.assert_status(200);
+        let items = r.body["items"].as_array().unwrap().clone();
+        if items.iter().any(|p| p["id"] == post) {
+            return items;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{post} never reached the feed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The interaction service fills in a new post's counts and its author's like from the
+/// post's notice (no database read). A like that beats that notice must still count.
+#[tokio::test]
+async fn a_new_posts_counts_hold_whether_a_like_comes_before_its_notice_or_after() {
+    let w = World::start().await;
+    let owner = w.client.signup("owner").await;
+    let fan = w.client.signup("fan").await;
+    // A first read loads the owner's likes, so notices of their posts fill theirs in.
+    w.client.get("/v1/feed", &owner.access_token).await.assert_status(200);
+
+    // Liked the moment it exists. The notice usually still comes first here; the unit
+    // tests in the interaction service's signals.rs force the other order.
+    let raced = w.client.create_post(&owner.access_token, "quick", &[]).await["id"].as_str().unwrap().to_owned();
+    let like = format!("/v1/posts/{raced}/like");
+    let (a, b) = tokio::join!(w.client.put(&like, &owner.access_token), w.client.put(&like, &fan.access_token));
+    a.assert_status(204);
+    b.assert_status(204);
+
+    // Liked once its notice surely arrived: the fan-out that put it in the owner's feed
+    // consumed the same event after it was published.
+    let calm = w.client.create_post(&owner.access_token, "calm", &[]).await["id"].as_str().unwrap().to_owned();
+    let feed = feed_with(&w, &owner, &calm).await;
+    let fresh = feed.iter().find(|p| p["id"] == calm.as_str()).unwrap();
+    assert_eq!((fresh["like_count"].clone(), fresh["liked_by_me"].clone()), (json!(0), json!(false)));
+    w.client.put(&format!("/v1/posts/{calm}/like"), &owner.access_token).await.assert_status(204);
+
+    let feed = feed_with(&w, &owner, &raced).await;
+    for (post, likes) in [(&raced, 2), (&calm, 1)] {
+        let in_feed = feed.iter().find(|p| p["id"] == post.as_str()).unwrap();
+        assert_eq!(in_feed["like_count"], likes, "{in_feed}");
+        assert_eq!(in_feed["liked_by_me"], true, "{in_feed}");
+        let seen = post_of(&w, &owner, post).await;
+        assert_eq!((seen["like_count"].clone(), seen["liked_by_me"].clone()), (json!(likes), json!(true)));
+    }
+    assert_eq!(post_of(&w, &fan, &raced).await["liked_by_me"], true);
+    assert_eq!(post_of(&w, &fan, &calm).await["liked_by_me"], false);
+    w.stop().await;
+}

@@ -106,7 +106,7 @@ impl SignalCache {
 
     /// What the notice of a new post tells for sure: nobody has liked or commented on it
     /// yet, its author included. Holding that spares its first readers a database read
-    /// each (at 300 posts a second, a third of the service's queries). Skipped when a
+    /// each (300 a second at 3 000 requests/s of the benchmark's mix). Skipped when a
     /// change to the post was heard (the notice came late) or the post is not new.
     pub(crate) fn seed_new(&self, post: &PostId, author: &UserId, age: chrono::TimeDelta) {
         if age.abs().to_std().map_or(true, |age| age > SEED_WITHIN) {
