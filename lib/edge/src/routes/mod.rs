@@ -34,7 +34,7 @@ impl IntoResponse for Relayed {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Mosaic edge API", version = "1", description = "The client contract of Mosaic's edge: see shared/API.md."),
+    info(title = "Mosaic edge API", version = "1", description = "The client contract of Mosaic's edge; docs/API.md in the repository describes the same routes in prose."),
     modifiers(&BearerAuth),
     components(schemas(Problem, mosaic_api::ErrorCode)),
 )]
