@@ -105,16 +105,6 @@ impl Batch {
 		Ok(encoded)
 	}
 
-	#[cfg(test)]
-	pub(crate) fn set(&mut self, key: Key, value: Value, timestamp: u64) -> Result<()> {
-		self.add_record(InternalKeyKind::Set, key, Some(value), timestamp)
-	}
-
-	#[cfg(test)]
-	pub(crate) fn delete(&mut self, key: Key, timestamp: u64) -> Result<()> {
-		self.add_record(InternalKeyKind::Delete, key, None, timestamp)
-	}
-
 	/// Internal method to add a record with optional value pointer
 	fn add_record_internal(
 		&mut self,
@@ -178,12 +168,6 @@ impl Batch {
 			.iter()
 			.map(|e| max_entry_bytes(e.key.len(), e.value.as_ref().map_or(0, |v| v.len())))
 			.sum()
-	}
-
-	/// Get entries for VLog processing
-	#[cfg(test)]
-	pub(crate) fn entries(&self) -> &[BatchEntry] {
-		&self.entries
 	}
 
 	/// Set the starting sequence number for this batch

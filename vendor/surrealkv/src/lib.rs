@@ -24,9 +24,6 @@ mod vfs;
 mod vlog;
 mod wal;
 
-#[cfg(test)]
-mod test;
-
 use std::cmp::Ordering;
 use std::fmt::Debug;
 use std::path::PathBuf;

@@ -1667,35 +1667,6 @@ impl Tree {
 		self.core.close().await
 	}
 
-	/// Flushes all memtables to disk synchronously.
-	/// This is a blocking operation that ensures all data is persisted before returning.
-	#[cfg(test)]
-	pub(crate) fn flush(&self) -> Result<()> {
-		// Step 1: Rotate active memtable if it has data
-		{
-			let active = self.core.inner.active_memtable.read()?;
-			if !active.is_empty() {
-				drop(active); // Release read lock before acquiring write lock
-				self.core.inner.rotate_memtable()?;
-			}
-		}
-
-		// Step 2: Flush all immutable memtables synchronously
-		self.core.inner.flush_all_immutables_sync()?;
-
-		// Step 3: Signal stall controller that work completed
-		self.core.write_stall.signal_work_done();
-
-		Ok(())
-	}
-
-	#[cfg(test)]
-	pub(crate) fn compact(&self, strategy: Arc<dyn CompactionStrategy>) -> Result<()> {
-		self.core.inner.compact(strategy)?;
-		self.core.write_stall.signal_work_done();
-		Ok(())
-	}
-
 	/// Flushes WAL and VLog buffers to OS cache.
 	///
 	/// If `sync` is true, also fsyncs to disk, guaranteeing durability

@@ -193,10 +193,4 @@ impl WriteStallController {
 		self.shutdown.store(true, Ordering::Release);
 		self.stall_cleared.notify_waiters();
 	}
-
-	/// Fast check if currently stalled (for metrics).
-	#[cfg(test)]
-	pub fn is_stalled(&self) -> bool {
-		self.is_stalled.load(Ordering::Acquire)
-	}
 }

@@ -81,11 +81,6 @@ impl ActiveTxnTracker {
 	pub(crate) fn oldest(&self) -> Option<u64> {
 		self.seqs.front().map(|e| e.value().0)
 	}
-
-	#[cfg(test)]
-	pub(crate) fn len(&self) -> usize {
-		self.seqs.len()
-	}
 }
 
 /// RAII handle. Owned by `Transaction`; dropped automatically (or explicitly
@@ -109,63 +104,5 @@ impl ActiveTxnGuard {
 impl Drop for ActiveTxnGuard {
 	fn drop(&mut self) {
 		self.release();
-	}
-}
-
-#[cfg(test)]
-mod tests {
-	use super::*;
-
-	#[test]
-	fn empty_tracker_has_no_oldest() {
-		let t = Arc::new(ActiveTxnTracker::new());
-		assert_eq!(t.oldest(), None);
-		assert_eq!(t.len(), 0);
-	}
-
-	#[test]
-	fn registers_and_drops() {
-		let t = Arc::new(ActiveTxnTracker::new());
-		{
-			let _g = t.register(10);
-			assert_eq!(t.oldest(), Some(10));
-			assert_eq!(t.len(), 1);
-		}
-		assert_eq!(t.oldest(), None);
-		assert_eq!(t.len(), 0);
-	}
-
-	#[test]
-	fn oldest_picks_min() {
-		let t = Arc::new(ActiveTxnTracker::new());
-		let _g1 = t.register(20);
-		let _g2 = t.register(10);
-		let _g3 = t.register(15);
-		assert_eq!(t.oldest(), Some(10));
-	}
-
-	#[test]
-	fn duplicate_start_seqs_dont_collide() {
-		let t = Arc::new(ActiveTxnTracker::new());
-		let g1 = t.register(5);
-		let g2 = t.register(5);
-		assert_eq!(t.len(), 2);
-		drop(g1);
-		assert_eq!(t.oldest(), Some(5));
-		assert_eq!(t.len(), 1);
-		drop(g2);
-		assert_eq!(t.oldest(), None);
-	}
-
-	#[test]
-	fn explicit_release_is_idempotent() {
-		let t = Arc::new(ActiveTxnTracker::new());
-		let mut g = t.register(7);
-		g.release();
-		assert_eq!(t.oldest(), None);
-		// Calling release again is fine; Drop also calls release.
-		g.release();
-		drop(g);
-		assert_eq!(t.oldest(), None);
 	}
 }

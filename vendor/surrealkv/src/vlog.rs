@@ -495,7 +495,7 @@ impl VLogWriter {
 	}
 
 	/// Flushes and syncs the writer (flush to OS cache + fsync to disk).
-	#[cfg_attr(not(test), allow(dead_code))]
+	#[allow(dead_code)]
 	pub(crate) fn sync(&mut self) -> Result<()> {
 		self.writer.flush()?;
 		self.writer.get_ref().sync_all()?;

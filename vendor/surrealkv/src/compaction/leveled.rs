@@ -56,20 +56,6 @@ impl Strategy {
 		}
 	}
 
-	/// Create a Strategy from Options with a specific compaction priority
-	#[cfg(test)]
-	pub(crate) fn from_options_with_priority(
-		opts: Arc<Options>,
-		priority: CompactionPriority,
-	) -> Self {
-		Self {
-			level0_file_num_trigger: opts.level0_max_files,
-			max_bytes_for_level: opts.max_bytes_for_level,
-			level_multiplier: opts.level_multiplier,
-			compaction_priority: priority,
-		}
-	}
-
 	/// Calculate max bytes for a level
 	fn target_bytes_for_level(&self, level: u8) -> u64 {
 		assert!(level >= 1, "L0 should not use target_bytes_for_level");

@@ -3,6 +3,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 mod arena;
+// Mosaic patch (see vendor/README.md): the step count of a bounded reverse scan.
+#[cfg(test)]
+mod reverse_scan_steps_test;
 mod skiplist;
 
 use arena::Arena;

@@ -625,6 +625,8 @@ impl Skiplist {
 	/// Get next node
 	#[inline]
 	fn get_next(&self, nd: *mut Node, h: usize) -> *mut Node {
+		#[cfg(test)]
+		steps::step(); // Mosaic patch: see `steps`
 		let offset = unsafe { (*nd).next_offset(h) };
 		self.arena.get_pointer(offset) as *mut Node
 	}
@@ -632,6 +634,8 @@ impl Skiplist {
 	/// Get prev node
 	#[inline]
 	fn get_prev(&self, nd: *mut Node, h: usize) -> *mut Node {
+		#[cfg(test)]
+		steps::step(); // Mosaic patch: see `steps`
 		let offset = unsafe { (*nd).prev_offset(h) };
 		self.arena.get_pointer(offset) as *mut Node
 	}
@@ -656,6 +660,30 @@ impl Skiplist {
 			upper_node: std::ptr::null_mut(),
 			encoded_key_buf: Vec::new(),
 		}
+	}
+}
+
+/// Mosaic patch (see vendor/README.md): counts the links between skiplist nodes that this
+/// thread follows (every `get_next` and `get_prev`), so that a test can measure what a scan
+/// costs in steps rather than in time. Test builds only.
+#[cfg(test)]
+pub(super) mod steps {
+	use std::cell::Cell;
+
+	thread_local! {
+		static STEPS: Cell<u64> = const { Cell::new(0) };
+	}
+
+	#[inline]
+	pub(in crate::memtable) fn step() {
+		STEPS.with(|s| s.set(s.get() + 1));
+	}
+
+	/// Runs `f` and returns its result with the number of links it followed.
+	pub(in crate::memtable) fn count<R>(f: impl FnOnce() -> R) -> (R, u64) {
+		let before = STEPS.with(Cell::get);
+		let result = f();
+		(result, STEPS.with(Cell::get) - before)
 	}
 }
 

@@ -113,14 +113,6 @@ pub(crate) struct BlockHandleWithKey {
 }
 
 impl BlockHandleWithKey {
-	#[cfg(test)]
-	pub(crate) fn new(separator_key: Vec<u8>, handle: BlockHandle) -> BlockHandleWithKey {
-		BlockHandleWithKey {
-			separator_key,
-			handle,
-		}
-	}
-
 	pub(crate) fn offset(&self) -> u64 {
 		self.handle.offset as u64
 	}
