@@ -153,8 +153,7 @@ async fn brute_force_logins_are_throttled_per_account() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn brute_force_logins_are_throttled_per_ip() {
-    let mut options = mosaic_tests::WorldOptions::default();
-    options.user.login_max_failures_per_ip = 4;
+    let options = mosaic_tests::WorldOptions::default().set("user.login_max_failures_per_ip", 4);
     let w = World::start_with(options).await;
     for i in 0..4 {
         let r = w

@@ -82,7 +82,7 @@ async fn events_made_through_the_edge_are_counted_exactly_once() {
     let views = w.mesh.jetstream().get_stream("EVENTS_VIEW").await.unwrap();
     let first = views.get_raw_message(1).await.unwrap();
     w.mesh.publish_with_id("events.view.post", "redelivered-1", first.payload.clone()).await.unwrap();
-    let warehouse = Warehouse::open(w.storage.store.clone(), "analytics").await.unwrap();
+    let warehouse = Warehouse::open(w.storage().store.clone(), "analytics").await.unwrap();
     let written = mosaic_tests::eventually(WAIT, || async {
         let b = warehouse.query("SELECT COUNT(*) FROM events WHERE kind = 'view'").await.unwrap();
         int_at(b[0].column(0).as_ref(), 0) == 7
@@ -127,7 +127,8 @@ async fn reports_are_stored_and_emailed_once_per_recipient_even_with_two_instanc
     let smtp = SmtpServer::start().await.expect("aiosmtpd starts");
     let mut notification = test_notification_config();
     notification.smtp.url = mosaic_mesh::config::Secret::new(smtp.url());
-    let w = World::start_with(WorldOptions { notification, analytics_instances: 2, ..Default::default() }).await;
+    let w =
+        World::start_with(WorldOptions::default().set("notification", notification).instances("analytics", 2)).await;
     let boss = w.client.signup_exact("boss").await;
     let creator = w.client.signup("maker").await;
     let quiet = w.client.signup("quiet").await;

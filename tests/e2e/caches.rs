@@ -7,12 +7,9 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_instance_reads_the_write_just_made() {
-    let w = World::start_with(WorldOptions {
-        user_instances: 2,
-        content_instances: 2,
-        interaction_instances: 2,
-        ..Default::default()
-    })
+    let w = World::start_with(
+        WorldOptions::default().instances("user", 2).instances("content", 2).instances("interaction", 2),
+    )
     .await;
     let a = w.client.signup("coh_a").await;
     let b = w.client.signup("coh_b").await;

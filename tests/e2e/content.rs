@@ -2,7 +2,7 @@
 //! ffmpeg, the object store on disk.
 
 use mosaic_tests::media::{self, BLUE, GPS_MARKER, RED};
-use mosaic_tests::{World, WorldOptions, eventually, test_content_config};
+use mosaic_tests::{World, WorldOptions, eventually};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -133,8 +133,7 @@ async fn broken_and_hostile_images_fail_cleanly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_over_the_limit_are_413() {
-    let mut options = WorldOptions::default();
-    options.content.max_image_bytes = 50_000;
+    let options = WorldOptions::default().set("content.max_image_bytes", 50_000);
     let w = World::start_with(options).await;
     let u = w.client.signup("big").await;
     let mut big = media::jpeg_with_exif(64, 64, 1, false);
@@ -159,8 +158,7 @@ async fn uploads_over_the_limit_are_413() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_storage_quota_is_enforced_and_readable() {
-    let mut options = WorldOptions::default();
-    options.content.quota_bytes = 60_000;
+    let options = WorldOptions::default().set("content.quota_bytes", 60_000);
     let w = World::start_with(options).await;
     let u = w.client.signup("quota").await;
     let photo = media::jpeg_with_exif(400, 300, 1, false);
@@ -491,8 +489,8 @@ async fn a_worker_killed_mid_job_means_redelivery_and_a_finished_job() {
     })
     .await;
     assert!(holding, "the worker never picked the job up");
-    w.content.pop().unwrap().abort().await;
-    w.add_content_instance().await.unwrap();
+    w.take_instance("content").abort().await;
+    w.add_instance("content").await.unwrap();
     let m = w.client.wait_media(&u.access_token, &id).await;
     assert_eq!(m["status"], "ready", "{m}");
     w.stop().await;
@@ -500,7 +498,7 @@ async fn a_worker_killed_mid_job_means_redelivery_and_a_finished_job() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_that_fails_every_time_ends_failed_and_in_the_dead_letters() {
-    let w = World::start_with(WorldOptions { content: test_content_config(), ..Default::default() }).await;
+    let w = World::start_with(WorldOptions::default()).await;
     let u = w.client.signup("poison").await;
     // Stop the worker from ever reading the original: every attempt fails.
     let photo = media::jpeg_with_exif(120, 90, 1, false);
@@ -532,9 +530,7 @@ async fn a_job_that_fails_every_time_ends_failed_and_in_the_dead_letters() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn media_never_posted_is_swept_after_its_time() {
-    let mut options = WorldOptions::default();
-    options.content.unattached_ttl_secs = 1;
-    options.content.sweep_interval_secs = 1;
+    let options = WorldOptions::default().set("content.unattached_ttl_secs", 1).set("content.sweep_interval_secs", 1);
     let w = World::start_with(options).await;
     let u = w.client.signup("sweep").await;
     let m = w.client.upload_ready(&u.access_token, "image/jpeg", media::jpeg_with_exif(100, 80, 1, false)).await;
@@ -558,8 +554,7 @@ async fn media_never_posted_is_swept_after_its_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transcode_past_its_time_limit_fails_with_timeout() {
-    let mut options = WorldOptions::default();
-    options.content.video_time_limit_secs = 1;
+    let options = WorldOptions::default().set("content.video_time_limit_secs", 1);
     let w = World::start_with(options).await;
     let dir = tempfile::tempdir().unwrap();
     let u = w.client.signup("slowvideo").await;

@@ -80,8 +80,7 @@ async fn follow_post_unfollow(options: WorldOptions) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authors_over_the_threshold_are_pulled_at_read_time() {
-    let mut options = WorldOptions::default();
-    options.feed.fanout_threshold = 2;
+    let options = WorldOptions::default().set("feed.fanout_threshold", 2);
     let w = World::start_with(options).await;
     let small = w.client.signup("small").await;
     let big = w.client.signup("big").await;
@@ -130,8 +129,7 @@ fn holds(feed: &[u8], post: &Value) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn posts_gathered_by_the_fan_out_reach_a_feed_in_one_write() {
     use futures::StreamExt as _;
-    let mut options = WorldOptions::default();
-    options.feed.fanout_linger_ms = 1_500;
+    let options = WorldOptions::default().set("feed.fanout_linger_ms", 1_500);
     let w = World::start_with(options).await;
     let a = w.client.signup("a").await;
     let b = w.client.signup("b").await;
@@ -170,8 +168,7 @@ async fn posts_gathered_by_the_fan_out_reach_a_feed_in_one_write() {
 async fn feeds_are_rebuilt_from_the_graph_after_the_bucket_is_purged() {
     // Every read asks the bucket: an instance serves a feed it read lately from memory, so
     // with the default it would notice the loss only after `known_fresh_ms`.
-    let mut options = WorldOptions::default();
-    options.feed.known_fresh_ms = 0;
+    let options = WorldOptions::default().set("feed.known_fresh_ms", 0);
     let w = World::start_with(options).await;
     let a = w.client.signup("a").await;
     let b = w.client.signup("b").await;
@@ -199,8 +196,7 @@ async fn feeds_are_rebuilt_from_the_graph_after_the_bucket_is_purged() {
 async fn feed_instances_hear_of_each_others_writes() {
     // Two instances take reads in turn, and each would serve a feed it read from memory
     // for a minute: only the notices of the other's writes keep every read current.
-    let mut options = WorldOptions { feed_instances: 2, ..Default::default() };
-    options.feed.known_fresh_ms = 60_000;
+    let options = WorldOptions::default().instances("feed", 2).set("feed.known_fresh_ms", 60_000);
     let w = World::start_with(options).await;
     let a = w.client.signup("a").await;
     let b = w.client.signup("b").await;
@@ -359,7 +355,7 @@ async fn the_ranked_feed_follows_preferences_and_pages_stay_stable() {
 async fn ranked_pages_keep_their_order_whichever_instance_serves_them() {
     // The instance that ranks a first page keeps the order; later pages land on either
     // instance, and a like between pages would reorder anything ranked again.
-    let w = World::start_with(WorldOptions { feed_instances: 2, ..Default::default() }).await;
+    let w = World::start_with(WorldOptions::default().instances("feed", 2)).await;
     let author = w.client.signup("author").await;
     let reader = w.client.signup("reader").await;
     follow(&w, &reader, &author).await;
@@ -396,8 +392,7 @@ async fn ranked_pages_keep_their_order_whichever_instance_serves_them() {
 /// and a page of them still carries its counts and `liked_by_me`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_newest_window_is_ranked_and_older_posts_follow_in_time_order() {
-    let mut options = WorldOptions::default();
-    options.feed.ranking.window = 20;
+    let options = WorldOptions::default().set("feed.ranking.window", 20);
     let w = World::start_with(options).await;
     let author = w.client.signup("prolific").await;
     let reader = w.client.signup("windowed").await;

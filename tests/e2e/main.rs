@@ -18,4 +18,5 @@ mod ops;
 mod persistence;
 mod s3;
 mod tokens;
+mod up;
 mod ws;

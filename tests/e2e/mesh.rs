@@ -8,7 +8,7 @@ use mosaic_api::{Envelope, Event, Id as _};
 use mosaic_api::{ErrorCode, PostId, UserId};
 use mosaic_mesh::jetstream::HandlerError;
 use mosaic_mesh::{CallError, Ctx, Lifecycle, Mesh, NatsConfig};
-use mosaic_tests::{World, WorldOptions, eventually, test_user_config};
+use mosaic_tests::{World, WorldOptions, eventually};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -68,9 +68,9 @@ async fn services_are_discoverable_through_srv_info_and_ping() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_share_requests_and_stopping_one_fails_none() {
-    let mut w = World::start_with(WorldOptions { user_instances: 1, ..Default::default() }).await;
+    let mut w = World::start_with(WorldOptions::default()).await;
     // The second instance shares the database, as two processes share a database cluster.
-    w.add_user_instance(test_user_config()).await.unwrap();
+    w.add_instance("user").await.unwrap();
     let u = w.client.signup("shared").await;
     let nats = async_nats::connect(w.nats.url()).await.unwrap();
     let request = serde_json::to_vec(&json!({"username": u.username})).unwrap();
@@ -95,7 +95,7 @@ async fn two_instances_share_requests_and_stopping_one_fails_none() {
 
     // Stop one instance while a steady stream of requests keeps coming.
     let failures = Arc::new(AtomicUsize::new(0));
-    let mut second = Some(w.users.pop().unwrap());
+    let mut second = Some(w.take_instance("user"));
     let mut in_flight = futures::stream::FuturesUnordered::new();
     for i in 0..400 {
         let failures = failures.clone();
@@ -178,11 +178,11 @@ async fn local_calls_skip_the_wire_and_keep_its_contract() {
 
     // A stopped instance withdraws its local endpoints: calls take the wire, where nobody
     // answers, until an instance in another process starts.
-    w.content.pop().unwrap().stop().await;
+    w.take_instance("content").stop().await;
     let short = ctx.clone().with_timeout(Duration::from_millis(300));
     let gone = w.mesh.call::<GetPost>(&short, &by(&post_id)).await;
     assert!(matches!(gone, Err(CallError::NoResponders)), "{gone:?}");
-    w.add_content_instance().await.unwrap();
+    w.add_instance("content").await.unwrap();
     assert_eq!(w.mesh.call::<GetPost>(&ctx, &by(&post_id)).await.unwrap().id, post_id);
     w.client.get(&format!("/v1/posts/{post_id}"), &author.access_token).await.assert_status(200);
     w.stop().await;

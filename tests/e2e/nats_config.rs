@@ -1,9 +1,10 @@
 //! The committed NATS configurations: they parse, and the per-service permissions of
 //! `nats/accounts.conf` let each component do its job and nothing else.
 
+use mosaic_mesh::component::start_all;
 use mosaic_mesh::config::Secret;
 use mosaic_mesh::{Mesh, NatsConfig};
-use mosaic_tests::{Client, NatsServer, test_user_config};
+use mosaic_tests::{Client, NatsServer, WorldOptions};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -65,29 +66,28 @@ async fn service_permissions_allow_the_job_and_nothing_more() {
     std::fs::write(&config, "include accounts.conf\n").unwrap();
     let nats = NatsServer::start_with(&["-c", config.to_str().unwrap()], SECRETS).await.unwrap();
 
-    let user_mesh = Mesh::connect(&login("user-service", "user-secret", nats.url()), "user").await.unwrap();
-    let user =
-        mosaic_user::start(&user_mesh, test_user_config()).await.expect("user service works with its permissions");
-    let edge_mesh = Mesh::connect(&login("edge", "edge-secret", nats.url()), "edge").await.unwrap();
-    let edge_config =
-        mosaic_edge::Config { http: "127.0.0.1:0".parse().unwrap(), rate_limit_per_sec: 0, ..Default::default() };
-    let edge = mosaic_edge::start(&edge_mesh, edge_config, None).await.expect("edge works with its permissions");
+    let data = tempfile::tempdir().unwrap();
+    let listener = mosaic_edge::bind(([127, 0, 0, 1], 0).into(), 128).unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let host = WorldOptions::default().set("public_url", &base).host(data.path()).unwrap().with_listener(listener);
+    // Each component on its own connection, with its own credentials.
+    let mut running = Vec::new();
+    for (name, user, password) in [
+        ("user", "user-service", "user-secret"),
+        ("messaging", "messaging-service", "messaging-secret"),
+        ("notification", "notification-service", "notification-secret"),
+        ("edge", "edge", "edge-secret"),
+    ] {
+        let mesh = Mesh::connect(&login(user, password, nats.url()), name).await.unwrap();
+        let component = mosaic::component(name).unwrap();
+        running.push(
+            start_all(&host, &mesh, &[component])
+                .await
+                .unwrap_or_else(|e| panic!("{name} works with its permissions: {e:#}")),
+        );
+    }
 
-    let messaging_mesh =
-        Mesh::connect(&login("messaging-service", "messaging-secret", nats.url()), "messaging").await.unwrap();
-    let messaging_config = mosaic_messaging::Config {
-        db: mosaic_mesh::db::DbConfig { url: "mem://".into(), ..Default::default() },
-        ..Default::default()
-    };
-    let messaging =
-        mosaic_messaging::start(&messaging_mesh, messaging_config).await.expect("messaging works with its permissions");
-    let notification_mesh =
-        Mesh::connect(&login("notification-service", "notification-secret", nats.url()), "notification").await.unwrap();
-    let notification = mosaic_notification::start(&notification_mesh, mosaic_tests::test_notification_config())
-        .await
-        .expect("notification works with its permissions");
-
-    let client = Client::new(format!("http://{}", edge.local_addr()));
+    let client = Client::new(base);
     let u = client.signup("perm").await;
     client.get("/v1/users/me", &u.access_token).await.assert_status(200);
 
@@ -130,8 +130,7 @@ async fn service_permissions_allow_the_job_and_nothing_more() {
     let stolen = tokio::time::timeout(Duration::from_secs(2), admin.request("mosaic.fake.v1.steal", "x".into())).await;
     assert!(!matches!(stolen, Ok(Ok(_))), "the edge user could subscribe to a service subject");
 
-    edge.stop().await;
-    notification.stop().await;
-    messaging.stop().await;
-    user.stop().await;
+    for mut r in running.into_iter().rev() {
+        r.stop().await;
+    }
 }

@@ -28,7 +28,7 @@ async fn world(smtp: bool, tune: impl FnOnce(&mut mosaic_notification::Config)) 
         notification.smtp.url = mosaic_mesh::config::Secret::new(s.url());
     }
     tune(&mut notification);
-    let w = World::start_with(WorldOptions { notification, ..Default::default() }).await;
+    let w = World::start_with(WorldOptions::default().set("notification", notification)).await;
     Setup { w, push, smtp }
 }
 
@@ -343,13 +343,9 @@ async fn a_redelivered_job_is_not_sent_twice_and_a_restart_mid_send_loses_nothin
     push.script("bob-phone", &[Reply::Hang]);
     w.client.put(&format!("/v1/users/{}/follow", bob.id), &ada.access_token).await.assert_status(204);
     assert!(eventually(WAIT, || async { !push.hung().is_empty() }).await);
-    let dead = w.social.remove(3);
-    dead.abort().await;
-    let mut config = test_notification_config();
-    push.configure(&mut config);
-    config.public_url = w.base().to_owned();
-    let fresh = mosaic_notification::start_with_db(&w.mesh, config, w.notification_db.clone()).await.unwrap();
-    w.social.push(fresh);
+    w.take_instance("notification").abort().await;
+    // The world's settings still point the new instance at the stand-in.
+    w.add_instance("notification").await.unwrap();
     let got = push.wait_for("bob-phone", 2, Duration::from_secs(30)).await;
     assert_eq!(got.len(), 2, "the follow push went out after the restart");
     assert_eq!(got[1].message["data"]["type"], "follow");
@@ -389,7 +385,8 @@ async fn quiet_hours_hold_pushes_until_one_digest_and_stale_pushes_are_dropped()
     assert!(push.received().is_empty(), "nothing pushed during quiet hours");
 
     // The quiet hours end (moved to now rather than waiting an hour): one digest for all.
-    w.notification_db
+    w.db("notification")
+        .await
         .query("UPDATE delivery SET hold_until = time::now() - 1s WHERE recipient = $bob AND status = 'held'")
         .bind(("bob", bob.id.clone()))
         .await

@@ -1,48 +1,36 @@
 //! State survives restarts on the embedded `surrealkv://` engine, and migrations run once.
 
-use mosaic_mesh::Mesh;
 use mosaic_mesh::db::DbConfig;
-use mosaic_tests::{Client, NatsServer, test_user_config};
+use mosaic_tests::{World, WorldOptions};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accounts_survive_a_restart_on_surrealkv() {
-    mosaic_tests::init_logs();
-    let nats = NatsServer::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = test_user_config();
-    config.db = DbConfig { url: format!("surrealkv://{}", dir.path().join("user").display()), ..Default::default() };
-    let mesh = Mesh::connect(&nats.config(), "persist").await.unwrap();
-
-    let edge_config =
-        mosaic_edge::Config { http: "127.0.0.1:0".parse().unwrap(), rate_limit_per_sec: 0, ..Default::default() };
-    let user = mosaic_user::start(&mesh, config.clone()).await.unwrap();
-    let edge = mosaic_edge::start(&mesh, edge_config.clone(), None).await.unwrap();
-    let client = Client::new(format!("http://{}", edge.local_addr()));
-    let u = client.signup("durable").await;
-    edge.stop().await;
-    user.stop().await;
+    let options = WorldOptions::default()
+        .only(&["user", "edge"])
+        .set("user.db.url", format!("surrealkv://{}", dir.path().join("user").display()));
+    let w = World::start_with(options.clone()).await;
+    let u = w.client.signup("durable").await;
+    w.stop().await;
 
     // A second start applies no migration twice and finds the account, its password and
     // its refresh token. (The embedded engine releases its file lock asynchronously after
     // the last handle is dropped; a new process would not have to wait.)
-    let mut db = None;
+    let mut second = None;
     for _ in 0..100 {
-        match mosaic_mesh::db::connect(&config.db, "user").await {
-            Ok(d) => {
-                db = Some(d);
+        match World::try_start_with(options.clone()).await {
+            Ok(w) => {
+                second = Some(w);
                 break;
             }
             Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
         }
     }
-    let user = mosaic_user::start_with_db(&mesh, config, db.expect("database reopens")).await.unwrap();
-    let edge = mosaic_edge::start(&mesh, edge_config, None).await.unwrap();
-    let client = Client::new(format!("http://{}", edge.local_addr()));
-    client.login(&u).await;
-    client.post("/v1/auth/refresh", None, json!({"refresh_token": u.refresh_token})).await.assert_status(200);
-    edge.stop().await;
-    user.stop().await;
+    let w = second.expect("the world starts again on the same files");
+    w.client.login(&u).await;
+    w.client.post("/v1/auth/refresh", None, json!({"refresh_token": u.refresh_token})).await.assert_status(200);
+    w.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -52,8 +52,7 @@ async fn media_lives_in_s3_from_upload_to_deletion() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn variants_can_redirect_to_presigned_urls() {
     let s3 = S3Server::start("mosaic-presigned").await.unwrap();
-    let mut options = WorldOptions { storage: Some(s3.storage()), ..Default::default() };
-    options.edge.media_redirect = true;
+    let options = WorldOptions { storage: Some(s3.storage()), ..Default::default() }.set("edge.media_redirect", true);
     let w = World::start_with(options).await;
     let u = w.client.signup("presign").await;
     let m = w.client.upload_ready(&u.access_token, "image/png", media::png_with_alpha(64, 64)).await;

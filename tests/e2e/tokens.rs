@@ -174,10 +174,10 @@ async fn suspension_voids_live_tokens_at_once_and_only_admins_may_suspend() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_and_forged_tokens_are_refused() {
-    let mut options = WorldOptions::default();
-    options.user.access_token_ttl_secs = 5;
-    options.user.key_rotation_secs = 3600;
-    options.edge.clock_skew_secs = 0;
+    let options = WorldOptions::default()
+        .set("user.access_token_ttl_secs", 5)
+        .set("user.key_rotation_secs", 3600)
+        .set("edge.clock_skew_secs", 0);
     let w = World::start_with(options).await;
     let u = w.client.signup("exp").await;
     w.client.get("/v1/users/me", &u.access_token).await.assert_status(200);

@@ -2,8 +2,9 @@
 //!
 //! * [`NatsServer`]: a real `nats-server` with JetStream on a free port and a temporary
 //!   store, killed and cleaned up on drop.
-//! * [`World`]: that server, user-service instances in-process on `mem://` SurrealDB, and an
-//!   edge on a free port; plus an HTTP client and helpers that act like a client app.
+//! * [`World`]: that server, every component of [`mosaic::COMPONENTS`] in-process on `mem://`
+//!   SurrealDB, and an edge on a free port; plus an HTTP client and helpers that act like a
+//!   client app.
 
 pub mod client;
 pub mod mail;
@@ -12,10 +13,13 @@ pub mod push;
 pub mod socket;
 
 use anyhow::Context as _;
-use mosaic_edge::EdgeHandle;
-use mosaic_mesh::db::{Db, DbConfig};
+use figment::Figment;
+use figment::providers::Serialized;
+use mosaic_mesh::component::{Running, start_all};
+use mosaic_mesh::db::Db;
 use mosaic_mesh::storage::{Storage, StorageConfig};
-use mosaic_mesh::{Mesh, NatsConfig, ServiceHandle};
+use mosaic_mesh::{Component, Host, Mesh, NatsConfig, ServiceHandle};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -87,32 +91,14 @@ impl NatsServer {
 /// How a [`World`] is set up.
 #[derive(Clone)]
 pub struct WorldOptions {
-    /// User-service instances to start.
-    pub user_instances: usize,
-    /// User-service settings (the database URL is filled per instance if empty).
-    pub user: mosaic_user::Config,
-    /// Edge settings (the address is always a free port).
-    pub edge: mosaic_edge::Config,
-    /// Content-service instances to start.
-    pub content_instances: usize,
-    /// Content-service settings.
-    pub content: mosaic_content::Config,
+    /// Components to run; `None`: every one of [`mosaic::COMPONENTS`].
+    pub only: Option<Vec<&'static str>>,
+    /// Instances per component, by name (one for any not named).
+    pub instances: HashMap<&'static str, usize>,
+    /// Settings layered over the test defaults, in order: (dotted key, value).
+    pub settings: Vec<(String, serde_json::Value)>,
     /// Media storage; `None`: a fresh local directory.
     pub storage: Option<StorageConfig>,
-    /// Feed-service settings.
-    pub feed: mosaic_feed::Config,
-    /// Feed-service instances to start (each on its own connection after the first).
-    pub feed_instances: usize,
-    /// Messaging-service settings.
-    pub messaging: mosaic_messaging::Config,
-    /// Notification-service settings (`public_url` is set to the edge's).
-    pub notification: mosaic_notification::Config,
-    /// Analytics instances to start (sharing the world's storage).
-    pub analytics_instances: usize,
-    /// Interaction-service instances to start (sharing the world's interaction database).
-    pub interaction_instances: usize,
-    /// Analytics settings.
-    pub analytics: mosaic_analytics::Config,
     /// Whether calls between the world's services skip the NATS server, as in `mosaic up`.
     /// Off by default, so the suite exercises the wire contract that separately deployed
     /// services speak; `mesh::local_calls_*` tests the shortcut.
@@ -121,25 +107,63 @@ pub struct WorldOptions {
 
 impl Default for WorldOptions {
     fn default() -> Self {
-        Self {
-            user_instances: 1,
-            user: test_user_config(),
-            edge: mosaic_edge::Config { rate_limit_per_sec: 0, ..Default::default() },
-            content_instances: 1,
-            content: test_content_config(),
-            storage: None,
-            feed: mosaic_feed::Config::default(),
-            feed_instances: 1,
-            messaging: mosaic_messaging::Config {
-                db: DbConfig { url: "mem://".into(), ..Default::default() },
-                ..Default::default()
-            },
-            notification: test_notification_config(),
-            analytics_instances: 1,
-            analytics: test_analytics_config(),
-            interaction_instances: 1,
-            local_calls: false,
+        let mut options =
+            Self { only: None, instances: HashMap::new(), settings: Vec::new(), storage: None, local_calls: false };
+        // Every database in memory, fresh per world.
+        for c in mosaic::COMPONENTS.iter().filter(|c| c.has_database()) {
+            options = options.set(&format!("{}.db.url", c.name), "mem://");
         }
+        options
+            .set("user", test_user_config())
+            .set("content", test_content_config())
+            .set("notification", test_notification_config())
+            .set("analytics", test_analytics_config())
+            .set("edge.rate_limit_per_sec", 0)
+    }
+}
+
+impl WorldOptions {
+    /// Sets `key` (dotted: `feed.known_fresh_ms`, or a whole section: `notification`).
+    pub fn set(mut self, key: &str, value: impl serde::Serialize) -> Self {
+        self.settings.push((key.to_owned(), serde_json::to_value(value).expect("settings serialize")));
+        self
+    }
+
+    /// Runs `n` instances of `component`.
+    pub fn instances(mut self, component: &'static str, n: usize) -> Self {
+        self.instances.insert(component, n);
+        self
+    }
+
+    /// Runs only `components` (in the list's order).
+    pub fn only(mut self, components: &[&'static str]) -> Self {
+        self.only = Some(components.to_vec());
+        self
+    }
+
+    /// The components this world runs, in start order.
+    fn components(&self) -> Vec<&'static Component> {
+        mosaic::COMPONENTS
+            .iter()
+            .copied()
+            .filter(|c| self.only.as_ref().is_none_or(|only| only.contains(&c.name)))
+            .collect()
+    }
+
+    /// The host these options describe, with its data under `data_dir`.
+    pub fn host(&self, data_dir: &std::path::Path) -> anyhow::Result<Host> {
+        let storage = self.storage.clone().unwrap_or_else(|| StorageConfig {
+            url: format!("file://{}", data_dir.join("media").display()),
+            ..Default::default()
+        });
+        let mut figment = Figment::from(Serialized::defaults(serde_json::json!({
+            "data_dir": data_dir,
+            "storage": storage,
+        })));
+        for (key, value) in &self.settings {
+            figment = figment.merge(Serialized::default(key, value));
+        }
+        Host::new(figment)
     }
 }
 
@@ -153,7 +177,6 @@ pub fn test_analytics_config() -> mosaic_analytics::Config {
 /// so failure paths finish quickly; providers unset (logged) unless a test sets them.
 pub fn test_notification_config() -> mosaic_notification::Config {
     mosaic_notification::Config {
-        db: DbConfig { url: "mem://".into(), ..Default::default() },
         retry_backoff_ms: vec![100, 200, 400],
         max_attempts: 4,
         digest_interval_secs: 1,
@@ -166,7 +189,6 @@ pub fn test_notification_config() -> mosaic_notification::Config {
 /// the production ones) and an admin named `boss`.
 pub fn test_user_config() -> mosaic_user::Config {
     mosaic_user::Config {
-        db: DbConfig { url: "mem://".into(), ..Default::default() },
         argon2_memory_kib: 4096,
         argon2_iterations: 1,
         admins: vec!["boss".into()],
@@ -178,7 +200,6 @@ pub fn test_user_config() -> mosaic_user::Config {
 /// retry paths finish in seconds.
 pub fn test_content_config() -> mosaic_content::Config {
     mosaic_content::Config {
-        db: DbConfig { url: "mem://".into(), ..Default::default() },
         workers: 2,
         job_ack_wait_secs: 3,
         job_retry_backoff_ms: vec![100, 200],
@@ -187,139 +208,52 @@ pub fn test_content_config() -> mosaic_content::Config {
     }
 }
 
-/// A running Mosaic: NATS, services and an edge.
+/// A running Mosaic: NATS, every component (as [`mosaic::COMPONENTS`] lists them) and an
+/// edge on a free port.
 pub struct World {
     pub nats: NatsServer,
+    /// The connection the first instance of every component serves on (further instances
+    /// have their own, as separate processes would).
     pub mesh: Mesh,
-    /// The user database every user-service instance of this world shares.
-    pub user_db: Db,
-    /// The content database every content instance of this world shares.
-    pub content_db: Db,
-    /// Media storage shared by the content instances and the edge.
-    pub storage: Storage,
-    pub content: Vec<ServiceHandle>,
-    /// The content settings instances of this world start with.
-    pub content_config: mosaic_content::Config,
-    _media_dir: tempfile::TempDir,
-    pub users: Vec<ServiceHandle>,
-    /// The interaction database.
-    pub interaction_db: Db,
-    /// Interaction, feed, messaging, notification and analytics instances (in that order),
-    /// then any further interaction and feed instances.
-    pub social: Vec<ServiceHandle>,
-    /// The messaging database.
-    pub messaging_db: Db,
-    /// The notification database.
-    pub notification_db: Db,
-    pub edge: Option<EdgeHandle>,
+    /// The world's configuration, databases and storage, shared by every instance.
+    pub host: Host,
+    /// Every running instance.
+    pub running: Running,
+    data_dir: tempfile::TempDir,
     pub client: Client,
 }
 
 impl World {
-    /// The default world: one user service and an edge.
+    /// The default world: every component once.
     pub async fn start() -> Self {
         Self::start_with(WorldOptions::default()).await
     }
 
     /// A world set up by `options`.
     pub async fn start_with(options: WorldOptions) -> Self {
+        Self::try_start_with(options).await.expect("the world starts")
+    }
+
+    /// A world set up by `options`, or why it could not start.
+    pub async fn try_start_with(options: WorldOptions) -> anyhow::Result<Self> {
         init_logs();
-        let nats = NatsServer::start().await.expect("nats-server starts");
-        let mesh = Mesh::connect(&NatsConfig { local_calls: options.local_calls, ..nats.config() }, "test")
-            .await
-            .expect("mesh connects");
-        let user_db = mosaic_mesh::db::connect(&options.user.db, "user").await.expect("user database opens");
-        let mut users = Vec::new();
-        for _ in 0..options.user_instances {
-            users.push(
-                mosaic_user::start_with_db(&mesh, options.user.clone(), user_db.clone())
-                    .await
-                    .expect("user service starts"),
-            );
-        }
-        let media_dir = tempfile::tempdir().expect("temp dir");
-        let storage_config = options.storage.clone().unwrap_or_else(|| StorageConfig {
-            url: format!("file://{}", media_dir.path().display()),
-            ..Default::default()
-        });
-        let storage = Storage::open(&storage_config).expect("storage opens");
-        let content_db =
-            mosaic_mesh::db::connect(&options.content.db, "content").await.expect("content database opens");
-        let mut content = Vec::new();
-        for _ in 0..options.content_instances {
-            content.push(
-                mosaic_content::start_with_db(&mesh, options.content.clone(), storage.clone(), content_db.clone())
-                    .await
-                    .expect("content service starts"),
-            );
-        }
-        let interaction_db =
-            mosaic_mesh::db::connect(&DbConfig { url: "mem://".into(), ..Default::default() }, "interaction")
-                .await
-                .expect("interaction database opens");
-        let messaging_db =
-            mosaic_mesh::db::connect(&options.messaging.db, "messaging").await.expect("messaging database opens");
-        let notification_db = mosaic_mesh::db::connect(&options.notification.db, "notification")
-            .await
-            .expect("notification database opens");
+        let nats = NatsServer::start().await.context("nats-server starts")?;
+        let mesh = Mesh::connect(&NatsConfig { local_calls: options.local_calls, ..nats.config() }, "test").await?;
+        let data_dir = tempfile::tempdir()?;
         // The edge's address is known before anything starts, so emails can link to it.
-        let listener = mosaic_edge::bind(([127, 0, 0, 1], 0).into(), options.edge.listen_backlog).expect("edge port");
-        let base = format!("http://{}", listener.local_addr().expect("edge address"));
-        let mut notification = options.notification.clone();
-        notification.public_url = base.clone();
-        let social = vec![
-            mosaic_interaction::start_with_db(&mesh, interaction_db.clone()).await.expect("interaction service starts"),
-            mosaic_feed::start(&mesh, options.feed.clone()).await.expect("feed service starts"),
-            mosaic_messaging::start_with_db(&mesh, options.messaging.clone(), messaging_db.clone())
-                .await
-                .expect("messaging service starts"),
-            mosaic_notification::start_with_db(&mesh, notification, notification_db.clone())
-                .await
-                .expect("notification service starts"),
-        ];
-        let mut social = social;
-        for _ in 0..options.analytics_instances {
-            // Each instance on its own connection, as separate processes would be.
-            let own = Mesh::connect(&nats.config(), "test-analytics").await.expect("mesh connects");
-            social.push(
-                mosaic_analytics::start(&own, options.analytics.clone(), storage.clone())
-                    .await
-                    .expect("analytics service starts"),
-            );
+        let listener = mosaic_edge::bind(([127, 0, 0, 1], 0).into(), 1024).context("edge port")?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let host = options.clone().set("public_url", &base).host(data_dir.path())?.with_listener(listener);
+        let components = options.components();
+        let mut running = start_all(&host, &mesh, &components).await?;
+        let mut world = Self { nats, mesh, host, running: Running::default(), data_dir, client: Client::new(base) };
+        std::mem::swap(&mut world.running, &mut running);
+        for component in components {
+            for _ in 1..options.instances.get(component.name).copied().unwrap_or(1) {
+                world.add_instance(component.name).await?;
+            }
         }
-        for _ in 1..options.interaction_instances {
-            let own = Mesh::connect(&nats.config(), "test-interaction").await.expect("mesh connects");
-            social.push(
-                mosaic_interaction::start_with_db(&own, interaction_db.clone())
-                    .await
-                    .expect("interaction service starts"),
-            );
-        }
-        for _ in 1..options.feed_instances {
-            let own = Mesh::connect(&nats.config(), "test-feed").await.expect("mesh connects");
-            social.push(mosaic_feed::start(&own, options.feed.clone()).await.expect("feed service starts"));
-        }
-        let edge = mosaic_edge::serve(&mesh, options.edge.clone(), Some(storage.clone()), listener)
-            .await
-            .expect("edge starts");
-        let client = Client::new(base);
-        Self {
-            nats,
-            mesh,
-            user_db,
-            users,
-            content_db,
-            storage,
-            content,
-            content_config: options.content,
-            interaction_db,
-            social,
-            messaging_db,
-            notification_db,
-            _media_dir: media_dir,
-            edge: Some(edge),
-            client,
-        }
+        Ok(world)
     }
 
     /// The edge's base URL.
@@ -327,48 +261,40 @@ impl World {
         self.client.base()
     }
 
-    /// Starts one more user-service instance on this world's NATS and database, with its own
-    /// NATS connection as a separate process would have.
-    pub async fn add_user_instance(&mut self, config: mosaic_user::Config) -> anyhow::Result<()> {
-        let mesh = Mesh::connect(&self.nats.config(), "test-extra").await?;
-        self.users.push(mosaic_user::start_with_db(&mesh, config, self.user_db.clone()).await?);
+    /// Starts one more instance of `component` on this world's NATS, databases and storage,
+    /// with its own NATS connection as a separate process would have.
+    pub async fn add_instance(&mut self, component: &str) -> anyhow::Result<()> {
+        let component = mosaic::component(component).with_context(|| format!("no component {component}"))?;
+        let mesh = Mesh::connect(&self.nats.config(), &format!("test-{}", component.name)).await?;
+        let handle = (component.start)(self.host.unit(component, mesh)).await?;
+        self.running.push(component, handle);
         Ok(())
+    }
+
+    /// Takes the newest instance of `component` out of the world (to stop or abort it).
+    pub fn take_instance(&mut self, component: &str) -> ServiceHandle {
+        self.running.take(component).unwrap_or_else(|| panic!("no {component} instance runs"))
+    }
+
+    /// The database of `component` that every instance of it shares.
+    pub async fn db(&self, component: &str) -> Db {
+        let component = mosaic::component(component).expect("a component of that name");
+        self.host.database(component).await.expect("the component's database")
+    }
+
+    /// The media storage every instance shares.
+    pub fn storage(&self) -> Storage {
+        self.host.storage().expect("storage opens")
     }
 
     /// The directory of the default (local) media storage.
-    pub fn media_dir(&self) -> &std::path::Path {
-        self._media_dir.path()
+    pub fn media_dir(&self) -> std::path::PathBuf {
+        self.data_dir.path().join("media")
     }
 
-    /// Starts one more content instance (own NATS connection, shared database and storage).
-    pub async fn add_content_instance(&mut self) -> anyhow::Result<()> {
-        let mesh = Mesh::connect(&self.nats.config(), "test-content").await?;
-        self.content.push(
-            mosaic_content::start_with_db(
-                &mesh,
-                self.content_config.clone(),
-                self.storage.clone(),
-                self.content_db.clone(),
-            )
-            .await?,
-        );
-        Ok(())
-    }
-
-    /// Stops everything in order.
+    /// Stops everything, the edge first.
     pub async fn stop(mut self) {
-        if let Some(edge) = self.edge.take() {
-            edge.stop().await;
-        }
-        for s in self.social.drain(..) {
-            s.stop().await;
-        }
-        for c in self.content.drain(..) {
-            c.stop().await;
-        }
-        for u in self.users.drain(..) {
-            u.stop().await;
-        }
+        self.running.stop().await;
     }
 }
 

@@ -171,14 +171,11 @@ async fn bench_mesh(mesh: &Mesh, load: &Load) -> anyhow::Result<()> {
 }
 
 async fn bench_edge(mesh: &Mesh, load: &Load) -> anyhow::Result<()> {
-    let user = mosaic_user::start(
-        mesh,
-        mosaic_user::Config {
-            db: mosaic_mesh::db::DbConfig { url: "mem://".into(), ..Default::default() },
-            ..Default::default()
-        },
-    )
-    .await?;
+    let host = mosaic_mesh::Host::new(figment::Figment::from(figment::providers::Serialized::default(
+        "user.db.url",
+        "mem://",
+    )))?;
+    let mut user = mosaic_mesh::component::start_all(&host, mesh, &[&mosaic_user::COMPONENT]).await?;
     let edge_config = mosaic_edge::Config { http: "127.0.0.1:0".parse()?, rate_limit_per_sec: 0, ..Default::default() };
     let edge = mosaic_edge::start(mesh, edge_config, None).await?;
     let base = format!("http://{}", edge.local_addr());

@@ -15,12 +15,13 @@ mod bench_social;
 mod nats;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
-use mosaic_mesh::runtime::{Common, serve_until_signal, shutdown_signal};
-use mosaic_mesh::storage::Storage;
-use mosaic_mesh::{Mesh, ServiceHandle};
-use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
+use clap::{Parser, Subcommand};
+use figment::providers::Serialized;
+use mosaic::{COMPONENTS, component};
+use mosaic_mesh::component::{Host, start_all};
+use mosaic_mesh::runtime::{serve_until_signal, shutdown_signal};
+use mosaic_mesh::{Component, Mesh};
+use serde::Serialize;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -37,14 +38,15 @@ struct Cli {
 enum Command {
     /// Run the edge and every service in this process.
     Up(Flags),
-    /// Run one component.
+    /// Run one component (user, content, interaction, feed, messaging, notification,
+    /// analytics or edge), as its own process in a deployment.
     Serve {
-        #[arg(value_enum)]
-        component: Component,
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(mosaic::names()))]
+        component: String,
         #[command(flatten)]
         flags: Flags,
     },
-    /// Apply pending database migrations of every service, then exit.
+    /// Apply pending database migrations of every component, then exit.
     Migrate(Flags),
     /// Benchmarks (results belong in BENCHMARKS.md).
     Bench {
@@ -53,80 +55,53 @@ enum Command {
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum Component {
-    User,
-    Content,
-    Interaction,
-    Feed,
-    Messaging,
-    Notification,
-    Analytics,
-    Edge,
-}
-
-/// Flags shared by the commands; each overrides the setting of the same name.
-#[derive(clap::Args, Serialize, Default, Clone)]
+/// Flags shared by the commands; each overrides the setting it names.
+#[derive(clap::Args, Default, Clone)]
 struct Flags {
     /// Data directory for embedded state [setting: data_dir, env MOSAIC_DATA_DIR].
     #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     data_dir: Option<PathBuf>,
-    /// HTTP listen address of the edge [setting: http, env MOSAIC_HTTP; default 127.0.0.1:8080].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// HTTP listen address of the edge [setting: edge.http; default 127.0.0.1:8080].
+    #[arg(long, env = "MOSAIC_HTTP")]
     http: Option<String>,
     /// NATS URL [setting: nats_url, env MOSAIC_NATS_URL; default nats://127.0.0.1:4222].
     #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     nats_url: Option<String>,
 }
 
-/// The configuration of the `mosaic` binary.
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(default)]
-struct Settings {
-    #[serde(flatten)]
-    common: Common,
-    /// Edge listen address; overrides `edge.http` when set.
-    http: Option<SocketAddr>,
-    /// Spawn `nats-server` when nothing answers at `nats_url` (local URLs only).
-    embedded_nats: Option<bool>,
-    user: mosaic_user::Config,
-    content: mosaic_content::Config,
-    interaction: mosaic_interaction::Config,
-    feed: mosaic_feed::Config,
-    messaging: mosaic_messaging::Config,
-    notification: mosaic_notification::Config,
-    analytics: mosaic_analytics::Config,
-    edge: mosaic_edge::Config,
+/// The flags as a configuration layer: only the ones given, each at its setting's key.
+#[derive(Serialize)]
+struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nats_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    edge: Option<EdgeOverrides>,
 }
 
-impl Settings {
-    fn load(file: Option<&std::path::Path>, flags: &Flags) -> anyhow::Result<Self> {
-        let mut s: Settings = mosaic_mesh::config::load(file, flags)?;
-        if let Some(http) = s.http {
-            s.edge.http = http;
-        }
-        // Links in emails point at this process's edge unless a public URL is configured.
-        if s.notification.public_url == mosaic_notification::Config::default().public_url {
-            s.notification.public_url = format!("http://{}", s.edge.http);
-        }
-        s.common.fill_db_url(&mut s.user.db.url, mosaic_api::user::SERVICE);
-        s.common.fill_db_url(&mut s.content.db.url, mosaic_api::content::SERVICE);
-        s.common.fill_db_url(&mut s.interaction.db.url, mosaic_api::interaction::SERVICE);
-        s.common.fill_db_url(&mut s.messaging.db.url, mosaic_api::messaging::SERVICE);
-        s.common.fill_db_url(&mut s.notification.db.url, mosaic_api::notification::SERVICE);
-        s.user.validate()?;
-        s.content.validate()?;
-        s.interaction.validate()?;
-        s.feed.validate()?;
-        s.messaging.validate()?;
-        s.notification.validate()?;
-        s.analytics.validate()?;
-        s.edge.validate()?;
-        Ok(s)
+#[derive(Serialize)]
+struct EdgeOverrides {
+    http: String,
+}
+
+impl Flags {
+    fn layers(&self, file: Option<&std::path::Path>) -> anyhow::Result<figment::Figment> {
+        let overrides = Overrides {
+            data_dir: self.data_dir.clone(),
+            nats_url: self.nats_url.clone(),
+            edge: self.http.clone().map(|http| EdgeOverrides { http }),
+        };
+        mosaic_mesh::config::layers(file, &overrides)
     }
+}
+
+/// Settings only `mosaic up` reads.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct UpSettings {
+    /// Spawn `nats-server` when nothing answers at `nats_url` (local URLs only).
+    embedded_nats: Option<bool>,
 }
 
 #[tokio::main]
@@ -139,68 +114,22 @@ async fn main() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let file = cli.config.as_deref();
     match cli.command {
-        Command::Up(flags) => up(Settings::load(cli.config.as_deref(), &flags)?).await,
-        Command::Serve { component, flags } => {
-            let s = Settings::load(cli.config.as_deref(), &flags)?;
-            match component {
-                Component::User => {
-                    serve_until_signal(&s.common, "user", |mesh| async move { mosaic_user::start(&mesh, s.user).await })
-                        .await
-                }
-                Component::Content => {
-                    let storage = Storage::open(&s.common.storage())?;
-                    serve_until_signal(&s.common, "content", |mesh| async move {
-                        mosaic_content::start(&mesh, s.content, storage).await
-                    })
-                    .await
-                }
-                Component::Interaction => {
-                    serve_until_signal(&s.common, "interaction", |mesh| async move {
-                        mosaic_interaction::start(&mesh, s.interaction).await
-                    })
-                    .await
-                }
-                Component::Feed => {
-                    serve_until_signal(&s.common, "feed", |mesh| async move { mosaic_feed::start(&mesh, s.feed).await })
-                        .await
-                }
-                Component::Messaging => {
-                    serve_until_signal(&s.common, "messaging", |mesh| async move {
-                        mosaic_messaging::start(&mesh, s.messaging).await
-                    })
-                    .await
-                }
-                Component::Notification => {
-                    serve_until_signal(&s.common, "notification", |mesh| async move {
-                        mosaic_notification::start(&mesh, s.notification).await
-                    })
-                    .await
-                }
-                Component::Analytics => {
-                    let storage = Storage::open(&s.common.storage())?;
-                    serve_until_signal(&s.common, "analytics", |mesh| async move {
-                        mosaic_analytics::start(&mesh, s.analytics, storage).await
-                    })
-                    .await
-                }
-                Component::Edge => {
-                    let storage = Storage::open(&s.common.storage())?;
-                    serve_until_signal(&s.common, "edge", |mesh| async move {
-                        Ok(mosaic_edge::start(&mesh, s.edge, Some(storage)).await?.into())
-                    })
-                    .await
-                }
-            }
+        Command::Up(flags) => up(flags.layers(file)?).await,
+        Command::Serve { component: name, flags } => {
+            let host = Host::new(flags.layers(file)?)?;
+            let component = component(&name).with_context(|| format!("no component named {name}"))?;
+            host.check(&[component])?;
+            mosaic_mesh::telemetry::init(host.common().log_json);
+            serve_until_signal(&host, component).await
         }
         Command::Migrate(flags) => {
-            let s = Settings::load(cli.config.as_deref(), &flags)?;
-            mosaic_mesh::telemetry::init(s.common.log_json);
-            mosaic_user::migrate(&s.user).await?;
-            mosaic_content::migrate(&s.content).await?;
-            mosaic_interaction::migrate(&s.interaction).await?;
-            mosaic_messaging::migrate(&s.messaging).await?;
-            mosaic_notification::migrate(&s.notification).await?;
+            let host = Host::new(flags.layers(file)?)?;
+            mosaic_mesh::telemetry::init(host.common().log_json);
+            for component in COMPONENTS.iter().filter(|c| c.has_database()) {
+                host.database(component).await?;
+            }
             println!("migrations applied");
             Ok(())
         }
@@ -208,33 +137,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn up(s: Settings) -> anyhow::Result<()> {
-    mosaic_mesh::telemetry::init(s.common.log_json);
-    std::fs::create_dir_all(&s.common.data_dir)
-        .with_context(|| format!("creating data_dir {}", s.common.data_dir.display()))?;
-    let embedded = nats::ensure(&s.common.nats_url, &s.common.data_dir, s.embedded_nats.unwrap_or(true)).await?;
-    let mesh = Mesh::connect(&s.common.nats(), "mosaic").await?;
+async fn up(figment: figment::Figment) -> anyhow::Result<()> {
+    let settings: UpSettings = figment.extract().context("reading embedded_nats")?;
+    // `up` is where clients come in: the edge's listener is bound first, so links in emails
+    // name the address it really got.
+    let edge_component: &'static Component = &mosaic_edge::COMPONENT;
+    let edge: mosaic_edge::Config = Host::new(figment.clone())?.section(edge_component)?;
+    let listener = mosaic_edge::bind(edge.http, edge.listen_backlog)
+        .with_context(|| format!("binding edge.http {} (is the port in use?)", edge.http))?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let host = Host::new(figment.join(Serialized::default("public_url", &url)))?.with_listener(listener);
+    host.check(COMPONENTS)?;
+    let common = host.common();
+    mosaic_mesh::telemetry::init(common.log_json);
+    std::fs::create_dir_all(&common.data_dir)
+        .with_context(|| format!("creating data_dir {}", common.data_dir.display()))?;
+    let embedded = nats::ensure(&common.nats_url, &common.data_dir, settings.embedded_nats.unwrap_or(true)).await?;
+    let mesh = Mesh::connect(&common.nats(), "mosaic").await?;
+    let mut running = start_all(&host, &mesh, COMPONENTS).await?;
 
-    let storage = Storage::open(&s.common.storage())?;
-    let user = mosaic_user::start(&mesh, s.user).await.context("starting the user service")?;
-    let content =
-        mosaic_content::start(&mesh, s.content, storage.clone()).await.context("starting the content service")?;
-    let interaction =
-        mosaic_interaction::start(&mesh, s.interaction).await.context("starting the interaction service")?;
-    let feed = mosaic_feed::start(&mesh, s.feed).await.context("starting the feed service")?;
-    let messaging = mosaic_messaging::start(&mesh, s.messaging).await.context("starting the messaging service")?;
-    let notification =
-        mosaic_notification::start(&mesh, s.notification).await.context("starting the notification service")?;
-    let edge = mosaic_edge::start(&mesh, s.edge, Some(storage)).await.context("starting the edge")?;
-    let url = format!("http://{}", edge.local_addr());
-    let components: Vec<ServiceHandle> = vec![edge.into(), notification, messaging, feed, interaction, content, user];
-
-    println!("Mosaic is up at {url} (NATS {}, data in {})", s.common.nats_url, s.common.data_dir.display());
+    println!(
+        "Mosaic is up at {url} (NATS {}, data in {}; running {})",
+        common.nats_url,
+        common.data_dir.display(),
+        running.names().collect::<Vec<_>>().join(", ")
+    );
     shutdown_signal().await;
-    // The edge first, so no new work arrives while services drain.
-    for component in components {
-        component.stop().await;
-    }
+    running.stop().await;
     let _ = mesh.flush().await;
     if let Some(child) = embedded {
         child.stop().await;

@@ -54,9 +54,9 @@ impl Default for Config {
     }
 }
 
-impl Config {
+impl mosaic_mesh::component::Section for Config {
     /// Rejects settings the service cannot run with, naming the setting.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    fn validate(&self) -> anyhow::Result<()> {
         if self.time_zone.parse::<Tz>().is_err() {
             bail!("analytics.time_zone {:?} is not an IANA time zone", self.time_zone);
         }
@@ -73,7 +73,9 @@ impl Config {
         }
         Ok(())
     }
+}
 
+impl Config {
     /// The parsed time zone.
     pub fn tz(&self) -> Tz {
         self.time_zone.parse().unwrap_or(chrono_tz_utc())

@@ -23,7 +23,7 @@ use mosaic_api::ApiError;
 use mosaic_api::analytics::{self as api, CreatorReport, DailyQuery, IngestStatus, PlatformReport, ReportRun, SERVICE};
 use mosaic_api::endpoint::Empty;
 use mosaic_api::stream::{ANALYTICS_LEASES, NOTIFY_JOBS};
-use mosaic_mesh::storage::Storage;
+use mosaic_mesh::component::{self, Component, Unit};
 use mosaic_mesh::{Ctx, Lifecycle, Mesh, ServiceHandle, ServiceResult};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -38,9 +38,22 @@ pub(crate) struct AnalyticsService {
     leases: schedule::Leases,
 }
 
-/// Starts one instance on `mesh`, keeping the warehouse in `storage`.
-pub async fn start(mesh: &Mesh, config: Config, storage: Storage) -> anyhow::Result<ServiceHandle> {
-    config.validate()?;
+/// The analytics service as a component (see [`mosaic_mesh::component`]).
+pub const COMPONENT: Component = Component {
+    name: SERVICE,
+    about: "Event warehouse and daily reports",
+    migrations: None,
+    serves: mosaic_api::subjects![api::CreatorDaily, api::PlatformDaily, api::RunReports, api::Status,],
+    check: component::check::<Config>,
+    start: |unit| Box::pin(start(unit)),
+};
+
+/// Starts one instance.
+async fn start(unit: Unit) -> anyhow::Result<ServiceHandle> {
+    let config: Config = unit.config()?;
+
+    let storage = unit.storage()?;
+    let mesh = unit.mesh();
     mesh.ensure_stream(&NOTIFY_JOBS).await?;
     let warehouse = warehouse::Warehouse::open(storage.store.clone(), &config.prefix).await?;
     let lifecycle = Lifecycle::new();
@@ -71,8 +84,8 @@ pub async fn start(mesh: &Mesh, config: Config, storage: Storage) -> anyhow::Res
         ingest,
     });
     schedule::spawn(state.clone(), &lifecycle);
-    let rpc = mesh
-        .service(SERVICE, "Event warehouse and daily reports", state)
+    let rpc = unit
+        .service(state)
         .endpoint(api::CreatorDaily, AnalyticsService::creator_daily)
         .endpoint(api::PlatformDaily, AnalyticsService::platform_daily)
         .endpoint(api::RunReports, AnalyticsService::run_reports)

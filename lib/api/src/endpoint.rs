@@ -58,3 +58,24 @@ macro_rules! endpoint {
 /// An empty request or reply body (`{}` on the wire).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Empty {}
+
+/// The subjects of a list of endpoints, as a `&'static [&'static str]` (a component's
+/// declaration names endpoints by type, never by string).
+///
+/// ```
+/// use mosaic_api::{endpoint, subjects};
+/// #[derive(Clone, serde::Serialize, serde::Deserialize)]
+/// pub struct Ping {}
+/// endpoint! {
+///     /// Answers with what it was sent.
+///     pub Echo => "demo" . "echo" : Ping => Ping;
+/// }
+/// const SERVED: &[&str] = subjects![Echo];
+/// assert_eq!(SERVED, ["mosaic.demo.v1.echo"]);
+/// ```
+#[macro_export]
+macro_rules! subjects {
+    ($($ty:path),* $(,)?) => {
+        &[$(<$ty as $crate::endpoint::Endpoint>::SUBJECT),*]
+    };
+}

@@ -1,15 +1,12 @@
 //! Content-service settings (`[content]`, `MOSAIC_CONTENT__*`).
 
 use anyhow::bail;
-use mosaic_mesh::db::DbConfig;
 use serde::{Deserialize, Serialize};
 
 /// Settings of the content service.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
-    /// Where the `content` database lives.
-    pub db: DbConfig,
     /// Largest photo upload.
     pub max_image_bytes: u64,
     /// Largest video upload.
@@ -44,7 +41,6 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            db: DbConfig::default(),
             max_image_bytes: 50 * 1024 * 1024,
             max_video_bytes: 1024 * 1024 * 1024,
             max_image_pixels: 50_000_000,
@@ -63,9 +59,9 @@ impl Default for Config {
     }
 }
 
-impl Config {
+impl mosaic_mesh::component::Section for Config {
     /// Rejects settings the service cannot run with, naming the setting.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    fn validate(&self) -> anyhow::Result<()> {
         if !(1.0..=100.0).contains(&self.webp_quality) {
             bail!("content.webp_quality must be between 1 and 100");
         }

@@ -20,7 +20,8 @@ pub use config::Config;
 
 use mosaic_api::content::{self as api, SERVICE};
 use mosaic_api::stream::{ConsumerSpec, EVENTS_POST, MEDIA_JOBS};
-use mosaic_mesh::db::{self, Db, Migration};
+use mosaic_mesh::component::{self, Component, Unit};
+use mosaic_mesh::db::{Db, Migration};
 use mosaic_mesh::outbox::Outbox;
 use mosaic_mesh::storage::Storage;
 use mosaic_mesh::{Lifecycle, Mesh, ServiceHandle};
@@ -46,24 +47,34 @@ pub(crate) struct ContentService {
     cache: cache::ContentCache,
 }
 
-/// Opens the database and applies pending migrations (`mosaic migrate`).
-pub async fn migrate(config: &Config) -> anyhow::Result<Db> {
-    let db = db::connect(&config.db, SERVICE).await?;
-    db::migrate(&db, MIGRATIONS).await?;
-    Ok(db)
-}
+/// The content service as a component (see [`mosaic_mesh::component`]).
+pub const COMPONENT: Component = Component {
+    name: SERVICE,
+    about: "Uploads, media processing, posts and timelines",
+    migrations: Some(MIGRATIONS),
+    serves: mosaic_api::subjects![
+        api::BeginUploadEp,
+        api::CompleteUploadEp,
+        api::GetMedia,
+        api::GetStorage,
+        api::CreatePost,
+        api::GetPost,
+        api::GetPosts,
+        api::DeletePost,
+        api::UserPosts,
+        api::PostRefs,
+        api::RecentPosts,
+    ],
+    check: component::check::<Config>,
+    start: |unit| Box::pin(start(unit)),
+};
 
-/// Starts one instance on `mesh` with media in `storage`.
-pub async fn start(mesh: &Mesh, config: Config, storage: Storage) -> anyhow::Result<ServiceHandle> {
-    config.validate()?;
-    let db = db::connect(&config.db, SERVICE).await?;
-    start_with_db(mesh, config, storage, db).await
-}
-
-/// Starts one instance on an already open database.
-pub async fn start_with_db(mesh: &Mesh, config: Config, storage: Storage, db: Db) -> anyhow::Result<ServiceHandle> {
-    config.validate()?;
-    db::migrate(&db, MIGRATIONS).await?;
+/// Starts one instance.
+async fn start(unit: Unit) -> anyhow::Result<ServiceHandle> {
+    let config: Config = unit.config()?;
+    let db = unit.database().await?;
+    let storage = unit.storage()?;
+    let mesh = unit.mesh();
     mesh.ensure_stream(&EVENTS_POST).await?;
     mesh.ensure_stream(&MEDIA_JOBS).await?;
 
@@ -111,8 +122,8 @@ pub async fn start_with_db(mesh: &Mesh, config: Config, storage: Storage, db: Db
     .await?;
     hygiene::spawn(state.clone(), &lifecycle);
 
-    let rpc = mesh
-        .service(SERVICE, "Uploads, media processing, posts and timelines", state)
+    let rpc = unit
+        .service(state)
         .endpoint(api::BeginUploadEp, ContentService::begin_upload)
         .endpoint(api::CompleteUploadEp, ContentService::complete_upload)
         .endpoint(api::GetMedia, ContentService::get_media)

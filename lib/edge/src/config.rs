@@ -61,9 +61,9 @@ impl Default for Config {
     }
 }
 
-impl Config {
+impl mosaic_mesh::component::Section for Config {
     /// Rejects settings the edge cannot run with, naming the setting.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    fn validate(&self) -> anyhow::Result<()> {
         if self.listen_backlog == 0 || self.listen_backlog > 65_535 {
             bail!("edge.listen_backlog must be between 1 and 65535");
         }
@@ -91,6 +91,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mosaic_mesh::component::Section as _;
 
     #[test]
     fn the_defaults_pass_and_each_bad_setting_is_named() {

@@ -26,6 +26,7 @@ use axum::serve::ListenerExt as _;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use mosaic_api::stream::{IDEMPOTENCY, REVOCATIONS};
 use mosaic_api::{ApiError, ErrorCode};
+use mosaic_mesh::component::Section as _;
 use mosaic_mesh::kv::Bucket;
 use mosaic_mesh::presence::Presence;
 use mosaic_mesh::storage::Storage;
@@ -92,6 +93,28 @@ impl From<EdgeHandle> for mosaic_mesh::ServiceHandle {
     fn from(edge: EdgeHandle) -> Self {
         mosaic_mesh::ServiceHandle::new("edge", None, edge.lifecycle)
     }
+}
+
+/// The edge as a component (see [`mosaic_mesh::component`]): it serves no endpoints, only
+/// HTTP and WebSocket clients, on `edge.http` or the listener its host was given.
+pub const COMPONENT: mosaic_mesh::Component = mosaic_mesh::Component {
+    name: "edge",
+    about: "HTTP and WebSocket gateway",
+    migrations: None,
+    serves: &[],
+    check: mosaic_mesh::component::check::<Config>,
+    start: |unit| Box::pin(start_unit(unit)),
+};
+
+async fn start_unit(unit: mosaic_mesh::Unit) -> anyhow::Result<mosaic_mesh::ServiceHandle> {
+    let config: Config = unit.config()?;
+    let storage = Some(unit.storage()?);
+    let edge = match unit.host().take_listener() {
+        Some(listener) => serve(unit.mesh(), config, storage, listener).await?,
+        None => start(unit.mesh(), config, storage).await?,
+    };
+    tracing::info!(addr = %edge.local_addr(), "edge listening");
+    Ok(edge.into())
 }
 
 /// Binds `config.http` and serves; media is read from and uploaded to `storage`.

@@ -81,9 +81,9 @@ impl Default for Config {
     }
 }
 
-impl Config {
+impl mosaic_mesh::component::Section for Config {
     /// Rejects settings the service cannot run with, naming the setting.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    fn validate(&self) -> anyhow::Result<()> {
         if !(20..=1_000).contains(&self.cap) {
             bail!("feed.cap must be between 20 and 1000");
         }

@@ -26,6 +26,7 @@ use mosaic_api::content::{Post, PostRef};
 use mosaic_api::feed::{self as api, SERVICE};
 use mosaic_api::stream::{EVENTS_POST, EVENTS_USER, FEED_PULL_AUTHORS, FEEDS};
 use mosaic_api::{Id, PostId, UserId};
+use mosaic_mesh::component::{self, Component, Unit};
 use mosaic_mesh::kv::Bucket;
 use mosaic_mesh::presence::PresenceMirror;
 use mosaic_mesh::{Lifecycle, Mesh, ServiceHandle};
@@ -59,9 +60,21 @@ pub(crate) struct FeedService {
     presence: PresenceMirror,
 }
 
-/// Starts one instance on `mesh`.
-pub async fn start(mesh: &Mesh, config: Config) -> anyhow::Result<ServiceHandle> {
-    config.validate()?;
+/// The feed service as a component (see [`mosaic_mesh::component`]).
+pub const COMPONENT: Component = Component {
+    name: SERVICE,
+    about: "Ranked home feeds with hybrid fan-out",
+    migrations: None,
+    serves: mosaic_api::subjects![api::GetFeed,],
+    check: component::check::<Config>,
+    start: |unit| Box::pin(start(unit)),
+};
+
+/// Starts one instance.
+async fn start(unit: Unit) -> anyhow::Result<ServiceHandle> {
+    let config: Config = unit.config()?;
+
+    let mesh = unit.mesh();
     mesh.ensure_stream(&EVENTS_POST).await?;
     mesh.ensure_stream(&EVENTS_USER).await?;
     let lifecycle = Lifecycle::new();
@@ -88,11 +101,7 @@ pub async fn start(mesh: &Mesh, config: Config) -> anyhow::Result<ServiceHandle>
     state.listings.serve(mesh, &lifecycle).await?;
     state.clone().watch_pull_authors(&lifecycle).await?;
     fanout::spawn(state.clone(), mesh, &lifecycle).await?;
-    let rpc = mesh
-        .service(SERVICE, "Ranked home feeds with hybrid fan-out", state)
-        .endpoint(api::GetFeed, FeedService::home)
-        .start()
-        .await?;
+    let rpc = unit.service(state).endpoint(api::GetFeed, FeedService::home).start().await?;
     Ok(ServiceHandle::new(SERVICE, Some(rpc), lifecycle))
 }
 

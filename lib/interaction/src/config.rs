@@ -1,19 +1,13 @@
 //! Interaction-service settings (`[interaction]`, `MOSAIC_INTERACTION__*`).
+//!
+//! The service has no tunables of its own yet; its database is `[interaction.db]`, read by
+//! the component host (see [`mosaic_mesh::component`]).
 
-use mosaic_mesh::db::DbConfig;
 use serde::{Deserialize, Serialize};
 
 /// Settings of the interaction service.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
-pub struct Config {
-    /// Where the `interaction` database lives.
-    pub db: DbConfig,
-}
+pub struct Config {}
 
-impl Config {
-    /// Rejects settings the service cannot run with, naming the setting.
-    pub fn validate(&self) -> anyhow::Result<()> {
-        Ok(())
-    }
-}
+impl mosaic_mesh::component::Section for Config {}

@@ -18,7 +18,8 @@ pub use config::Config;
 use mosaic_api::content::PostCreated;
 use mosaic_api::interaction::{self as api, SERVICE};
 use mosaic_api::stream::{EVENTS_INTERACTION, NOTIFY_JOBS};
-use mosaic_mesh::db::{self, Db, Migration};
+use mosaic_mesh::component::{self, Component, Unit};
+use mosaic_mesh::db::{Db, Migration};
 use mosaic_mesh::outbox::Outbox;
 use mosaic_mesh::{Lifecycle, Mesh, ServiceHandle};
 use std::sync::Arc;
@@ -35,23 +36,29 @@ pub(crate) struct InteractionService {
     cache: signals::SignalCache,
 }
 
-/// Opens the database and applies pending migrations (`mosaic migrate`).
-pub async fn migrate(config: &Config) -> anyhow::Result<Db> {
-    let db = db::connect(&config.db, SERVICE).await?;
-    db::migrate(&db, MIGRATIONS).await?;
-    Ok(db)
-}
+/// The interaction service as a component (see [`mosaic_mesh::component`]).
+pub const COMPONENT: Component = Component {
+    name: SERVICE,
+    about: "Likes, comments, counters and owner notifications",
+    migrations: Some(MIGRATIONS),
+    serves: mosaic_api::subjects![
+        api::Like,
+        api::Unlike,
+        api::Likers,
+        api::AddComment,
+        api::Comments,
+        api::DeleteComment,
+        api::GetSignals,
+    ],
+    check: component::check::<Config>,
+    start: |unit| Box::pin(start(unit)),
+};
 
-/// Starts one instance on `mesh`.
-pub async fn start(mesh: &Mesh, config: Config) -> anyhow::Result<ServiceHandle> {
-    config.validate()?;
-    let db = db::connect(&config.db, SERVICE).await?;
-    start_with_db(mesh, db).await
-}
-
-/// Starts one instance on an already open database.
-pub async fn start_with_db(mesh: &Mesh, db: Db) -> anyhow::Result<ServiceHandle> {
-    db::migrate(&db, MIGRATIONS).await?;
+/// Starts one instance.
+async fn start(unit: Unit) -> anyhow::Result<ServiceHandle> {
+    unit.config::<Config>()?;
+    let db = unit.database().await?;
+    let mesh = unit.mesh();
     mesh.ensure_stream(&EVENTS_INTERACTION).await?;
     mesh.ensure_stream(&NOTIFY_JOBS).await?;
     let lifecycle = Lifecycle::new();
@@ -64,8 +71,8 @@ pub async fn start_with_db(mesh: &Mesh, db: Db) -> anyhow::Result<ServiceHandle>
         seeder.cache.seed_new(&e.post_id, &e.author, chrono::Utc::now() - e.created_at);
     })
     .await?;
-    let rpc = mesh
-        .service(SERVICE, "Likes, comments, counters and owner notifications", state)
+    let rpc = unit
+        .service(state)
         .endpoint(api::Like, InteractionService::like)
         .endpoint(api::Unlike, InteractionService::unlike)
         .endpoint(api::Likers, InteractionService::likers)

@@ -36,46 +36,33 @@ impl std::fmt::Debug for Secret {
 /// Environment variable prefix.
 pub const ENV_PREFIX: &str = "MOSAIC_";
 
-/// Loads `T` from its defaults, an optional TOML file, the environment and `overrides`
-/// (typically the command-line flags that were given, as a struct of `Option`s that skips
-/// `None`s when serialized).
+/// The layered settings of a process: an optional TOML file, then the `MOSAIC_*`
+/// environment, then `overrides` (typically the command-line flags that were given, as a
+/// struct of `Option`s that skips `None`s when serialized). Every setting has a default in
+/// its type, so a layer names only what it changes.
+pub fn layers(file: Option<&Path>, overrides: &impl Serialize) -> anyhow::Result<Figment> {
+    let mut figment = Figment::new();
+    if let Some(path) = file {
+        if !path.exists() {
+            return Err(anyhow!("configuration file {} does not exist (setting --config)", path.display()));
+        }
+        figment = figment.merge(Toml::file(path));
+    }
+    Ok(figment.merge(Env::prefixed(ENV_PREFIX).split("__")).merge(Serialized::defaults(overrides)))
+}
+
+/// Loads `T` from its defaults and [`layers`].
 pub fn load<T>(file: Option<&Path>, overrides: &impl Serialize) -> anyhow::Result<T>
 where
     T: DeserializeOwned + Serialize + Default,
 {
-    let mut figment = Figment::from(Serialized::defaults(T::default()));
-    if let Some(path) = file {
-        if !path.exists() {
-            return Err(anyhow!("configuration file {} does not exist (setting --config)", path.display()));
-        }
-        figment = figment.merge(Toml::file(path));
-    }
-    figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__")).merge(Serialized::defaults(overrides));
-    figment.extract().map_err(|e| explain(e, None))
+    Figment::from(Serialized::defaults(T::default()))
+        .merge(layers(file, overrides)?)
+        .extract()
+        .map_err(|e| explain(e, None))
 }
 
-/// Loads the settings of a one-service binary: the common top-level keys as `C`, and the
-/// service's own table (`[<section>]`, `MOSAIC_<SECTION>__*`) as `S`.
-pub fn load_service<C, S>(file: Option<&Path>, section: &str) -> anyhow::Result<(C, S)>
-where
-    C: DeserializeOwned + Serialize + Default,
-    S: DeserializeOwned + Serialize + Default,
-{
-    let mut figment =
-        Figment::from(Serialized::defaults(C::default())).merge(Serialized::defaults(S::default()).key(section));
-    if let Some(path) = file {
-        if !path.exists() {
-            return Err(anyhow!("configuration file {} does not exist (setting --config)", path.display()));
-        }
-        figment = figment.merge(Toml::file(path));
-    }
-    figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
-    let common = figment.extract().map_err(|e| explain(e, None))?;
-    let service = figment.focus(section).extract().map_err(|e| explain(e, Some(section)))?;
-    Ok((common, service))
-}
-
-fn explain(errors: figment::Error, section: Option<&str>) -> anyhow::Error {
+pub(crate) fn explain(errors: figment::Error, section: Option<&str>) -> anyhow::Error {
     let mut msg = String::from("invalid configuration");
     for err in errors {
         let mut path: Vec<String> = section.map(|s| vec![s.to_owned()]).unwrap_or_default();

@@ -9,6 +9,8 @@
 //!   outbox that ties a database write to the event it implies.
 //! * [`frames`]: kept WebSocket frames (stored per user, replayed from a cursor);
 //!   [`presence`]: who has a socket open, mirrored in memory by services that ask.
+//! * [`component`]: components as data — each service's declaration, and the host that
+//!   starts, migrates and checks them from one list.
 //! * [`config`], [`telemetry`]: the bootstrap every binary shares.
 //!
 //! The error policy lives in [`mosaic_api::error`]; [`ServiceError`] and [`CallError`] are its
@@ -17,6 +19,7 @@
 pub mod cache;
 mod client;
 pub mod clock;
+pub mod component;
 pub mod config;
 pub mod ctx;
 pub mod db;
@@ -35,6 +38,7 @@ pub mod telemetry;
 pub mod trace;
 
 pub use client::{Mesh, NatsConfig, PushSubscription};
+pub use component::{Component, Host, Unit};
 pub use ctx::Ctx;
 pub use error::{CallError, ServiceError, ServiceResult};
 pub use service::{Lifecycle, ServiceBuilder, ServiceHandle};

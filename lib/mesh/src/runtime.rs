@@ -2,10 +2,9 @@
 //! stop signal and shutting down in order.
 
 use crate::client::{Mesh, NatsConfig};
-use crate::service::ServiceHandle;
-use anyhow::Context as _;
+use crate::component::{Component, Host};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Every Mosaic process runs on mimalloc. Under the social benchmark glibc's allocator took
 /// about a third of the CPU (SurrealDB, serde and the NATS client allocate per request, on
@@ -36,6 +35,9 @@ pub struct Common {
     pub log_json: bool,
     /// Media storage, shared by the content service (writes) and the edge (uploads, serving).
     pub storage: crate::storage::StorageConfig,
+    /// The address clients reach the edge at (links in emails). Unset: `mosaic up` fills in
+    /// its own edge's address.
+    pub public_url: Option<String>,
 }
 
 impl Default for Common {
@@ -50,6 +52,7 @@ impl Default for Common {
             nats_local_calls: true,
             log_json: false,
             storage: Default::default(),
+            public_url: None,
         }
     }
 }
@@ -115,32 +118,14 @@ pub async fn shutdown_signal() {
     tracing::info!("stop signal received; draining");
 }
 
-/// Connects, starts the service with `start`, runs until a stop signal, then drains it.
-pub async fn serve_until_signal<F, Fut>(common: &Common, name: &str, start: F) -> anyhow::Result<()>
-where
-    F: FnOnce(Mesh) -> Fut,
-    Fut: Future<Output = anyhow::Result<ServiceHandle>>,
-{
-    crate::telemetry::init(common.log_json);
-    let mesh = Mesh::connect(&common.nats(), name).await?;
-    let handle = start(mesh.clone()).await.with_context(|| format!("starting {name}"))?;
-    tracing::info!(service = name, "ready");
+/// Runs one instance of `component` as its own process would: connects to NATS as the
+/// component, starts it, serves until a stop signal, then drains.
+pub async fn serve_until_signal(host: &Host, component: &'static Component) -> anyhow::Result<()> {
+    let mesh = Mesh::connect(&host.common().nats(), component.name).await?;
+    let mut running = crate::component::start_all(host, &mesh, &[component]).await?;
+    tracing::info!(component = component.name, "ready");
     shutdown_signal().await;
-    handle.stop().await;
+    running.stop().await;
     let _ = mesh.flush().await;
     Ok(())
-}
-
-/// The whole `main` of a one-service binary: loads the common settings and the service's
-/// own table (`section`) from defaults, `config_file` and the environment, connects, runs
-/// `start` until a stop signal, then drains.
-pub async fn service_main<S, F, Fut>(section: &'static str, config_file: Option<&Path>, start: F) -> anyhow::Result<()>
-where
-    S: serde::de::DeserializeOwned + Serialize + Default,
-    F: FnOnce(Mesh, Common, S) -> Fut,
-    Fut: Future<Output = anyhow::Result<ServiceHandle>>,
-{
-    let (common, settings): (Common, S) = crate::config::load_service(config_file, section)?;
-    let shared = common.clone();
-    serve_until_signal(&common, section, |mesh| start(mesh, shared, settings)).await
 }

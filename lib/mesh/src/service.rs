@@ -85,6 +85,8 @@ pub struct ServiceBuilder<S> {
     state: Arc<S>,
     endpoints: Vec<Registered<S>>,
     max_in_flight: usize,
+    /// The subjects the component declares it serves (see [`crate::component`]).
+    declared: Option<&'static [&'static str]>,
 }
 
 impl Mesh {
@@ -102,6 +104,7 @@ impl Mesh {
             state,
             endpoints: Vec::new(),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            declared: None,
         }
     }
 }
@@ -134,8 +137,27 @@ impl<S: Send + Sync + 'static> ServiceBuilder<S> {
         self
     }
 
+    /// Holds the service to the endpoints its component declares: [`Self::start`] fails if
+    /// the registered set differs, so the declaration other tools read cannot drift.
+    pub fn declared(mut self, subjects: &'static [&'static str]) -> Self {
+        self.declared = Some(subjects);
+        self
+    }
+
     /// Registers with the micro service API and starts serving.
     pub async fn start(self) -> anyhow::Result<RpcServer> {
+        if let Some(declared) = self.declared {
+            let served: std::collections::BTreeSet<&str> = self.endpoints.iter().map(|e| e.subject).collect();
+            let declared: std::collections::BTreeSet<&str> = declared.iter().copied().collect();
+            if served != declared {
+                anyhow::bail!(
+                    "service {} serves undeclared endpoints {:?} and lacks declared ones {:?}",
+                    self.name,
+                    served.difference(&declared).collect::<Vec<_>>(),
+                    declared.difference(&served).collect::<Vec<_>>()
+                );
+            }
+        }
         let client = self.mesh.connect_dedicated(&format!("{}-rpc", self.name)).await?;
         let service = client
             .service_builder()

@@ -1,15 +1,12 @@
 //! Messaging-service settings (`[messaging]`, `MOSAIC_MESSAGING__*`).
 
 use anyhow::bail;
-use mosaic_mesh::db::DbConfig;
 use serde::{Deserialize, Serialize};
 
 /// Settings of the messaging service.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
-    /// Where the `messaging` database lives.
-    pub db: DbConfig,
     /// Messages one user may send per minute (across conversations); more get 429.
     pub max_messages_per_minute: u32,
     /// Least time between two typing indicators of one user in one conversation that are
@@ -21,13 +18,13 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Self { db: DbConfig::default(), max_messages_per_minute: 120, typing_interval_ms: 2_000, preview_chars: 120 }
+        Self { max_messages_per_minute: 120, typing_interval_ms: 2_000, preview_chars: 120 }
     }
 }
 
-impl Config {
+impl mosaic_mesh::component::Section for Config {
     /// Rejects settings the service cannot run with, naming the setting.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    fn validate(&self) -> anyhow::Result<()> {
         if self.max_messages_per_minute == 0 {
             bail!("messaging.max_messages_per_minute must be positive");
         }

@@ -22,7 +22,8 @@ use mosaic_api::messaging::{self as api, SERVICE};
 use mosaic_api::stream::{ConsumerSpec, EVENTS_USER, NOTIFY_JOBS, USER_FRAMES};
 use mosaic_api::user::{Blocked, Unblocked};
 use mosaic_api::{Event as _, UserId};
-use mosaic_mesh::db::{self, Db, Migration};
+use mosaic_mesh::component::{self, Component, Unit};
+use mosaic_mesh::db::{Db, Migration};
 use mosaic_mesh::directory::Directory;
 use mosaic_mesh::jetstream::{Delivery, HandlerError};
 use mosaic_mesh::outbox::Outbox;
@@ -56,24 +57,32 @@ pub(crate) struct MessagingService {
     limits: messages::SendLimits,
 }
 
-/// Opens the database and applies pending migrations (`mosaic migrate`).
-pub async fn migrate(config: &Config) -> anyhow::Result<Db> {
-    let db = db::connect(&config.db, SERVICE).await?;
-    db::migrate(&db, MIGRATIONS).await?;
-    Ok(db)
-}
+/// The messaging service as a component (see [`mosaic_mesh::component`]).
+pub const COMPONENT: Component = Component {
+    name: SERVICE,
+    about: "Conversations, messages, receipts and typing",
+    migrations: Some(MIGRATIONS),
+    serves: mosaic_api::subjects![
+        api::CreateConversation,
+        api::Conversations,
+        api::GetConversation,
+        api::History,
+        api::SendMessage,
+        api::MarkRead,
+        api::MarkDelivered,
+        api::Typing,
+        api::AddGroupMembers,
+        api::Leave,
+    ],
+    check: component::check::<Config>,
+    start: |unit| Box::pin(start(unit)),
+};
 
-/// Starts one instance on `mesh`.
-pub async fn start(mesh: &Mesh, config: Config) -> anyhow::Result<ServiceHandle> {
-    config.validate()?;
-    let db = db::connect(&config.db, SERVICE).await?;
-    start_with_db(mesh, config, db).await
-}
-
-/// Starts one instance on an already open database.
-pub async fn start_with_db(mesh: &Mesh, config: Config, db: Db) -> anyhow::Result<ServiceHandle> {
-    config.validate()?;
-    db::migrate(&db, MIGRATIONS).await?;
+/// Starts one instance.
+async fn start(unit: Unit) -> anyhow::Result<ServiceHandle> {
+    let config: Config = unit.config()?;
+    let db = unit.database().await?;
+    let mesh = unit.mesh();
     mesh.ensure_stream(&USER_FRAMES).await?;
     mesh.ensure_stream(&NOTIFY_JOBS).await?;
     let lifecycle = Lifecycle::new();
@@ -94,8 +103,8 @@ pub async fn start_with_db(mesh: &Mesh, config: Config, db: Db) -> anyhow::Resul
         async move { state.on_block_event(d).await }
     })
     .await?;
-    let rpc = mesh
-        .service(SERVICE, "Conversations, messages, receipts and typing", state)
+    let rpc = unit
+        .service(state)
         .endpoint(api::CreateConversation, MessagingService::create)
         .endpoint(api::Conversations, MessagingService::conversations)
         .endpoint(api::GetConversation, MessagingService::conversation)

@@ -3,7 +3,6 @@
 use anyhow::bail;
 use mosaic_api::notification::NotificationType;
 use mosaic_mesh::config::Secret;
-use mosaic_mesh::db::DbConfig;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -11,8 +10,6 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
-    /// Where the `notification` database lives.
-    pub db: DbConfig,
     /// Events of the same kind on the same subject within this many seconds are one inbox
     /// entry ("A and 12 others liked your post").
     pub coalesce_window_secs: u64,
@@ -36,7 +33,8 @@ pub struct Config {
     /// A send neither finished nor reported alive for this long is handed to another
     /// instance (its sender is presumed dead).
     pub send_ack_wait_secs: u64,
-    /// The public base URL of the edge, for links in emails (unsubscribe).
+    /// The public base URL of the edge, for links in emails (unsubscribe). Empty: the
+    /// common `public_url`, else `http://127.0.0.1:8080`.
     pub public_url: String,
     /// Signs unsubscribe links; empty: a secret generated once and kept in the database.
     pub unsubscribe_secret: Secret,
@@ -51,7 +49,6 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            db: DbConfig::default(),
             coalesce_window_secs: 3600,
             push_per_hour: 30,
             email_per_day: 20,
@@ -62,7 +59,7 @@ impl Default for Config {
             retry_backoff_ms: vec![1_000, 5_000, 30_000, 120_000, 600_000],
             senders: 16,
             send_ack_wait_secs: 60,
-            public_url: "http://127.0.0.1:8080".into(),
+            public_url: String::new(),
             unsubscribe_secret: Secret::default(),
             fcm: FcmConfig::default(),
             webpush: WebPushConfig::default(),
@@ -136,9 +133,9 @@ impl Default for SmtpConfig {
     }
 }
 
-impl Config {
+impl mosaic_mesh::component::Section for Config {
     /// Rejects settings the service cannot run with, naming the setting.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    fn validate(&self) -> anyhow::Result<()> {
         if self.coalesce_window_secs == 0 || self.digest_interval_secs == 0 {
             bail!("notification.coalesce_window_secs and notification.digest_interval_secs must be positive");
         }
@@ -151,7 +148,10 @@ impl Config {
         if self.retry_backoff_ms.is_empty() {
             bail!("notification.retry_backoff_ms needs at least one delay");
         }
-        if !(self.public_url.starts_with("http://") || self.public_url.starts_with("https://")) {
+        if !(self.public_url.is_empty()
+            || self.public_url.starts_with("http://")
+            || self.public_url.starts_with("https://"))
+        {
             bail!("notification.public_url must be an http(s) URL");
         }
         if self.smtp.from.parse::<lettre::message::Mailbox>().is_err() {

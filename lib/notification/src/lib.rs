@@ -30,7 +30,8 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use mosaic_api::notification::{self as api, SERVICE};
 use mosaic_api::stream::{DELIVERY_JOBS, NOTIFY_JOBS, NOTIFY_LIMITS, USER_FRAMES};
-use mosaic_mesh::db::{self, Db, Migration};
+use mosaic_mesh::component::{self, Component, Unit};
+use mosaic_mesh::db::{Db, Migration};
 use mosaic_mesh::directory::Directory;
 use mosaic_mesh::kv::Bucket;
 use mosaic_mesh::outbox::Outbox;
@@ -59,24 +60,36 @@ pub(crate) struct NotificationService {
     vapid_public: String,
 }
 
-/// Opens the database and applies pending migrations (`mosaic migrate`).
-pub async fn migrate(config: &Config) -> anyhow::Result<Db> {
-    let db = db::connect(&config.db, SERVICE).await?;
-    db::migrate(&db, MIGRATIONS).await?;
-    Ok(db)
-}
+/// The notification service as a component (see [`mosaic_mesh::component`]).
+pub const COMPONENT: Component = Component {
+    name: SERVICE,
+    about: "Inbox, preferences, devices, push and email",
+    migrations: Some(MIGRATIONS),
+    serves: mosaic_api::subjects![
+        api::Inbox,
+        api::GetUnreadCount,
+        api::GetNotification,
+        api::MarkNotificationsRead,
+        api::GetPreferences,
+        api::PutPreferences,
+        api::RegisterDevice,
+        api::Devices,
+        api::RemoveDevice,
+        api::Unsubscribe,
+        api::GetVapidKey,
+    ],
+    check: component::check::<Config>,
+    start: |unit| Box::pin(start(unit)),
+};
 
-/// Starts one instance on `mesh`.
-pub async fn start(mesh: &Mesh, config: Config) -> anyhow::Result<ServiceHandle> {
-    config.validate()?;
-    let db = db::connect(&config.db, SERVICE).await?;
-    start_with_db(mesh, config, db).await
-}
-
-/// Starts one instance on an already open database.
-pub async fn start_with_db(mesh: &Mesh, config: Config, db: Db) -> anyhow::Result<ServiceHandle> {
-    config.validate()?;
-    db::migrate(&db, MIGRATIONS).await?;
+/// Starts one instance.
+async fn start(unit: Unit) -> anyhow::Result<ServiceHandle> {
+    let mut config: Config = unit.config()?;
+    if config.public_url.is_empty() {
+        config.public_url = unit.common().public_url.clone().unwrap_or_else(|| "http://127.0.0.1:8080".into());
+    }
+    let db = unit.database().await?;
+    let mesh = unit.mesh();
     for stream in [&NOTIFY_JOBS, &DELIVERY_JOBS, &USER_FRAMES] {
         mesh.ensure_stream(stream).await?;
     }
@@ -137,8 +150,8 @@ pub async fn start_with_db(mesh: &Mesh, config: Config, db: Db) -> anyhow::Resul
     });
     intake::spawn(state.clone(), mesh, &lifecycle).await?;
     digest::spawn(state.clone(), &lifecycle);
-    let rpc = mesh
-        .service(SERVICE, "Inbox, preferences, devices, push and email", state)
+    let rpc = unit
+        .service(state)
         .endpoint(api::Inbox, NotificationService::inbox)
         .endpoint(api::GetUnreadCount, NotificationService::unread_count)
         .endpoint(api::GetNotification, NotificationService::get)

@@ -1,7 +1,6 @@
 //! User-service settings (`[user]` in the configuration file, `MOSAIC_USER__*`).
 
 use anyhow::bail;
-use mosaic_mesh::db::DbConfig;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -9,8 +8,6 @@ use std::time::Duration;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
-    /// Where the `user` database lives.
-    pub db: DbConfig,
     /// Access-token lifetime. Short, because an access token is checked without asking the
     /// user service; revocation (logout, suspension) reaches edges through a KV watch.
     pub access_token_ttl_secs: u64,
@@ -38,7 +35,6 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            db: DbConfig::default(),
             access_token_ttl_secs: 15 * 60,
             refresh_token_ttl_secs: 30 * 24 * 3600,
             key_rotation_secs: 7 * 24 * 3600,
@@ -53,9 +49,9 @@ impl Default for Config {
     }
 }
 
-impl Config {
+impl mosaic_mesh::component::Section for Config {
     /// Rejects settings the service cannot run safely with, naming the setting.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    fn validate(&self) -> anyhow::Result<()> {
         // Revocations are kept for a day (see mosaic_api::stream::REVOCATIONS); a token must
         // not outlive the record that voids it.
         // Under 5 s a token could expire in flight.
@@ -79,7 +75,9 @@ impl Config {
         }
         Ok(())
     }
+}
 
+impl Config {
     pub(crate) fn access_ttl(&self) -> Duration {
         Duration::from_secs(self.access_token_ttl_secs)
     }

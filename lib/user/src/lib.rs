@@ -22,7 +22,8 @@ pub use config::Config;
 use keys::Keys;
 use mosaic_api::stream::{EVENTS_USER, LOGIN_THROTTLE, REVOCATIONS};
 use mosaic_api::user::{self as api, SERVICE};
-use mosaic_mesh::db::{self, Db, Migration};
+use mosaic_mesh::component::{self, Component, Unit};
+use mosaic_mesh::db::{Db, Migration};
 use mosaic_mesh::kv::Bucket;
 use mosaic_mesh::outbox::Outbox;
 use mosaic_mesh::{Lifecycle, Mesh, ServiceHandle};
@@ -53,25 +54,49 @@ pub(crate) struct UserService {
     audiences: mosaic_mesh::cache::Coherent<mosaic_api::UserId, Option<api::AudiencePage>>,
 }
 
-/// Opens the database and applies pending migrations (`mosaic migrate`).
-pub async fn migrate(config: &Config) -> anyhow::Result<Db> {
-    let db = db::connect(&config.db, SERVICE).await?;
-    db::migrate(&db, MIGRATIONS).await?;
-    Ok(db)
-}
+/// The user service as a component (see [`mosaic_mesh::component`]).
+pub const COMPONENT: Component = Component {
+    name: SERVICE,
+    about: "Accounts, tokens, profiles and the social graph",
+    migrations: Some(MIGRATIONS),
+    serves: mosaic_api::subjects![
+        api::Signup,
+        api::Login,
+        api::Refresh,
+        api::Logout,
+        api::GetJwks,
+        api::GetMe,
+        api::UpdateMe,
+        api::ChangePassword,
+        api::GetProfile,
+        api::GetProfiles,
+        api::LookupUsernames,
+        api::Follow,
+        api::Unfollow,
+        api::Followers,
+        api::Following,
+        api::Block,
+        api::Unblock,
+        api::Mute,
+        api::Unmute,
+        api::Relations,
+        api::Filters,
+        api::Suspend,
+        api::Unsuspend,
+        api::Audience,
+        api::GetFeedSeed,
+        api::GetContact,
+        api::ListAdmins,
+    ],
+    check: component::check::<Config>,
+    start: |unit| Box::pin(start(unit)),
+};
 
-/// Starts one instance of the user service on `mesh`, with the database of `config.db`.
-pub async fn start(mesh: &Mesh, config: Config) -> anyhow::Result<ServiceHandle> {
-    config.validate()?;
-    let db = db::connect(&config.db, SERVICE).await?;
-    start_with_db(mesh, config, db).await
-}
-
-/// Starts one instance on an already open database: several instances given one handle
-/// behave like several processes sharing a database cluster.
-pub async fn start_with_db(mesh: &Mesh, config: Config, db: Db) -> anyhow::Result<ServiceHandle> {
-    config.validate()?;
-    db::migrate(&db, MIGRATIONS).await?;
+/// Starts one instance of the user service.
+async fn start(unit: Unit) -> anyhow::Result<ServiceHandle> {
+    let config: Config = unit.config()?;
+    let db = unit.database().await?;
+    let mesh = unit.mesh();
     mesh.ensure_stream(&EVENTS_USER).await?;
     let revocations = mesh.bucket(&REVOCATIONS).await?;
     let throttle = Throttle::new(
@@ -102,8 +127,8 @@ pub async fn start_with_db(mesh: &Mesh, config: Config, db: Db) -> anyhow::Resul
     let listener = state.clone();
     mesh.on_broadcast(&lifecycle, move |n: api::GraphChanged| listener.forget_relations(&n)).await?;
     counts::spawn(state.clone(), mesh, &lifecycle).await?;
-    let rpc = mesh
-        .service(SERVICE, "Accounts, tokens, profiles and the social graph", state)
+    let rpc = unit
+        .service(state)
         .endpoint(api::Signup, UserService::signup)
         .endpoint(api::Login, UserService::login)
         .endpoint(api::Refresh, UserService::refresh)
