@@ -11,9 +11,8 @@ use mosaic_api::interaction::{CommentDeleted, Commented, Liked, PostViewed, Unli
 use mosaic_api::stream::{ConsumerSpec, EVENTS_INTERACTION, EVENTS_POST, EVENTS_USER, EVENTS_VIEW};
 use mosaic_api::user::{Followed, SignedUp, Unfollowed};
 use mosaic_api::{Envelope, Event as _, Id as _, PostId};
-use mosaic_mesh::jetstream::{Delivery, HandlerError};
+use mosaic_mesh::jetstream::HandlerError;
 use mosaic_mesh::{Ctx, Lifecycle, Mesh};
-use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -95,103 +94,56 @@ enum Mapped {
     },
 }
 
-fn envelope<E: mosaic_api::Event + DeserializeOwned>(d: &Delivery) -> Result<Envelope<E>, String> {
-    serde_json::from_slice(&d.payload).map_err(|e| format!("undecodable {}: {e}", d.subject))
+mosaic_api::event_set! {
+    /// Every event the warehouse collects, from the four streams.
+    enum Collected {
+        Viewed(PostViewed),
+        Liked(Liked),
+        Unliked(Unliked),
+        Commented(Commented),
+        CommentDeleted(CommentDeleted),
+        SignedUp(SignedUp),
+        Followed(Followed),
+        Unfollowed(Unfollowed),
+        PostCreated(PostCreated),
+        PostDeleted(PostDeleted),
+    }
 }
 
-fn row(
-    id: &mosaic_api::EventId,
-    at: chrono::DateTime<Utc>,
-    kind: Kind,
-    user: &str,
-    owner: Option<&str>,
-    post: Option<&str>,
-) -> Mapped {
-    Mapped::Row(Event {
-        event_id: id.to_string(),
-        at,
-        kind,
-        user_id: user.to_owned(),
-        owner_id: owner.map(str::to_owned),
-        post_id: post.map(str::to_owned),
-    })
-}
-
-/// A message as a warehouse row; `Ok(None)` for subjects that are not collected.
-fn map(d: &Delivery) -> Result<Option<Mapped>, String> {
-    Ok(Some(match d.subject.as_str() {
-        PostViewed::SUBJECT => {
-            let e = envelope::<PostViewed>(d)?;
-            Mapped::View { id: e.id.to_string(), at: e.at, post: e.data.post_id, viewer: e.data.viewer.to_string() }
+/// An event as a warehouse row.
+fn map(e: Envelope<Collected>) -> Mapped {
+    let row = |kind: Kind, user: &str, owner: Option<&str>, post: Option<&str>| {
+        Mapped::Row(Event {
+            event_id: e.id.to_string(),
+            at: e.at,
+            kind,
+            user_id: user.to_owned(),
+            owner_id: owner.map(str::to_owned),
+            post_id: post.map(str::to_owned),
+        })
+    };
+    match &e.data {
+        Collected::Viewed(v) => {
+            Mapped::View { id: e.id.to_string(), at: e.at, post: v.post_id.clone(), viewer: v.viewer.to_string() }
         }
-        Liked::SUBJECT => {
-            let e = envelope::<Liked>(d)?;
-            row(
-                &e.id,
-                e.at,
-                Kind::Like,
-                e.data.user.as_str(),
-                Some(e.data.owner.as_str()),
-                Some(e.data.post_id.as_str()),
-            )
+        Collected::Liked(l) => row(Kind::Like, l.user.as_str(), Some(l.owner.as_str()), Some(l.post_id.as_str())),
+        Collected::Unliked(l) => row(Kind::Unlike, l.user.as_str(), Some(l.owner.as_str()), Some(l.post_id.as_str())),
+        Collected::Commented(c) => {
+            row(Kind::Comment, c.user.as_str(), Some(c.owner.as_str()), Some(c.post_id.as_str()))
         }
-        Unliked::SUBJECT => {
-            let e = envelope::<Unliked>(d)?;
-            row(
-                &e.id,
-                e.at,
-                Kind::Unlike,
-                e.data.user.as_str(),
-                Some(e.data.owner.as_str()),
-                Some(e.data.post_id.as_str()),
-            )
+        Collected::CommentDeleted(c) => {
+            row(Kind::CommentDeleted, c.by.as_str(), Some(c.owner.as_str()), Some(c.post_id.as_str()))
         }
-        Commented::SUBJECT => {
-            let e = envelope::<Commented>(d)?;
-            row(
-                &e.id,
-                e.at,
-                Kind::Comment,
-                e.data.user.as_str(),
-                Some(e.data.owner.as_str()),
-                Some(e.data.post_id.as_str()),
-            )
+        Collected::SignedUp(u) => row(Kind::Signup, u.user_id.as_str(), None, None),
+        Collected::Followed(f) => row(Kind::Follow, f.follower.as_str(), Some(f.followee.as_str()), None),
+        Collected::Unfollowed(f) => row(Kind::Unfollow, f.follower.as_str(), Some(f.followee.as_str()), None),
+        Collected::PostCreated(p) => {
+            row(Kind::Post, p.author.as_str(), Some(p.author.as_str()), Some(p.post_id.as_str()))
         }
-        CommentDeleted::SUBJECT => {
-            let e = envelope::<CommentDeleted>(d)?;
-            row(
-                &e.id,
-                e.at,
-                Kind::CommentDeleted,
-                e.data.by.as_str(),
-                Some(e.data.owner.as_str()),
-                Some(e.data.post_id.as_str()),
-            )
+        Collected::PostDeleted(p) => {
+            row(Kind::PostDeleted, p.author.as_str(), Some(p.author.as_str()), Some(p.post_id.as_str()))
         }
-        SignedUp::SUBJECT => {
-            let e = envelope::<SignedUp>(d)?;
-            row(&e.id, e.at, Kind::Signup, e.data.user_id.as_str(), None, None)
-        }
-        Followed::SUBJECT => {
-            let e = envelope::<Followed>(d)?;
-            row(&e.id, e.at, Kind::Follow, e.data.follower.as_str(), Some(e.data.followee.as_str()), None)
-        }
-        Unfollowed::SUBJECT => {
-            let e = envelope::<Unfollowed>(d)?;
-            row(&e.id, e.at, Kind::Unfollow, e.data.follower.as_str(), Some(e.data.followee.as_str()), None)
-        }
-        PostCreated::SUBJECT => {
-            let e = envelope::<PostCreated>(d)?;
-            let a = e.data.author.as_str();
-            row(&e.id, e.at, Kind::Post, a, Some(a), Some(e.data.post_id.as_str()))
-        }
-        PostDeleted::SUBJECT => {
-            let e = envelope::<PostDeleted>(d)?;
-            let a = e.data.author.as_str();
-            row(&e.id, e.at, Kind::PostDeleted, a, Some(a), Some(e.data.post_id.as_str()))
-        }
-        _ => return Ok(None),
-    }))
+    }
 }
 
 impl Ingest {
@@ -239,7 +191,7 @@ impl Ingest {
         ];
         for consumer in consumers {
             let this = self.clone();
-            mesh.consume_batches(consumer, BATCH, LINGER, 4, lifecycle, move |batch: Vec<Delivery>| {
+            mesh.consume_event_batches(consumer, BATCH, LINGER, 4, lifecycle, move |batch| {
                 let this = this.clone();
                 async move { this.take(batch).await }
             })
@@ -249,13 +201,12 @@ impl Ingest {
     }
 
     /// Turns a batch into rows and waits until they are written.
-    async fn take(&self, batch: Vec<Delivery>) -> Result<Vec<(usize, String)>, HandlerError> {
+    async fn take(&self, batch: Vec<(usize, Envelope<Collected>)>) -> Result<Vec<(usize, String)>, HandlerError> {
         let mut rows = Vec::with_capacity(batch.len());
         let mut views = Vec::new();
-        let mut rejected = Vec::new();
-        for (i, d) in batch.iter().enumerate() {
-            match map(d) {
-                Ok(Some(Mapped::Row(e))) => {
+        for (_, e) in batch {
+            match map(e) {
+                Mapped::Row(e) => {
                     if e.kind == Kind::Post
                         && let (Some(p), Some(o)) = (&e.post_id, &e.owner_id)
                     {
@@ -263,9 +214,7 @@ impl Ingest {
                     }
                     rows.push(e);
                 }
-                Ok(Some(Mapped::View { id, at, post, viewer })) => views.push((id, at, post, viewer)),
-                Ok(None) => {}
-                Err(reason) => rejected.push((i, reason)),
+                Mapped::View { id, at, post, viewer } => views.push((id, at, post, viewer)),
             }
         }
         if !views.is_empty() {
@@ -288,7 +237,7 @@ impl Ingest {
             }
         }
         self.append(rows).await.map_err(HandlerError::Transient)?;
-        Ok(rejected)
+        Ok(Vec::new())
     }
 
     /// Looks up the authors of posts not seen yet.

@@ -32,6 +32,57 @@ impl<T: Event> Envelope<T> {
     }
 }
 
+/// The events one consumer reads, as one enum: a message is decoded by its subject into
+/// the variant of its type, so handlers match on types, never on subject strings. Declared
+/// with [`event_set!`](crate::event_set).
+pub trait EventSet: Sized + Send + 'static {
+    /// The subjects of the set's events (a consumer's filter).
+    const SUBJECTS: &'static [&'static str];
+
+    /// Decodes a message published on `subject`: `Ok(None)` when the subject is not one of
+    /// the set's (a consumer whose filter is wider than what it handles), an error when the
+    /// payload is not that event's envelope.
+    fn decode(subject: &str, payload: &[u8]) -> Result<Option<Envelope<Self>>, serde_json::Error>;
+}
+
+/// Declares an [`EventSet`]: an enum with one variant per event type.
+///
+/// ```
+/// use mosaic_api::event::EventSet;
+/// use mosaic_api::user::{Blocked, Unblocked};
+/// mosaic_api::event_set! {
+///     /// Block changes.
+///     pub enum Blocks { Blocked(Blocked), Unblocked(Unblocked) }
+/// }
+/// assert_eq!(Blocks::SUBJECTS, ["events.user.blocked", "events.user.unblocked"]);
+/// assert!(Blocks::decode("events.user.muted", b"{}").unwrap().is_none());
+/// ```
+#[macro_export]
+macro_rules! event_set {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($variant:ident($ty:ty)),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone)]
+        $vis enum $name { $($variant($ty)),+ }
+
+        impl $crate::event::EventSet for $name {
+            const SUBJECTS: &'static [&'static str] = &[$(<$ty as $crate::event::Event>::SUBJECT),+];
+
+            fn decode(
+                subject: &str,
+                payload: &[u8],
+            ) -> Result<Option<$crate::event::Envelope<Self>>, $crate::__serde_json::Error> {
+                $(
+                    if subject == <$ty as $crate::event::Event>::SUBJECT {
+                        let e: $crate::event::Envelope<$ty> = $crate::__serde_json::from_slice(payload)?;
+                        return Ok(Some($crate::event::Envelope { id: e.id, at: e.at, data: $name::$variant(e.data) }));
+                    }
+                )+
+                Ok(None)
+            }
+        }
+    };
+}
+
 /// A notice every instance of a service hears at most once, over core NATS (no stream,
 /// no queue group): a change it must drop from its in-memory caches. Losing one costs
 /// freshness for at most the cache's time to live, never data, which is why these need no

@@ -25,9 +25,11 @@ pub mod ws;
 
 pub use endpoint::Endpoint;
 pub use error::{ApiError, ErrorCode};
-pub use event::{Broadcast, Envelope, Event};
+pub use event::{Broadcast, Envelope, Event, EventSet};
 pub use ids::{
     CommentId, ConversationId, DeviceId, EventId, Id, MediaId, MessageId, NotificationId, PostId, SessionId, UploadId,
     UserId,
 };
 pub use page::{Page, PageRequest};
+#[doc(hidden)]
+pub use serde_json as __serde_json;

@@ -12,10 +12,9 @@ use mosaic_api::user::{
     Unfollowed, Unmuted,
 };
 use mosaic_api::ws::ServerFrame;
-use mosaic_api::{ApiError, Envelope, ErrorCode, Event, UserId};
-use mosaic_mesh::jetstream::{Delivery, HandlerError};
+use mosaic_api::{ApiError, Envelope, ErrorCode, EventSet as _, UserId};
+use mosaic_mesh::jetstream::HandlerError;
 use mosaic_mesh::{CallError, Ctx, Lifecycle, Mesh};
-use serde::de::DeserializeOwned;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,10 +22,28 @@ use std::time::Duration;
 const BACKOFF: &[Duration] =
     &[Duration::from_millis(200), Duration::from_secs(1), Duration::from_secs(5), Duration::from_secs(30)];
 
+mosaic_api::event_set! {
+    /// What the fan-out reads from the posts stream.
+    enum PostEvent { Created(PostCreated), Deleted(PostDeleted) }
+}
+
+mosaic_api::event_set! {
+    /// The graph and preference changes that reconcile cached feeds.
+    enum GraphEvent {
+        Followed(Followed),
+        Unfollowed(Unfollowed),
+        Blocked(Blocked),
+        Unblocked(Unblocked),
+        Muted(Muted),
+        Unmuted(Unmuted),
+        ProfileUpdated(ProfileUpdated),
+    }
+}
+
 const POSTS: ConsumerSpec = ConsumerSpec {
     stream: &EVENTS_POST,
     durable: "feed-fanout",
-    filter_subjects: &[PostCreated::SUBJECT, PostDeleted::SUBJECT],
+    filter_subjects: PostEvent::SUBJECTS,
     max_deliver: 10,
     backoff: BACKOFF,
     // A fan-out to a few thousand feeds takes seconds; it must not be redelivered meanwhile.
@@ -38,15 +55,7 @@ const POSTS: ConsumerSpec = ConsumerSpec {
 const GRAPH: ConsumerSpec = ConsumerSpec {
     stream: &EVENTS_USER,
     durable: "feed-graph",
-    filter_subjects: &[
-        Followed::SUBJECT,
-        Unfollowed::SUBJECT,
-        Blocked::SUBJECT,
-        Unblocked::SUBJECT,
-        Muted::SUBJECT,
-        Unmuted::SUBJECT,
-        ProfileUpdated::SUBJECT,
-    ],
+    filter_subjects: GraphEvent::SUBJECTS,
     max_deliver: 10,
     backoff: BACKOFF,
     ack_wait: Duration::from_secs(30),
@@ -61,22 +70,16 @@ const POST_BATCHES_IN_FLIGHT: usize = 2;
 pub(crate) async fn spawn(state: Arc<FeedService>, mesh: &Mesh, lifecycle: &Lifecycle) -> anyhow::Result<()> {
     let posts = state.clone();
     let linger = Duration::from_millis(state.config.fanout_linger_ms);
-    mesh.consume_batches(POSTS, POST_BATCH, linger, POST_BATCHES_IN_FLIGHT, lifecycle, move |batch| {
+    mesh.consume_event_batches(POSTS, POST_BATCH, linger, POST_BATCHES_IN_FLIGHT, lifecycle, move |batch| {
         let state = posts.clone();
         async move { state.on_post_events(batch).await }
     })
     .await?;
-    mesh.consume_raw(GRAPH, 8, lifecycle, move |d: Delivery| {
+    mesh.consume_events(GRAPH, 8, lifecycle, move |_, e: Envelope<GraphEvent>| {
         let state = state.clone();
-        async move { state.on_graph_event(d).await }
+        async move { state.on_graph_event(e.data).await }
     })
     .await
-}
-
-fn decode<E: Event>(d: &Delivery) -> Result<E, HandlerError> {
-    serde_json::from_slice::<Envelope<E>>(&d.payload)
-        .map(|e| e.data)
-        .map_err(|e| HandlerError::Permanent(format!("undecodable {}: {e}", d.subject)))
 }
 
 fn transient(e: impl Into<anyhow::Error>) -> HandlerError {
@@ -91,19 +94,17 @@ struct Announced {
 
 impl FeedService {
     /// A batch of post events: new posts first, all at once, then deletions (a post created
-    /// and deleted within one batch ends up deleted). Undecodable events are set aside.
-    async fn on_post_events(&self, batch: Vec<Delivery>) -> Result<Vec<(usize, String)>, HandlerError> {
-        let mut rejected = Vec::new();
+    /// and deleted within one batch ends up deleted).
+    async fn on_post_events(
+        &self,
+        batch: Vec<(usize, Envelope<PostEvent>)>,
+    ) -> Result<Vec<(usize, String)>, HandlerError> {
         let mut created = Vec::new();
         let mut deleted = Vec::new();
-        for (i, d) in batch.iter().enumerate() {
-            let decoded = match d.subject.as_str() {
-                PostCreated::SUBJECT => decode::<PostCreated>(d).map(|e| created.push(e)),
-                PostDeleted::SUBJECT => decode::<PostDeleted>(d).map(|e| deleted.push(e)),
-                _ => Ok(()),
-            };
-            if let Err(e) = decoded {
-                rejected.push((i, e.to_string()));
+        for (_, e) in batch {
+            match e.data {
+                PostEvent::Created(e) => created.push(e),
+                PostEvent::Deleted(e) => deleted.push(e),
             }
         }
         if !created.is_empty() {
@@ -112,7 +113,7 @@ impl FeedService {
         for e in deleted {
             self.retract(e).await?;
         }
-        Ok(rejected)
+        Ok(Vec::new())
     }
 
     /// Announces new posts to their authors' online followers and writes them into the
@@ -250,30 +251,18 @@ impl FeedService {
         }
     }
 
-    async fn on_graph_event(&self, d: Delivery) -> Result<(), HandlerError> {
-        fn one<E: Event + DeserializeOwned>(d: &Delivery) -> Result<E, HandlerError> {
-            decode::<E>(d)
-        }
-        match d.subject.as_str() {
-            Followed::SUBJECT => {
-                let e = one::<Followed>(&d)?;
-                self.reconcile(&e.follower, Some(&e.followee)).await
+    async fn on_graph_event(&self, event: GraphEvent) -> Result<(), HandlerError> {
+        match event {
+            GraphEvent::Followed(e) => self.reconcile(&e.follower, Some(&e.followee)).await,
+            GraphEvent::Unfollowed(e) => self.reconcile(&e.follower, None).await,
+            GraphEvent::Blocked(Blocked { blocker, blocked })
+            | GraphEvent::Unblocked(Unblocked { blocker, blocked }) => {
+                self.reconcile(&blocker, None).await?;
+                self.reconcile(&blocked, None).await
             }
-            Unfollowed::SUBJECT => self.reconcile(&one::<Unfollowed>(&d)?.follower, None).await,
-            Blocked::SUBJECT => {
-                let e = one::<Blocked>(&d)?;
-                self.reconcile(&e.blocker, None).await?;
-                self.reconcile(&e.blocked, None).await
-            }
-            Unblocked::SUBJECT => {
-                let e = one::<Unblocked>(&d)?;
-                self.reconcile(&e.blocker, None).await?;
-                self.reconcile(&e.blocked, None).await
-            }
-            Muted::SUBJECT => self.reconcile(&one::<Muted>(&d)?.muter, None).await,
-            Unmuted::SUBJECT => self.reconcile(&one::<Unmuted>(&d)?.muter, None).await,
-            ProfileUpdated::SUBJECT => self.reconcile(&one::<ProfileUpdated>(&d)?.user_id, None).await,
-            _ => Ok(()),
+            GraphEvent::Muted(e) => self.reconcile(&e.muter, None).await,
+            GraphEvent::Unmuted(e) => self.reconcile(&e.muter, None).await,
+            GraphEvent::ProfileUpdated(e) => self.reconcile(&e.user_id, None).await,
         }
     }
 

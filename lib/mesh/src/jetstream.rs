@@ -14,7 +14,7 @@ use mosaic_api::headers as h;
 use mosaic_api::stream::{
     ConsumerSpec, DEAD_LETTERS, DLQ_REASON, DLQ_STREAM_SEQ, DLQ_SUBJECT, KvSpec, KvStorage, Retention, StreamSpec,
 };
-use mosaic_api::{Envelope, Event};
+use mosaic_api::{Envelope, Event, EventSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +51,15 @@ pub struct Delivery {
     pub payload: Bytes,
     /// 1 on the first delivery.
     pub attempt: i64,
+}
+
+/// Decodes a delivery into set `S`; the error is the reason a message is parked.
+fn decode_set<S: EventSet>(d: &Delivery) -> Result<Envelope<S>, String> {
+    match S::decode(&d.subject, &d.payload) {
+        Ok(Some(e)) => Ok(e),
+        Ok(None) => Err(format!("{} is not one of the events this consumer reads", d.subject)),
+        Err(e) => Err(format!("undecodable {}: {e}", d.subject)),
+    }
 }
 
 impl Mesh {
@@ -199,6 +208,69 @@ impl Mesh {
                     .map_err(|e| HandlerError::Permanent(format!("undecodable {}: {e}", E::SUBJECT)))?;
                 let ctx = Ctx::from_headers(delivery.headers.as_ref()).with_timeout(spec.ack_wait);
                 handler(state, ctx, envelope).await
+            }
+        })
+        .await
+    }
+
+    /// Consumes the events of set `S` (one enum over several event types, see
+    /// [`mosaic_api::event_set!`]): each decoded envelope goes to `handler`, with the
+    /// publisher's context. A message outside the set (the consumer's filter should be the
+    /// set's subjects) or undecodable is parked in the dead-letter stream; the handler's
+    /// result is treated as in [`Mesh::consume`].
+    pub async fn consume_events<S, F, Fut>(
+        &self,
+        spec: ConsumerSpec,
+        concurrency: usize,
+        lifecycle: &Lifecycle,
+        handler: F,
+    ) -> anyhow::Result<()>
+    where
+        S: EventSet,
+        F: Fn(Ctx, Envelope<S>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        self.consume_raw(spec, concurrency, lifecycle, move |d: Delivery| {
+            let work = decode_set::<S>(&d).map(|e| {
+                let ctx = Ctx::from_headers(d.headers.as_ref()).with_timeout(spec.ack_wait);
+                handler(ctx, e)
+            });
+            async move { work.map_err(HandlerError::Permanent)?.await }
+        })
+        .await
+    }
+
+    /// [`Mesh::consume_batches`] over the events of set `S`: the handler gets each batch's
+    /// decoded events with their positions in the batch, and returns the positions it
+    /// rejects. Undecodable messages and messages outside the set are rejected (parked)
+    /// without reaching it.
+    pub async fn consume_event_batches<S, F, Fut>(
+        &self,
+        spec: ConsumerSpec,
+        batch: usize,
+        linger: Duration,
+        in_flight: usize,
+        lifecycle: &Lifecycle,
+        handler: F,
+    ) -> anyhow::Result<()>
+    where
+        S: EventSet,
+        F: Fn(Vec<(usize, Envelope<S>)>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<(usize, String)>, HandlerError>> + Send + 'static,
+    {
+        self.consume_batches(spec, batch, linger, in_flight, lifecycle, move |deliveries: Vec<Delivery>| {
+            let mut events = Vec::with_capacity(deliveries.len());
+            let mut rejected = Vec::new();
+            for (i, d) in deliveries.iter().enumerate() {
+                match decode_set::<S>(d) {
+                    Ok(e) => events.push((i, e)),
+                    Err(reason) => rejected.push((i, reason)),
+                }
+            }
+            let handled = handler(events);
+            async move {
+                rejected.extend(handled.await?);
+                Ok(rejected)
             }
         })
         .await

@@ -21,11 +21,11 @@ pub use config::Config;
 use mosaic_api::messaging::{self as api, SERVICE};
 use mosaic_api::stream::{ConsumerSpec, EVENTS_USER, NOTIFY_JOBS, USER_FRAMES};
 use mosaic_api::user::{Blocked, Unblocked};
-use mosaic_api::{Event as _, UserId};
+use mosaic_api::{Envelope, EventSet as _, UserId};
 use mosaic_mesh::component::{self, Component, Unit};
 use mosaic_mesh::db::{Db, Migration};
 use mosaic_mesh::directory::Directory;
-use mosaic_mesh::jetstream::{Delivery, HandlerError};
+use mosaic_mesh::jetstream::HandlerError;
 use mosaic_mesh::outbox::Outbox;
 use mosaic_mesh::presence::PresenceMirror;
 use mosaic_mesh::{Lifecycle, Mesh, ServiceHandle};
@@ -35,11 +35,15 @@ use std::time::Duration;
 /// The service's schema, applied in order by [`mosaic_mesh::db::migrate`].
 pub const MIGRATIONS: &[Migration] = mosaic_mesh::migrations!("messaging": "0001_init");
 
-/// Block and unblock events, mirrored so a send checks blocks in its own transaction.
+mosaic_api::event_set! {
+    /// Block and unblock events, mirrored so a send checks blocks in its own transaction.
+    enum BlockEvent { Blocked(Blocked), Unblocked(Unblocked) }
+}
+
 const BLOCKS: ConsumerSpec = ConsumerSpec {
     stream: &EVENTS_USER,
     durable: "messaging-blocks",
-    filter_subjects: &[Blocked::SUBJECT, Unblocked::SUBJECT],
+    filter_subjects: BlockEvent::SUBJECTS,
     max_deliver: 10,
     backoff: &[Duration::from_millis(200), Duration::from_secs(1), Duration::from_secs(5), Duration::from_secs(30)],
     ack_wait: Duration::from_secs(30),
@@ -98,9 +102,9 @@ async fn start(unit: Unit) -> anyhow::Result<ServiceHandle> {
         presence,
     });
     let blocks = state.clone();
-    mesh.consume_raw(BLOCKS, 4, &lifecycle, move |d: Delivery| {
+    mesh.consume_events(BLOCKS, 4, &lifecycle, move |_, e: Envelope<BlockEvent>| {
         let state = blocks.clone();
-        async move { state.on_block_event(d).await }
+        async move { state.on_block_event(e.data).await }
     })
     .await?;
     let rpc = unit
@@ -121,17 +125,10 @@ async fn start(unit: Unit) -> anyhow::Result<ServiceHandle> {
 }
 
 impl MessagingService {
-    async fn on_block_event(&self, d: Delivery) -> Result<(), HandlerError> {
-        let (blocker, blocked, on) = match d.subject.as_str() {
-            Blocked::SUBJECT => {
-                let e = decode::<Blocked>(&d)?;
-                (e.blocker, e.blocked, true)
-            }
-            Unblocked::SUBJECT => {
-                let e = decode::<Unblocked>(&d)?;
-                (e.blocker, e.blocked, false)
-            }
-            _ => return Ok(()),
+    async fn on_block_event(&self, event: BlockEvent) -> Result<(), HandlerError> {
+        let (blocker, blocked, on) = match event {
+            BlockEvent::Blocked(e) => (e.blocker, e.blocked, true),
+            BlockEvent::Unblocked(e) => (e.blocker, e.blocked, false),
         };
         store::set_block(&self.db, &blocker, &blocked, on).await.map_err(HandlerError::Transient)
     }
@@ -139,10 +136,4 @@ impl MessagingService {
     pub(crate) fn is_online(&self, user: &UserId) -> bool {
         self.presence.is_online(user)
     }
-}
-
-fn decode<E: mosaic_api::Event>(d: &Delivery) -> Result<E, HandlerError> {
-    serde_json::from_slice::<mosaic_api::Envelope<E>>(&d.payload)
-        .map(|e| e.data)
-        .map_err(|e| HandlerError::Permanent(format!("undecodable {}: {e}", d.subject)))
 }

@@ -16,7 +16,7 @@ use mosaic_api::notification::{Channel, Deliver, DeliveryStatus, NotificationTyp
 use mosaic_api::stream::{ConsumerSpec, DELIVERY_JOBS, EVENTS_POST, EVENTS_USER, NOTIFY_JOBS};
 use mosaic_api::user::{Blocked, Followed, Muted, Relations, RelationsQuery};
 use mosaic_api::ws::ServerFrame;
-use mosaic_api::{Envelope, Event, UserId};
+use mosaic_api::{Envelope, Event as _, EventSet as _, UserId};
 use mosaic_mesh::db::{Checked as _, is_conflict, retry_conflicts};
 use mosaic_mesh::jetstream::{Delivery, HandlerError};
 use mosaic_mesh::outbox::Staged;
@@ -29,7 +29,18 @@ use surrealdb::types::RecordId;
 const BACKOFF: &[Duration] =
     &[Duration::from_millis(200), Duration::from_secs(1), Duration::from_secs(5), Duration::from_secs(30)];
 
-/// Notification jobs queued by other services.
+mosaic_api::event_set! {
+    /// Notification jobs queued by other services.
+    enum Job { Interaction(NotifyUser), Message(NotifyMessage), Email(SendEmail) }
+}
+
+mosaic_api::event_set! {
+    /// Follows notify; blocks and mutes take the other side's entries out of the inbox.
+    enum GraphEvent { Followed(Followed), Blocked(Blocked), Muted(Muted) }
+}
+
+/// Notification jobs queued by other services; with no filter, a job of an unknown kind is
+/// parked rather than left in the queue.
 const JOBS: ConsumerSpec = ConsumerSpec {
     stream: &NOTIFY_JOBS,
     durable: "notification-intake",
@@ -40,11 +51,10 @@ const JOBS: ConsumerSpec = ConsumerSpec {
     max_ack_pending: 512,
 };
 
-/// Follows notify; blocks and mutes take the other side's entries out of the inbox.
 const GRAPH: ConsumerSpec = ConsumerSpec {
     stream: &EVENTS_USER,
     durable: "notification-graph",
-    filter_subjects: &[Followed::SUBJECT, Blocked::SUBJECT, Muted::SUBJECT],
+    filter_subjects: GraphEvent::SUBJECTS,
     max_deliver: 10,
     backoff: BACKOFF,
     ack_wait: Duration::from_secs(30),
@@ -65,21 +75,19 @@ const MENTIONS: ConsumerSpec = ConsumerSpec {
 /// Starts the consumers that take notifications in, and the delivery workers.
 pub(crate) async fn spawn(state: Arc<NotificationService>, mesh: &Mesh, lifecycle: &Lifecycle) -> anyhow::Result<()> {
     let jobs = state.clone();
-    mesh.consume_raw(JOBS, 16, lifecycle, move |d: Delivery| {
+    mesh.consume_events(JOBS, 16, lifecycle, move |_, e: Envelope<Job>| {
         let state = jobs.clone();
-        async move { state.on_job(d).await }
+        async move { state.on_job(e).await }
     })
     .await?;
     let graph = state.clone();
-    mesh.consume_raw(GRAPH, 8, lifecycle, move |d: Delivery| {
+    mesh.consume_events(GRAPH, 8, lifecycle, move |_, e: Envelope<GraphEvent>| {
         let state = graph.clone();
-        async move { state.on_graph(d).await }
+        async move { state.on_graph(e).await }
     })
     .await?;
-    let mentions = state.clone();
-    mesh.consume_raw(MENTIONS, 8, lifecycle, move |d: Delivery| {
-        let state = mentions.clone();
-        async move { state.on_mention(d).await }
+    mesh.consume::<PostMentioned, _, _, _>(MENTIONS, 8, state.clone(), lifecycle, |state, _, e| async move {
+        state.on_mention(e).await
     })
     .await?;
     let spec = ConsumerSpec {
@@ -97,11 +105,6 @@ pub(crate) async fn spawn(state: Arc<NotificationService>, mesh: &Mesh, lifecycl
         async move { state.on_delivery(d, spec.max_deliver).await }
     })
     .await
-}
-
-fn decode<E: Event>(d: &Delivery) -> Result<Envelope<E>, HandlerError> {
-    serde_json::from_slice::<Envelope<E>>(&d.payload)
-        .map_err(|e| HandlerError::Permanent(format!("undecodable {}: {e}", d.subject)))
 }
 
 fn transient(e: impl Into<anyhow::Error>) -> HandlerError {
@@ -154,93 +157,76 @@ impl Incoming {
 }
 
 impl NotificationService {
-    async fn on_job(&self, d: Delivery) -> Result<(), HandlerError> {
-        let incoming = match d.subject.as_str() {
-            NotifyUser::SUBJECT => {
-                let e = decode::<NotifyUser>(&d)?;
-                let kind = match e.data.kind {
+    async fn on_job(&self, job: Envelope<Job>) -> Result<(), HandlerError> {
+        let (id, at) = (job.id, job.at);
+        let incoming = match job.data {
+            Job::Interaction(e) => {
+                let kind = match e.kind {
                     NotificationKind::Like => NotificationType::Like,
                     NotificationKind::Comment | NotificationKind::Reply => NotificationType::Comment,
                     NotificationKind::Mention => NotificationType::Mention,
                 };
-                let post = e.data.post_id.to_string();
-                let mut inc = Incoming::about(e.id.to_string(), e.at, e.data.recipient, kind, e.data.actor);
+                let post = e.post_id.to_string();
+                let mut inc = Incoming::about(id.to_string(), at, e.recipient, kind, e.actor);
                 inc.group = match kind {
                     // Every mention is its own entry: each points somewhere else.
-                    NotificationType::Mention => {
-                        e.data.comment_id.as_ref().map(|c| c.to_string()).unwrap_or(post.clone())
-                    }
+                    NotificationType::Mention => e.comment_id.as_ref().map(|c| c.to_string()).unwrap_or(post.clone()),
                     _ => post.clone(),
                 };
                 inc.subject_id = post.clone();
                 inc.post_id = Some(post);
-                inc.comment_id = e.data.comment_id.map(|c| c.to_string());
+                inc.comment_id = e.comment_id.map(|c| c.to_string());
                 inc
             }
-            NotifyMessage::SUBJECT => {
-                let e = decode::<NotifyMessage>(&d)?;
-                let conversation = e.data.conversation_id.to_string();
-                let mut inc =
-                    Incoming::about(e.id.to_string(), e.at, e.data.recipient, NotificationType::Message, e.data.actor);
+            Job::Message(e) => {
+                let conversation = e.conversation_id.to_string();
+                let mut inc = Incoming::about(id.to_string(), at, e.recipient, NotificationType::Message, e.actor);
                 inc.group = conversation.clone();
                 inc.subject_id = conversation.clone();
                 inc.conversation_id = Some(conversation);
-                inc.preview = Some(e.data.preview);
+                inc.preview = Some(e.preview);
                 inc
             }
-            SendEmail::SUBJECT => {
-                let e = decode::<SendEmail>(&d)?;
-                Incoming {
-                    job: e.id.to_string(),
-                    at: e.at,
-                    recipient: e.data.recipient.clone(),
-                    kind: e.data.kind,
-                    actor: None,
-                    subject_id: e.data.subject_id.clone(),
-                    group: format!("email-{}", e.id),
-                    post_id: None,
-                    comment_id: None,
-                    conversation_id: None,
-                    preview: None,
-                    text: e.data.inbox_text.clone(),
-                    in_app: e.data.inbox_text.is_some(),
-                    email: Some(e.data),
-                }
-            }
-            other => return Err(HandlerError::Permanent(format!("no notification job on {other}"))),
+            Job::Email(e) => Incoming {
+                job: id.to_string(),
+                at,
+                recipient: e.recipient.clone(),
+                kind: e.kind,
+                actor: None,
+                subject_id: e.subject_id.clone(),
+                group: format!("email-{id}"),
+                post_id: None,
+                comment_id: None,
+                conversation_id: None,
+                preview: None,
+                text: e.inbox_text.clone(),
+                in_app: e.inbox_text.is_some(),
+                email: Some(e),
+            },
         };
         self.accept(incoming).await
     }
 
-    async fn on_graph(&self, d: Delivery) -> Result<(), HandlerError> {
-        match d.subject.as_str() {
-            Followed::SUBJECT => {
-                let e = decode::<Followed>(&d)?;
+    async fn on_graph(&self, event: Envelope<GraphEvent>) -> Result<(), HandlerError> {
+        match event.data {
+            GraphEvent::Followed(e) => {
                 let mut inc = Incoming::about(
-                    e.id.to_string(),
-                    e.at,
-                    e.data.followee,
+                    event.id.to_string(),
+                    event.at,
+                    e.followee,
                     NotificationType::Follow,
-                    e.data.follower.clone(),
+                    e.follower.clone(),
                 );
                 inc.group = "followers".into();
-                inc.subject_id = e.data.follower.to_string();
+                inc.subject_id = e.follower.to_string();
                 self.accept(inc).await
             }
-            Blocked::SUBJECT => {
-                let e = decode::<Blocked>(&d)?.data;
-                self.forget_actor(&e.blocker, &e.blocked).await.map_err(transient)
-            }
-            Muted::SUBJECT => {
-                let e = decode::<Muted>(&d)?.data;
-                self.forget_actor(&e.muter, &e.muted).await.map_err(transient)
-            }
-            _ => Ok(()),
+            GraphEvent::Blocked(e) => self.forget_actor(&e.blocker, &e.blocked).await.map_err(transient),
+            GraphEvent::Muted(e) => self.forget_actor(&e.muter, &e.muted).await.map_err(transient),
         }
     }
 
-    async fn on_mention(&self, d: Delivery) -> Result<(), HandlerError> {
-        let e = decode::<PostMentioned>(&d)?;
+    async fn on_mention(&self, e: Envelope<PostMentioned>) -> Result<(), HandlerError> {
         let post = e.data.post_id.to_string();
         let mut inc =
             Incoming::about(e.id.to_string(), e.at, e.data.mentioned, NotificationType::Mention, e.data.author);

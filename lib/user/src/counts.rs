@@ -8,18 +8,23 @@ use crate::UserService;
 use crate::store::user_rid;
 use mosaic_api::content::{PostCreated, PostDeleted};
 use mosaic_api::stream::{ConsumerSpec, EVENTS_POST};
-use mosaic_api::{Envelope, Event, Id, PostId, UserId};
+use mosaic_api::{Envelope, EventSet as _, Id};
 use mosaic_mesh::db::{Checked as _, retry_conflicts};
-use mosaic_mesh::jetstream::{Delivery, HandlerError};
+use mosaic_mesh::jetstream::HandlerError;
 use mosaic_mesh::{Lifecycle, Mesh};
 use std::sync::Arc;
 use std::time::Duration;
 use surrealdb::types::{RecordId, SurrealValue};
 
+mosaic_api::event_set! {
+    /// The events that move a profile's post count.
+    enum PostEvent { Created(PostCreated), Deleted(PostDeleted) }
+}
+
 const POST_COUNTS: ConsumerSpec = ConsumerSpec {
     stream: &EVENTS_POST,
     durable: "user-post-counts",
-    filter_subjects: &[PostCreated::SUBJECT, PostDeleted::SUBJECT],
+    filter_subjects: PostEvent::SUBJECTS,
     max_deliver: 10,
     backoff: &[Duration::from_millis(200), Duration::from_secs(1), Duration::from_secs(5), Duration::from_secs(30)],
     ack_wait: Duration::from_secs(30),
@@ -34,7 +39,7 @@ const LINGER: Duration = Duration::from_millis(50);
 
 pub(crate) async fn spawn(state: Arc<UserService>, mesh: &Mesh, lifecycle: &Lifecycle) -> anyhow::Result<()> {
     // One batch at a time: batches never race each other for the same profile rows.
-    mesh.consume_batches(POST_COUNTS, BATCH, LINGER, 1, lifecycle, move |batch: Vec<Delivery>| {
+    mesh.consume_event_batches(POST_COUNTS, BATCH, LINGER, 1, lifecycle, move |batch| {
         let state = state.clone();
         async move { state.count_posts(batch).await }
     })
@@ -51,20 +56,23 @@ struct Counted {
 }
 
 impl UserService {
-    /// Counts a batch in one transaction, in delivery order; undecodable events are rejected
-    /// (and parked) without holding the rest back.
-    async fn count_posts(&self, batch: Vec<Delivery>) -> Result<Vec<(usize, String)>, HandlerError> {
-        let mut events = Vec::with_capacity(batch.len());
-        let mut rejected = Vec::new();
-        for (i, delivery) in batch.iter().enumerate() {
-            match decode(delivery) {
-                Ok(Some(e)) => events.push(e),
-                Ok(None) => {}
-                Err(reason) => rejected.push((i, reason)),
-            }
-        }
+    /// Counts a batch in one transaction, in delivery order.
+    async fn count_posts(
+        &self,
+        batch: Vec<(usize, Envelope<PostEvent>)>,
+    ) -> Result<Vec<(usize, String)>, HandlerError> {
+        let events: Vec<Counted> = batch
+            .into_iter()
+            .map(|(_, e)| {
+                let (post, author, created) = match e.data {
+                    PostEvent::Created(e) => (e.post_id, e.author, true),
+                    PostEvent::Deleted(e) => (e.post_id, e.author, false),
+                };
+                Counted { post: RecordId::new("counted_post", post.as_str()), user: user_rid(&author), created }
+            })
+            .collect();
         if events.is_empty() {
-            return Ok(rejected);
+            return Ok(Vec::new());
         }
         retry_conflicts(|| async {
             self.db
@@ -89,23 +97,6 @@ impl UserService {
         })
         .await
         .map_err(|e| HandlerError::Transient(anyhow::Error::new(e).context("counting posts")))?;
-        Ok(rejected)
+        Ok(Vec::new())
     }
-}
-
-/// The counting of one delivery; `None` for subjects this consumer does not count.
-fn decode(delivery: &Delivery) -> Result<Option<Counted>, String> {
-    let bad = |e: serde_json::Error| format!("undecodable {}: {e}", delivery.subject);
-    let (post, author, created): (PostId, UserId, bool) = match delivery.subject.as_str() {
-        PostCreated::SUBJECT => {
-            let e: Envelope<PostCreated> = serde_json::from_slice(&delivery.payload).map_err(bad)?;
-            (e.data.post_id, e.data.author, true)
-        }
-        PostDeleted::SUBJECT => {
-            let e: Envelope<PostDeleted> = serde_json::from_slice(&delivery.payload).map_err(bad)?;
-            (e.data.post_id, e.data.author, false)
-        }
-        _ => return Ok(None),
-    };
-    Ok(Some(Counted { post: RecordId::new("counted_post", post.as_str()), user: user_rid(&author), created }))
 }
