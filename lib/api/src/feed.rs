@@ -31,6 +31,10 @@ pub struct FeedQuery {
 crate::endpoint! {
     /// The caller's home feed.
     pub GetFeed => "feed" . "home" : FeedQuery => Page<Post>;
+    /// The order of a ranked listing, from the feed instance that ranked it: an instance
+    /// endpoint (`mosaic.feed.v1.ranked_order.<instance>`, see `mosaic_mesh::instance`),
+    /// as only that instance keeps its listings.
+    pub GetRankedOrder => "feed" . "ranked_order" : RankedOrderQuery => RankedOrder;
 }
 
 /// Told to every feed instance after one wrote cached feeds, so the others stop serving
@@ -46,7 +50,7 @@ impl crate::event::Broadcast for FeedsWritten {
     const SUBJECT: &'static str = "mosaic.feed.v1.feeds_written";
 }
 
-/// Asks the feed instance that ranked a listing for its order (see [`ranked_order_subject`]).
+/// Asks the feed instance that ranked a listing for its order (see [`GetRankedOrder`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RankedOrderQuery {
     /// Only the viewer's own listings are answered.
@@ -58,10 +62,4 @@ pub struct RankedOrderQuery {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RankedOrder {
     pub posts: Vec<crate::PostId>,
-}
-
-/// Where one feed instance (named in ranked cursors) answers [`RankedOrderQuery`]: its own
-/// subject, no queue group, as only that instance keeps its listings.
-pub fn ranked_order_subject(instance: &str) -> String {
-    format!("mosaic.feed.v1.ranked_order.{instance}")
 }

@@ -78,9 +78,34 @@ impl TimeCursor {
     }
 }
 
+/// How many rows a page of `limit` fetches: one more, so [`cut`] can tell whether another
+/// page follows without a count.
+pub fn fetch_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1
+}
+
+/// Cuts rows fetched with [`fetch_limit`] to one page: when there was a row past the page,
+/// the next cursor is `cursor` of the page's last row.
+pub fn cut<T>(mut rows: Vec<T>, limit: usize, cursor: impl FnOnce(&T) -> String) -> (Vec<T>, Option<String>) {
+    if rows.len() <= limit {
+        return (rows, None);
+    }
+    rows.truncate(limit);
+    let next = rows.last().map(cursor);
+    (rows, next)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_page_is_cut_at_its_limit_and_points_past_its_last_row() {
+        assert_eq!(fetch_limit(20), 21);
+        assert_eq!(cut(vec![1, 2, 3], 2, |r| r.to_string()), (vec![1, 2], Some("2".to_owned())));
+        assert_eq!(cut(vec![1, 2], 2, |r| r.to_string()), (vec![1, 2], None));
+        assert_eq!(cut(Vec::<u8>::new(), 0, |r| r.to_string()), (vec![], None));
+    }
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {

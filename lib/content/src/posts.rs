@@ -225,10 +225,9 @@ impl ContentService {
         let limit = req.page.limit() as usize;
         if req.page.cursor.is_none() && limit <= TIMELINE_HEAD {
             let head = self.timeline_head(&req.user_id).await?;
-            let next_cursor = (head.len() > limit)
-                .then(|| &head[limit - 1])
-                .map(|p| TimeCursor::new(p.created_at, p.key.as_str()).encode());
-            let rows = head.iter().take(limit).cloned().collect();
+            let head = head.iter().take(limit + 1).cloned().collect();
+            let (rows, next_cursor) =
+                mosaic_api::page::cut(head, limit, |p| TimeCursor::new(p.created_at, p.key.as_str()).encode());
             return Ok(Page { items: self.hydrate(&ctx, rows).await?, next_cursor });
         }
         let cursor = req.page.cursor.as_deref().map(TimeCursor::decode).transpose()?.map(|c| (c.at, c.key));
@@ -247,16 +246,12 @@ impl ContentService {
             .bind(("author", req.user_id.to_string()))
             .bind(("at", at))
             .bind(("after_id", after_id))
-            .bind(("limit", (limit + 1) as i64))
+            .bind(("limit", mosaic_api::page::fetch_limit(limit)))
             .await
             .context("reading timeline")?;
-        let mut rows: Vec<PostRow> = res.take(0).context("reading timeline")?;
-        let next_cursor = if rows.len() > limit {
-            rows.truncate(limit);
-            rows.last().map(|p| TimeCursor::new(p.created_at, p.key.as_str()).encode())
-        } else {
-            None
-        };
+        let rows: Vec<PostRow> = res.take(0).context("reading timeline")?;
+        let (rows, next_cursor) =
+            mosaic_api::page::cut(rows, limit, |p| TimeCursor::new(p.created_at, p.key.as_str()).encode());
         Ok(Page { items: self.hydrate(&ctx, rows).await?, next_cursor })
     }
 

@@ -86,11 +86,11 @@ impl FeedService {
             })
             .take(limit + 1)
             .collect();
-        let page: Vec<PostId> = after.iter().take(limit).map(|e| e.post.clone()).collect();
-        let next_cursor = (after.len() > limit)
-            .then(|| after[limit - 1])
-            .and_then(|e| chrono::DateTime::from_timestamp_millis(e.created_ms).map(|at| (at, e)))
-            .map(|(at, e)| TimeCursor::new(at, e.post.as_str()).encode());
+        let (after, next_cursor) = mosaic_api::page::cut(after, limit, |e| {
+            let at = chrono::DateTime::from_timestamp_millis(e.created_ms).unwrap_or_default();
+            TimeCursor::new(at, e.post.as_str()).encode()
+        });
+        let page: Vec<PostId> = after.iter().map(|e| e.post.clone()).collect();
         let counts = self.counts(ctx, &page).await?;
         Ok(Page { items: self.hydrate(ctx, &page, &counts).await?, next_cursor })
     }
@@ -105,7 +105,7 @@ impl FeedService {
         let cursor = cursor.map(RankCursor::decode).transpose()?;
         if let Some(c) = &cursor
             && let Some(maker) = &c.maker
-            && let Some(order) = self.listings.order(&self.mesh, viewer, &c.snapshot, maker).await
+            && let Some(order) = self.listings.order(&self.mesh, ctx, viewer, &c.snapshot, maker).await
         {
             let page: Vec<PostId> = order.iter().skip(c.offset).take(limit).cloned().collect();
             let next_cursor =

@@ -167,16 +167,12 @@ impl InteractionService {
             .bind(("post", req.post_id.to_string()))
             .bind(("at", cursor.at))
             .bind(("after_key", cursor.key))
-            .bind(("limit", (limit + 1) as i64))
+            .bind(("limit", mosaic_api::page::fetch_limit(limit)))
             .await
             .context("listing likes")?;
-        let mut rows: Vec<LikeRow> = res.take(0).context("listing likes")?;
-        let next_cursor = if rows.len() > limit {
-            rows.truncate(limit);
-            rows.last().map(|r| TimeCursor::new(r.created_at, r.user.clone()).encode())
-        } else {
-            None
-        };
+        let rows: Vec<LikeRow> = res.take(0).context("listing likes")?;
+        let (rows, next_cursor) =
+            mosaic_api::page::cut(rows, limit, |r| TimeCursor::new(r.created_at, r.user.clone()).encode());
         let ids: Vec<UserId> = rows.iter().map(|r| UserId::from_trusted(r.user.clone())).collect();
         let mut profiles: HashMap<UserId, Profile> = self
             .mesh
@@ -334,16 +330,12 @@ impl InteractionService {
             .bind(("post", req.post_id.to_string()))
             .bind(("at", cursor.at))
             .bind(("after_key", cursor.key))
-            .bind(("limit", (limit + 1) as i64))
+            .bind(("limit", mosaic_api::page::fetch_limit(limit)))
             .await
             .context("listing comments")?;
-        let mut rows: Vec<CommentRow> = res.take(0).context("listing comments")?;
-        let next_cursor = if rows.len() > limit {
-            rows.truncate(limit);
-            rows.last().map(|r| TimeCursor::new(r.created_at, r.key.clone()).encode())
-        } else {
-            None
-        };
+        let rows: Vec<CommentRow> = res.take(0).context("listing comments")?;
+        let (rows, next_cursor) =
+            mosaic_api::page::cut(rows, limit, |r| TimeCursor::new(r.created_at, r.key.clone()).encode());
         let ids: Vec<UserId> = rows.iter().map(|r| UserId::from_trusted(r.author.clone())).collect();
         let authors = self.authors(&ctx, &ids).await?;
         let items = rows

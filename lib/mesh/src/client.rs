@@ -167,6 +167,18 @@ impl Mesh {
     /// Sends the request, retrying while nobody answers yet; returns the reply if it is not
     /// an error.
     async fn request<E: Endpoint>(&self, ctx: &Ctx, req: &E::Request) -> Result<async_nats::Message, CallError> {
+        self.request_on(E::SUBJECT, ctx, req, true).await
+    }
+
+    /// Sends `req` on `subject` within `ctx`'s deadline; while nobody answers, retries when
+    /// `wait_for_responders` (a restarting service), fails at once otherwise.
+    pub(crate) async fn request_on(
+        &self,
+        subject: &str,
+        ctx: &Ctx,
+        req: &impl Serialize,
+        wait_for_responders: bool,
+    ) -> Result<async_nats::Message, CallError> {
         let body = Bytes::from(serde_json::to_vec(req)?);
         let headers = ctx.to_headers();
         let mut backoff = Duration::from_millis(20);
@@ -177,10 +189,10 @@ impl Mesh {
             }
             let request =
                 async_nats::Request::new().payload(body.clone()).headers(headers.clone()).timeout(Some(remaining));
-            match self.inner.client.send_request(E::SUBJECT, request).await {
+            match self.inner.client.send_request(subject.to_owned(), request).await {
                 Ok(msg) => return check_reply(msg),
                 Err(e) if e.kind() == RequestErrorKind::NoResponders => {
-                    if ctx.remaining() <= backoff * 2 {
+                    if !wait_for_responders || ctx.remaining() <= backoff * 2 {
                         return Err(CallError::NoResponders);
                     }
                     tokio::time::sleep(backoff).await;
@@ -255,7 +267,7 @@ async fn connect_client(config: &NatsConfig, name: &str) -> anyhow::Result<Clien
         .with_context(|| format!("connecting to NATS at {} (setting nats.url)", config.url))
 }
 
-fn check_reply(msg: async_nats::Message) -> Result<async_nats::Message, CallError> {
+pub(crate) fn check_reply(msg: async_nats::Message) -> Result<async_nats::Message, CallError> {
     if let Some(headers) = &msg.headers
         && let Some(status) = headers.get(h::NATS_SERVICE_ERROR_CODE)
     {

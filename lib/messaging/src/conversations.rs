@@ -140,16 +140,12 @@ impl MessagingService {
             .bind(("me", me.to_string()))
             .bind(("at", cursor.at))
             .bind(("after_key", cursor.key))
-            .bind(("limit", (limit + 1) as i64))
+            .bind(("limit", mosaic_api::page::fetch_limit(limit)))
             .await
             .context("listing conversations")?;
-        let mut mine: Vec<MemberRow> = res.take(0).context("listing conversations")?;
-        let next_cursor = if mine.len() > limit {
-            mine.truncate(limit);
-            mine.last().map(|m| TimeCursor::new(m.activity_at, m.conversation.clone()).encode())
-        } else {
-            None
-        };
+        let mine: Vec<MemberRow> = res.take(0).context("listing conversations")?;
+        let (mine, next_cursor) =
+            mosaic_api::page::cut(mine, limit, |m| TimeCursor::new(m.activity_at, m.conversation.clone()).encode());
         let ids: Vec<ConversationId> =
             mine.iter().map(|m| ConversationId::from_trusted(m.conversation.clone())).collect();
         let loaded = store::load_many(&self.db, &ids).await?;

@@ -290,16 +290,11 @@ impl MessagingService {
             ))
             .bind(("cid", req.conversation_id.to_string()))
             .bind(("before", before.unwrap_or(i64::MAX)))
-            .bind(("limit", (limit + 1) as i64))
+            .bind(("limit", mosaic_api::page::fetch_limit(limit)))
             .await
             .context("reading history")?;
-        let mut rows: Vec<MessageRow> = res.take(0).context("reading history")?;
-        let next_cursor = if rows.len() > limit {
-            rows.truncate(limit);
-            rows.last().map(|r| encode_seq_cursor(r.seq))
-        } else {
-            None
-        };
+        let rows: Vec<MessageRow> = res.take(0).context("reading history")?;
+        let (rows, next_cursor) = mosaic_api::page::cut(rows, limit, |r| encode_seq_cursor(r.seq));
         let senders: Vec<UserId> = rows.iter().map(|r| UserId::from_trusted(r.sender.clone())).collect();
         let authors = self.directory.authors(&ctx, &senders).await?;
         Ok(Page { items: rows.iter().map(|r| r.message(&authors)).collect(), next_cursor })

@@ -56,16 +56,12 @@ impl NotificationService {
             .bind(("me", me.to_string()))
             .bind(("at", cursor.at))
             .bind(("after_key", cursor.key))
-            .bind(("limit", (limit + 1) as i64))
+            .bind(("limit", mosaic_api::page::fetch_limit(limit)))
             .await
             .context("reading the inbox")?;
-        let mut rows: Vec<NotificationRow> = res.take(0).context("reading the inbox")?;
-        let next_cursor = if rows.len() > limit {
-            rows.truncate(limit);
-            rows.last().map(|r| TimeCursor::new(r.updated_at, r.key.clone()).encode())
-        } else {
-            None
-        };
+        let rows: Vec<NotificationRow> = res.take(0).context("reading the inbox")?;
+        let (rows, next_cursor) =
+            mosaic_api::page::cut(rows, limit, |r| TimeCursor::new(r.updated_at, r.key.clone()).encode());
         let people: Vec<UserId> = rows.iter().flat_map(|r| r.actor_ids()).collect();
         let authors = self.directory.authors(&ctx, &people).await?;
         Ok(Page { items: rows.iter().map(|r| r.wire(&authors)).collect(), next_cursor })

@@ -173,16 +173,12 @@ impl UserService {
             .bind(("uid", user_rid(&req.user_id)))
             .bind(("at", at))
             .bind(("other_id", other_id))
-            .bind(("limit", (limit + 1) as i64))
+            .bind(("limit", mosaic_api::page::fetch_limit(limit)))
             .await
             .context("listing graph")?;
-        let mut edges: Vec<Edge> = res.take(0).context("listing graph")?;
-        let next_cursor = if edges.len() > limit {
-            edges.truncate(limit);
-            edges.last().map(|e| TimeCursor::new(e.created_at, e.other.as_str()).encode())
-        } else {
-            None
-        };
+        let edges: Vec<Edge> = res.take(0).context("listing graph")?;
+        let (edges, next_cursor) =
+            mosaic_api::page::cut(edges, limit, |e| TimeCursor::new(e.created_at, e.other.as_str()).encode());
         let ids: Vec<UserId> = edges.iter().map(|e| UserId::from_trusted(e.other.clone())).collect();
         let profiles = store::users_by_ids(&self.db, &ids).await?;
         Ok(Page { items: profiles.iter().filter(|u| !u.suspended).map(|u| u.profile()).collect(), next_cursor })
