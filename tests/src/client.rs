@@ -1,6 +1,13 @@
 //! An HTTP client that behaves like a client app, with helpers for common steps.
+//!
+//! The end-to-end suite and the load generators (`mosaic-bench`) share it. Tests use the
+//! asserting helpers (`send`, `signup`, `create_post`, …), which panic on anything unexpected;
+//! the load generators use the request builders (`*_request`, `post_body`) and the
+//! non-panicking readers (`try_read`, [`Reply::check_status`], [`Reply::session`]),
+//! so a setup step can be retried or fail with an error instead of a panic.
 
-use reqwest::{Method, StatusCode};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::Serialize;
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -57,6 +64,57 @@ impl Reply {
         assert_eq!(self.status.as_u16(), status, "unexpected status; body: {}", self.text);
         self
     }
+
+    /// The reply if its status is `status`; otherwise an error naming `what`, the status and
+    /// the start of the body (the problem+json detail). [`Reply::assert_status`] without the
+    /// panic.
+    pub fn check_status(&self, status: u16, what: &str) -> anyhow::Result<&Self> {
+        if self.status.as_u16() == status {
+            return Ok(self);
+        }
+        anyhow::bail!(
+            "{what}: expected {status}, got {}: {}",
+            self.status,
+            self.text.chars().take(400).collect::<String>()
+        )
+    }
+
+    /// The body as `T`.
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> serde_json::Result<T> {
+        serde_json::from_str(&self.text)
+    }
+
+    /// The session an AuthReply (signup, login, refresh) hands out.
+    pub fn session(&self) -> anyhow::Result<Session> {
+        #[derive(serde::Deserialize)]
+        struct Wire {
+            user: WireUser,
+            access_token: String,
+            refresh_token: String,
+            expires_in: u64,
+        }
+        #[derive(serde::Deserialize)]
+        struct WireUser {
+            id: String,
+        }
+        let wire: Wire = self.parse().map_err(|e| anyhow::anyhow!("not an AuthReply ({e}): {}", self.text))?;
+        Ok(Session {
+            user_id: wire.user.id,
+            access_token: wire.access_token,
+            refresh_token: wire.refresh_token,
+            expires_in: wire.expires_in,
+        })
+    }
+}
+
+/// A session as an AuthReply describes it.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub user_id: String,
+    pub access_token: String,
+    pub refresh_token: String,
+    /// Seconds the access token lasts from when it was issued.
+    pub expires_in: u64,
 }
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -72,6 +130,12 @@ impl Client {
         Self { http: reqwest::Client::builder().build().expect("client"), base }
     }
 
+    /// A client for the edge at `base` over `http` (a client built with its own timeouts and
+    /// connection pool, as a load generator wants).
+    pub fn with_http(base: String, http: reqwest::Client) -> Self {
+        Self { http, base }
+    }
+
     /// The edge's base URL.
     pub fn base(&self) -> &str {
         &self.base
@@ -82,12 +146,23 @@ impl Client {
         &self.http
     }
 
+    /// The absolute URL of `path` (which starts with `/`).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A request to `path` with an optional bearer token, not yet sent.
+    pub fn request(&self, method: Method, path: &str, token: Option<&str>) -> RequestBuilder {
+        let req = self.http.request(method, self.url(path));
+        match token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
     /// Sends a request with an optional bearer token and JSON body.
     pub async fn send(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
+        let mut req = self.request(method, path, token);
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -96,11 +171,61 @@ impl Client {
 
     /// Reads a response into a [`Reply`].
     pub async fn read(res: reqwest::Response) -> Reply {
+        Self::try_read(res).await.expect("body read")
+    }
+
+    /// [`Client::read`] without the panic: a body that cannot be read is an error.
+    pub async fn try_read(res: reqwest::Response) -> reqwest::Result<Reply> {
         let status = res.status();
         let headers = res.headers().clone();
-        let text = res.text().await.expect("body read");
+        let text = res.text().await?;
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply { status, headers, body, text }
+        Ok(Reply { status, headers, body, text })
+    }
+
+    /// `POST /v1/auth/signup`, not yet sent.
+    pub fn signup_request(&self, username: &str, email: &str, password: &str) -> RequestBuilder {
+        self.request(Method::POST, "/v1/auth/signup", None).json(&json!({
+            "username": username,
+            "email": email,
+            "password": password,
+        }))
+    }
+
+    /// `POST /v1/auth/refresh`, not yet sent.
+    pub fn refresh_request(&self, refresh_token: &str) -> RequestBuilder {
+        self.request(Method::POST, "/v1/auth/refresh", None).json(&json!({ "refresh_token": refresh_token }))
+    }
+
+    /// `PUT /v1/users/{user_id}/follow`, not yet sent.
+    pub fn follow_request(&self, token: &str, user_id: &str) -> RequestBuilder {
+        self.request(Method::PUT, &format!("/v1/users/{user_id}/follow"), Some(token))
+    }
+
+    /// `POST /v1/media` of raw bytes as `content_type`, not yet sent.
+    pub fn upload_request(&self, token: &str, content_type: &str, bytes: impl Into<reqwest::Body>) -> RequestBuilder {
+        self.request(Method::POST, "/v1/media", Some(token)).header("content-type", content_type).body(bytes)
+    }
+
+    /// `GET /v1/media/{id}`, not yet sent.
+    pub fn media_request(&self, token: &str, id: &str) -> RequestBuilder {
+        self.request(Method::GET, &format!("/v1/media/{id}"), Some(token))
+    }
+
+    /// The body of `POST /v1/posts`.
+    pub fn post_body(caption: &str, media_ids: &[impl Serialize], tags: &[&str]) -> Value {
+        json!({"caption": caption, "media_ids": media_ids, "tags": tags})
+    }
+
+    /// `POST /v1/posts`, not yet sent.
+    pub fn post_request(
+        &self,
+        token: &str,
+        caption: &str,
+        media_ids: &[impl Serialize],
+        tags: &[&str],
+    ) -> RequestBuilder {
+        self.request(Method::POST, "/v1/posts", Some(token)).json(&Self::post_body(caption, media_ids, tags))
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Reply {
@@ -121,15 +246,7 @@ impl Client {
 
     /// Uploads raw bytes as `content_type`.
     pub async fn upload(&self, token: &str, content_type: &str, bytes: Vec<u8>) -> Reply {
-        let res = self
-            .http
-            .post(format!("{}/v1/media", self.base))
-            .bearer_auth(token)
-            .header("content-type", content_type)
-            .body(bytes)
-            .send()
-            .await
-            .expect("upload sent");
+        let res = self.upload_request(token, content_type, bytes).send().await.expect("upload sent");
         Self::read(res).await
     }
 
@@ -180,9 +297,7 @@ impl Client {
         let mut png = std::io::Cursor::new(Vec::new());
         img.write_to(&mut png, image::ImageFormat::Png).expect("encode png");
         let media = self.upload_ready(token, "image/png", png.into_inner()).await;
-        let reply = self
-            .post("/v1/posts", Some(token), json!({"caption": caption, "media_ids": [media["id"]], "tags": tags}))
-            .await;
+        let reply = self.post("/v1/posts", Some(token), Self::post_body(caption, &[&media["id"]], tags)).await;
         reply.assert_status(201);
         reply.body
     }
@@ -196,9 +311,8 @@ impl Client {
     pub async fn signup_exact(&self, username: &str) -> TestUser {
         let email = format!("{username}@example.com");
         let password = format!("horse battery staple {}", unique());
-        let reply = self
-            .post("/v1/auth/signup", None, json!({"username": username, "email": email, "password": password}))
-            .await;
+        let res = self.signup_request(username, &email, &password).send().await.expect("request sent");
+        let reply = Self::read(res).await;
         reply.assert_status(201);
         TestUser {
             id: reply.body["user"]["id"].as_str().expect("id").to_owned(),

@@ -6,6 +6,8 @@
 
 use mosaic_mesh::Component;
 
+pub mod nats;
+
 /// Every component, in the order they start: services first (user before the services
 /// that ask it for profiles), the edge last, so it takes clients only once everything
 /// behind it answers. They stop in the reverse order.

@@ -4,20 +4,13 @@
 //!   (a child `nats-server` when none answers, SurrealDB files under the data directory).
 //! * `mosaic serve <service>` runs one component, as the per-service binaries do.
 //! * `mosaic migrate` applies database migrations and exits.
-//! * `mosaic bench …` measures the mesh, the edge, the media pipeline, and a running
-//!   Mosaic under a social-network load.
-
-mod bench;
-mod bench_analytics;
-mod bench_chat;
-mod bench_media;
-mod bench_social;
-mod nats;
+//!
+//! The benchmarks are a binary of their own, `mosaic-bench` (`bins/bench`).
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use figment::providers::Serialized;
-use mosaic::{COMPONENTS, component};
+use mosaic::{COMPONENTS, component, nats};
 use mosaic_mesh::component::{Host, start_all};
 use mosaic_mesh::runtime::{serve_until_signal, shutdown_signal};
 use mosaic_mesh::{Component, Mesh};
@@ -48,11 +41,6 @@ enum Command {
     },
     /// Apply pending database migrations of every component, then exit.
     Migrate(Flags),
-    /// Benchmarks (results belong in BENCHMARKS.md).
-    Bench {
-        #[command(subcommand)]
-        which: bench::Which,
-    },
 }
 
 /// Flags shared by the commands; each overrides the setting it names.
@@ -133,7 +121,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
-        Command::Bench { which } => bench::run(which).await,
     }
 }
 

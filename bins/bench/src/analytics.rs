@@ -1,13 +1,13 @@
-//! `mosaic bench analytics`: the warehouse at scale. Synthetic events for one day are
+//! `mosaic-bench analytics`: the warehouse at scale. Synthetic events for one day are
 //! written to Parquet through the service's own writer, the day is compacted, and the
 //! daily creator report query is timed in DataFusion and, on the same files with the same
 //! SQL, in DuckDB (PyPI `duckdb`), side by side in one run. A second phase measures the
 //! collector end to end: events published to JetStream, consumed in batches, written.
 
-use crate::nats;
 use anyhow::{Context as _, bail};
 use chrono::{NaiveDate, TimeZone as _, Utc};
 use clap::Args;
+use mosaic::nats;
 use mosaic_analytics::ingest::Ingest;
 use mosaic_analytics::reports::creator_sql;
 use mosaic_analytics::warehouse::{Event, Kind, RecordBatch, Warehouse, int_at};

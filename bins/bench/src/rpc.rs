@@ -1,39 +1,28 @@
-//! `mosaic bench`: throughput and latency of the mesh and the edge, each next to its
-//! baseline measured in the same run against the same server.
+//! `mosaic-bench mesh` and `mosaic-bench edge`: throughput and latency of the mesh and the
+//! edge, each next to its baseline measured in the same run against the same server.
 
-use crate::nats;
+use crate::load::cores;
 use anyhow::Context as _;
 use bytes::Bytes;
-use clap::{Args, Subcommand};
+use clap::Args;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
+use mosaic::nats;
 use mosaic_api::Endpoint as _;
 use mosaic_mesh::{Ctx, Mesh, NatsConfig};
+use mosaic_tests::Client;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-#[derive(Subcommand)]
-pub enum Which {
-    /// Mesh request/reply (typed endpoint, micro service, headers) vs raw async-nats
-    /// request/reply, same server, same payload.
-    Mesh(Load),
-    /// Authenticated `GET /v1/users/me` through the edge vs a bare axum handler.
-    Edge(Load),
-    /// The photo pipeline vs vipsthumbnail; the video path vs the same ffmpeg run bare.
-    Media(crate::bench_media::MediaLoad),
-    /// A DeathStarBench-style social-network load (feeds, timelines, posts; WebSocket
-    /// fan-out) against a Mosaic already running at --url.
-    #[command(long_about = crate::bench_social::ABOUT)]
-    Social(crate::bench_social::SocialLoad),
-    /// Chat latency: 1:1 conversations on WebSockets, messages at a fixed rate, against a
-    /// Mosaic already running at --url.
-    #[command(long_about = crate::bench_chat::ABOUT)]
-    Chat(crate::bench_chat::ChatLoad),
-    /// The warehouse: 10 million synthetic events written to Parquet, the daily creator
-    /// report query in DataFusion vs DuckDB on the same files, and the collector end to end.
-    Analytics(crate::bench_analytics::AnalyticsLoad),
+/// What is measured against its baseline.
+#[derive(Clone, Copy)]
+pub enum Case {
+    /// The mesh's typed request/reply vs raw async-nats request/reply.
+    Mesh,
+    /// `GET /v1/users/me` through the edge vs a bare axum handler.
+    Edge,
 }
 
 #[derive(Args, Clone)]
@@ -60,18 +49,7 @@ mosaic_api::endpoint! {
     pub Echo => "bench" . "echo" : EchoMsg => EchoMsg;
 }
 
-pub async fn run(which: Which) -> anyhow::Result<()> {
-    let load = match &which {
-        Which::Mesh(l) | Which::Edge(l) => l.clone(),
-        Which::Media(m) => {
-            let m = m.clone();
-            return tokio::task::spawn_blocking(move || crate::bench_media::run(&m)).await?;
-        }
-        // Drives a server someone else started: no NATS of its own.
-        Which::Social(s) => return crate::bench_social::run(s.clone()).await,
-        Which::Chat(c) => return crate::bench_chat::run(c.clone()).await,
-        Which::Analytics(a) => return crate::bench_analytics::run(a.clone()).await,
-    };
+pub async fn run(case: Case, load: Load) -> anyhow::Result<()> {
     let dir = tempfile_dir()?;
     let url = match &load.nats_url {
         Some(u) => u.clone(),
@@ -80,10 +58,9 @@ pub async fn run(which: Which) -> anyhow::Result<()> {
     let embedded = nats::ensure(&url, &dir, load.nats_url.is_none()).await?;
     let mesh = Mesh::connect(&NatsConfig { url: url.clone(), ..Default::default() }, "bench").await?;
     println!("machine: {} cores; requests={} concurrency={}", cores(), load.requests, load.concurrency);
-    let result = match which {
-        Which::Mesh(_) => bench_mesh(&mesh, &load).await,
-        Which::Edge(_) => bench_edge(&mesh, &load).await,
-        Which::Media(_) | Which::Social(_) | Which::Chat(_) | Which::Analytics(_) => unreachable!("handled above"),
+    let result = match case {
+        Case::Mesh => bench_mesh(&mesh, &load).await,
+        Case::Edge => bench_edge(&mesh, &load).await,
     };
     if let Some(e) = embedded {
         e.stop().await;
@@ -189,15 +166,12 @@ async fn bench_edge(mesh: &Mesh, load: &Load) -> anyhow::Result<()> {
     let bare_server = tokio::spawn(async move { axum::serve(listener, bare).await });
 
     let http = reqwest::Client::builder().pool_max_idle_per_host(load.concurrency).build()?;
-    let signup: serde_json::Value = http
-        .post(format!("{base}/v1/auth/signup"))
-        .json(&serde_json::json!({"username": "bench_user", "email": "bench@example.com", "password": "correct horse battery"}))
+    let signup = Client::with_http(base.clone(), http.clone())
+        .signup_request("bench_user", "bench@example.com", "correct horse battery")
         .send()
         .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let token = signup["access_token"].as_str().context("no access token")?.to_owned();
+        .error_for_status()?;
+    let token = Client::try_read(signup).await?.session().context("signing up")?.access_token;
     let signup_token = token.clone();
 
     let c = http.clone();
@@ -369,10 +343,6 @@ fn overhead(base: &Measurement, path: &Measurement) {
         (p50(path) / p50(base) - 1.0) * 100.0,
         path.throughput / base.throughput
     );
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 fn free_port() -> anyhow::Result<u16> {

@@ -1,23 +1,24 @@
-//! `mosaic bench chat`: chat latency against a running Mosaic, the way phones use it: pairs
+//! `mosaic-bench chat`: chat latency against a running Mosaic, the way phones use it: pairs
 //! of users in 1:1 conversations, everyone on a WebSocket, messages sent as `chat.send`
 //! frames at a fixed total rate (open loop), and the time from each message's scheduled send
 //! to its `chat.message` frame on the recipient's socket.
 
-use crate::bench_social::{Edge, SPARE_FDS, Socket, cores, expect, ms, open_socket, phase, raise_fd_limit};
+use crate::client::{Edge, expect, phase};
+use crate::load::{SPARE_FDS, cores, lock, ms, on_own_thread, raise_fd_limit};
+use crate::ws::{Socket, open_socket};
 use anyhow::{Context as _, bail};
 use clap::Args;
 use futures::{SinkExt as _, StreamExt as _};
 use hdrhistogram::Histogram;
-use reqwest::StatusCode;
-use reqwest::header::AUTHORIZATION;
+use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-/// The long help of `mosaic bench chat`.
+/// The long help of `mosaic-bench chat`.
 pub const ABOUT: &str = "\
 Measures chat latency against a running Mosaic edge over real WebSockets.
 
@@ -27,7 +28,7 @@ comes from one address, and each user sends more than a person would):
     MOSAIC_EDGE__RATE_LIMIT_PER_SEC=0 MOSAIC_MESSAGING__MAX_MESSAGES_PER_MINUTE=100000 \\
         target/release/mosaic up --data-dir /tmp/bench-chat
 
-then: target/release/mosaic bench chat --url http://127.0.0.1:8080
+then: target/release/mosaic-bench chat --url http://127.0.0.1:8080
 
 2 × --conversations users are signed up, paired in 1:1 conversations, and all connected by \
 WebSocket (GET /v1/ws). Messages are then sent as chat.send frames at --rate per second in \
@@ -106,28 +107,12 @@ struct Results {
     error_kinds: HashMap<String, u64>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 pub async fn run(load: ChatLoad) -> anyhow::Result<()> {
     if load.conversations == 0 || load.rate == 0 || load.duration == 0 {
         bail!("--conversations, --rate and --duration must be positive");
     }
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     // One thread for the generator: the server under test needs the other core.
-    std::thread::Builder::new()
-        .name("bench-chat".into())
-        .spawn(move || {
-            let result = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("building the load generator's runtime")
-                .and_then(|rt| rt.block_on(drive(load)));
-            let _ = done_tx.send(result);
-        })
-        .context("starting the load generator thread")?;
-    done_rx.await.context("the load generator thread panicked")?
+    on_own_thread("bench-chat", move || drive(load)).await
 }
 
 async fn drive(load: ChatLoad) -> anyhow::Result<()> {
@@ -162,16 +147,15 @@ async fn drive(load: ChatLoad) -> anyhow::Result<()> {
     let mut conversations = phase("conversations", pairs, load.setup_concurrency, |(a, b)| {
         let edge = edge.clone();
         let (starter, other) = (&accounts[a], &accounts[b]);
-        let bearer = starter.bearer.clone();
+        let token = starter.access_token.clone();
         let body = serde_json::json!({ "member_ids": [other.id] });
         async move {
-            let url = edge.url("/v1/conversations");
             let resp = edge
                 .send("starting a conversation", || {
-                    edge.http.post(&url).header(AUTHORIZATION, bearer.clone()).json(&body)
+                    edge.client().request(Method::POST, "/v1/conversations", Some(&token)).json(&body)
                 })
                 .await?;
-            let created: Created = expect(resp, StatusCode::CREATED, "POST /v1/conversations").await?.json().await?;
+            let created: Created = expect(resp, StatusCode::CREATED, "POST /v1/conversations").await?.parse()?;
             anyhow::Ok((a / 2, created.id))
         }
     })

@@ -1,4 +1,4 @@
-//! `mosaic bench media`: the photo pipeline next to libvips' `vipsthumbnail`, and the video
+//! `mosaic-bench media`: the photo pipeline next to libvips' `vipsthumbnail`, and the video
 //! path next to the same ffmpeg command run bare, in one run on the same inputs.
 
 use anyhow::{Context as _, bail};
