@@ -165,8 +165,6 @@ fn hex_sha256(s: &str) -> String {
 /// Whether `err` is an optimistic-concurrency conflict that is safe to retry.
 pub fn is_conflict(err: &surrealdb::Error) -> bool {
     matches!(err.query_details(), Some(surrealdb::types::QueryError::TransactionConflict))
-        || err.message().contains("can be retried")
-        || err.message().contains("read or write conflict")
 }
 
 /// Whether an error chain contains a retryable transaction conflict.
@@ -213,7 +211,8 @@ impl Checked for surrealdb::IndexedResults {
             return Ok(self);
         }
         errors.sort_by_key(|(i, _)| *i);
-        let generic = |e: &surrealdb::Error| e.message().contains("not executed due to a failed transaction");
+        let generic =
+            |e: &surrealdb::Error| matches!(e.query_details(), Some(surrealdb::types::QueryError::NotExecuted));
         let pick = errors.iter().position(|(_, e)| !generic(e)).unwrap_or(0);
         Err(errors.swap_remove(pick).1)
     }

@@ -37,6 +37,7 @@ pub mod service;
 pub mod storage;
 pub mod telemetry;
 pub mod trace;
+pub mod write;
 
 pub use client::{Mesh, NatsConfig, PushSubscription};
 pub use component::{Component, Host, Unit};

@@ -138,11 +138,20 @@ enum Handed {
     Inserted(Row),
 }
 
-/// Handle on a running relay.
-#[derive(Clone, Debug)]
+/// Handle on a running relay, and the start of every write that stages events
+/// ([`Outbox::write`]).
+#[derive(Clone)]
 pub struct Outbox {
     wake: Arc<Notify>,
     committed: mpsc::Sender<Vec<Handed>>,
+    db: Db,
+    mesh: Mesh,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox").finish_non_exhaustive()
+    }
 }
 
 /// What the relay does next.
@@ -158,6 +167,7 @@ enum Work {
 impl Outbox {
     /// Starts the relay for `db`'s outbox.
     pub fn spawn(db: Db, mesh: Mesh, lifecycle: &Lifecycle) -> Self {
+        let handle = (db.clone(), mesh.clone());
         let wake = Arc::new(Notify::new());
         let notified = wake.clone();
         let (committed, mut queue) = mpsc::channel::<Vec<Handed>>(COMMITTED_QUEUE);
@@ -253,7 +263,12 @@ impl Outbox {
                 work = next;
             }
         });
-        Self { wake, committed }
+        Self { wake, committed, db: handle.0, mesh: handle.1 }
+    }
+
+    /// A write on the service's database that stages `events` (see [`crate::write`]).
+    pub fn write<'a>(&'a self, sql: impl Into<std::borrow::Cow<'a, str>>) -> crate::write::Write<'a> {
+        crate::write::Write::new(&self.db, sql).outbox(self)
     }
 
     /// Publishes what was just committed, by a full sweep. Prefer [`Outbox::committed`].
@@ -288,7 +303,8 @@ impl Outbox {
     /// Publishes `rows`, which the caller has just committed, now: all of them before
     /// waiting for JetStream's acknowledgements, then deletes the published rows. Whatever
     /// fails is left to the relay (woken), which republishes it; JetStream drops duplicates.
-    pub async fn dispatch(&self, db: &Db, mesh: &Mesh, rows: &[Staged]) {
+    pub async fn dispatch(&self, rows: &[Staged]) {
+        let (db, mesh) = (&self.db, &self.mesh);
         if rows.is_empty() {
             return;
         }

@@ -203,7 +203,7 @@ impl MessagingService {
                 .and_then(|r| r.checked());
             match result {
                 Ok(_) => {
-                    self.outbox.dispatch(&self.db, &self.mesh, &staged).await;
+                    self.outbox.dispatch(&staged).await;
                     return Ok(message);
                 }
                 Err(e) if e.message().contains("seq_moved") || is_conflict(&e) => continue,

@@ -123,7 +123,7 @@ impl NotificationService {
             match outcome {
                 Ok(_) => {
                     tracing::info!(%user, items = live.len(), "quiet hours over; digest queued");
-                    self.outbox.dispatch(&self.db, &self.mesh, &events).await;
+                    self.outbox.dispatch(&events).await;
                 }
                 Err(e) if e.message().contains("digest_exists") || e.is_already_exists() => {}
                 Err(e) => return Err(anyhow::Error::new(e).context("queueing a digest")),

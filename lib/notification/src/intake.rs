@@ -393,7 +393,7 @@ impl NotificationService {
                 .and_then(|r| r.checked());
             match result {
                 Ok(_) => {
-                    self.outbox.dispatch(&self.db, &self.mesh, &events).await;
+                    self.outbox.dispatch(&events).await;
                     return Ok(());
                 }
                 Err(e) if e.message().contains("job_seen") => return Ok(()),
