@@ -126,12 +126,21 @@ pub struct Write<'a> {
     outbox: Option<&'a Outbox>,
     staged: Vec<Staged>,
     hand: Hand,
+    retry: bool,
 }
 
 impl<'a> Write<'a> {
     /// A transaction on `db` that stages no events (use [`Outbox::write`] for one that does).
     pub fn new(db: &'a Db, sql: impl Into<Cow<'a, str>>) -> Self {
-        Self { db, sql: sql.into(), binds: Vec::new(), outbox: None, staged: Vec::new(), hand: Hand::Committed }
+        Self {
+            db,
+            sql: sql.into(),
+            binds: Vec::new(),
+            outbox: None,
+            staged: Vec::new(),
+            hand: Hand::Committed,
+            retry: true,
+        }
     }
 
     pub(crate) fn outbox(mut self, outbox: &'a Outbox) -> Self {
@@ -167,10 +176,18 @@ impl<'a> Write<'a> {
         self
     }
 
+    /// Runs the transaction once: a conflict comes back as a failure (see
+    /// [`crate::db::is_conflict`]), for a caller that must read its inputs again before
+    /// retrying (a chat send re-reads the conversation's sequence number).
+    pub fn once(mut self) -> Self {
+        self.retry = false;
+        self
+    }
+
     /// Runs the transaction, again while it conflicts with a concurrent one; on success
     /// hands the staged events over and returns the statements' results.
     pub async fn run<R: Refusal>(self) -> Result<surrealdb::IndexedResults, WriteError<R>> {
-        let outcome = retry_conflicts(|| async {
+        let attempt = || async {
             let mut query = self.db.query(self.sql.as_ref());
             for (key, value) in &self.binds {
                 query = query.bind((key.clone(), value.clone()));
@@ -179,8 +196,8 @@ impl<'a> Write<'a> {
                 query = query.bind(("events", self.staged.clone()));
             }
             query.await?.checked()
-        })
-        .await;
+        };
+        let outcome = if self.retry { retry_conflicts(attempt).await } else { attempt().await };
         let results = match outcome {
             Ok(results) => results,
             Err(e) => {

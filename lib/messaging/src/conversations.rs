@@ -2,6 +2,7 @@
 //! caller's by recent activity, group membership.
 
 use crate::MessagingService;
+use crate::store::Refused;
 use crate::store::{self, MEMBER_FIELDS, MemberRow, conversation_rid, direct_id, member_rid};
 use anyhow::Context as _;
 use chrono::Utc;
@@ -13,7 +14,7 @@ use mosaic_api::messaging::{
 use mosaic_api::page::TimeCursor;
 use mosaic_api::user::{Relations, RelationsQuery};
 use mosaic_api::{ApiError, ConversationId, ErrorCode, Id as _, Page, UserId};
-use mosaic_mesh::db::{Checked as _, retry_conflicts};
+use mosaic_mesh::write::{NoRefusal, Write, WriteError};
 use mosaic_mesh::{Ctx, ServiceResult};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -49,29 +50,28 @@ impl MessagingService {
         let id = if direct { direct_id(&me, &others[0]) } else { ConversationId::generate() };
         let users: Vec<UserId> = std::iter::once(&me).chain(&others).cloned().collect();
         let rows = store::new_members(&id, &users, now, 0);
-        let result = retry_conflicts(|| async {
-            self.db
-                .query(
-                    "BEGIN TRANSACTION;
-                     IF record::exists($conv) { THROW 'conversation_exists'; };
-                     CREATE $conv SET kind = $kind, title = $title, created_by = $me, created_at = $now,
-                        last_seq = 0, last_activity_at = $now;
-                     INSERT INTO member $rows;
-                     COMMIT TRANSACTION;",
-                )
-                .bind(("conv", conversation_rid(&id)))
-                .bind(("kind", if direct { "direct" } else { "group" }))
-                .bind(("title", title.clone()))
-                .bind(("me", me.to_string()))
-                .bind(("now", now))
-                .bind(("rows", rows.clone()))
-                .await?
-                .checked()
-        })
+        let result = Write::new(
+            &self.db,
+            "BEGIN TRANSACTION;
+             IF record::exists($conv) { THROW 'conversation_exists'; };
+             CREATE $conv SET kind = $kind, title = $title, created_by = $me, created_at = $now,
+                last_seq = 0, last_activity_at = $now;
+             INSERT INTO member $rows;
+             COMMIT TRANSACTION;",
+        )
+        .bind("conv", conversation_rid(&id))
+        .bind("kind", if direct { "direct" } else { "group" })
+        .bind("title", title.clone())
+        .bind("me", me.to_string())
+        .bind("now", now)
+        .bind("rows", rows)
+        .run::<Refused>()
         .await;
         let created = match result {
             Ok(_) => true,
-            Err(e) if direct && (e.message().contains("conversation_exists") || e.is_already_exists()) => false,
+            // Someone started the same 1:1 at the same moment: it is the one to return.
+            Err(WriteError::Refused(Refused::ConversationExists)) if direct => false,
+            Err(WriteError::Failed(e)) if direct && e.is_already_exists() => false,
             Err(e) => return Err(anyhow::Error::new(e).context("creating conversation").into()),
         };
         let conversation = self.view(&ctx, &me, &id).await?;
@@ -188,17 +188,14 @@ impl MessagingService {
         let now = Utc::now();
         // Joining members start with nothing unread: what was said before is history.
         let rows = store::new_members(&req.conversation_id, &new, now, current.last_seq);
-        retry_conflicts(|| async {
-            self.db
-                .query(
-                    "INSERT INTO member $rows ON DUPLICATE KEY UPDATE active = true, joined_at = $input.joined_at,
-                        activity_at = $input.activity_at, read_seq = $input.read_seq,
-                        delivered_seq = $input.delivered_seq, unread = 0",
-                )
-                .bind(("rows", rows.clone()))
-                .await?
-                .checked()
-        })
+        Write::new(
+            &self.db,
+            "INSERT INTO member $rows ON DUPLICATE KEY UPDATE active = true, joined_at = $input.joined_at,
+                activity_at = $input.activity_at, read_seq = $input.read_seq,
+                delivered_seq = $input.delivered_seq, unread = 0",
+        )
+        .bind("rows", rows)
+        .run::<NoRefusal>()
         .await
         .context("adding members")?;
         self.view(&ctx, &me, &req.conversation_id).await
@@ -210,15 +207,11 @@ impl MessagingService {
         if current.kind == ConversationKind::Direct {
             return Err(ApiError::new(ErrorCode::ValidationFailed, "a 1:1 conversation cannot be left").into());
         }
-        retry_conflicts(|| async {
-            self.db
-                .query("UPDATE $member SET active = false, unread = 0")
-                .bind(("member", member_rid(&req.conversation_id, &me)))
-                .await?
-                .checked()
-        })
-        .await
-        .context("leaving conversation")?;
+        Write::new(&self.db, "UPDATE $member SET active = false, unread = 0")
+            .bind("member", member_rid(&req.conversation_id, &me))
+            .run::<NoRefusal>()
+            .await
+            .context("leaving conversation")?;
         Ok(Empty {})
     }
 }

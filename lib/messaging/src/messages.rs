@@ -2,6 +2,7 @@
 
 use crate::MessagingService;
 use crate::conversations::no_such_conversation;
+use crate::store::Refused;
 use crate::store::{
     self, MESSAGE_FIELDS, MemberRow, MessageRow, block_rid, client_message_rid, conversation_rid, member_rid,
     message_rid,
@@ -17,8 +18,9 @@ use mosaic_api::messaging::{
 use mosaic_api::notification::NotifyMessage;
 use mosaic_api::ws::ServerFrame;
 use mosaic_api::{ApiError, ConversationId, ErrorCode, Id as _, MessageId, Page, UserId};
-use mosaic_mesh::db::{Checked as _, is_conflict, retry_conflicts};
+use mosaic_mesh::db::is_conflict;
 use mosaic_mesh::outbox::Staged;
+use mosaic_mesh::write::{Write, WriteError};
 use mosaic_mesh::{Ctx, ServiceResult};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -164,8 +166,8 @@ impl MessagingService {
                 }));
             }
             let result = self
-                .db
-                .query(
+                .outbox
+                .write(
                     "BEGIN TRANSACTION;
                      LET $c = (SELECT last_seq FROM ONLY $conv);
                      IF $c == NONE OR $c.last_seq != $expected { THROW 'seq_moved'; };
@@ -184,30 +186,30 @@ impl MessagingService {
                      INSERT INTO outbox $events;
                      COMMIT TRANSACTION;",
                 )
-                .bind(("conv", conversation_rid(&conv)))
-                .bind(("expected", state.last_seq))
-                .bind(("client_key", client_key.clone()))
-                .bind(("block_a", other.as_ref().map(|o| block_rid(o, &me))))
-                .bind(("block_b", other.as_ref().map(|o| block_rid(&me, o))))
-                .bind(("member", member_rid(&conv, &me)))
-                .bind(("seq", seq))
-                .bind(("mid", message.id.to_string()))
-                .bind(("now", now))
-                .bind(("message", message_rid(&message.id)))
-                .bind(("cid", conv.to_string()))
-                .bind(("me", me.to_string()))
-                .bind(("text", text.clone()))
-                .bind(("client_id", client_id.clone()))
-                .bind(("events", staged.clone()))
-                .await
-                .and_then(|r| r.checked());
+                .bind("conv", conversation_rid(&conv))
+                .bind("expected", state.last_seq)
+                .bind("client_key", client_key.clone())
+                .bind("block_a", other.as_ref().map(|o| block_rid(o, &me)))
+                .bind("block_b", other.as_ref().map(|o| block_rid(&me, o)))
+                .bind("member", member_rid(&conv, &me))
+                .bind("seq", seq)
+                .bind("mid", message.id.to_string())
+                .bind("now", now)
+                .bind("message", message_rid(&message.id))
+                .bind("cid", conv.to_string())
+                .bind("me", me.to_string())
+                .bind("text", text.clone())
+                .bind("client_id", client_id.clone())
+                .dispatch(staged)
+                // A conflict or a moved sequence means reading the conversation again.
+                .once()
+                .run::<Refused>()
+                .await;
             match result {
-                Ok(_) => {
-                    self.outbox.dispatch(&staged).await;
-                    return Ok(message);
-                }
-                Err(e) if e.message().contains("seq_moved") || is_conflict(&e) => continue,
-                Err(e) if e.message().contains("duplicate_client_id") || e.is_already_exists() => {
+                Ok(_) => return Ok(message),
+                Err(WriteError::Refused(Refused::SeqMoved)) => continue,
+                Err(WriteError::Failed(e)) if is_conflict(&e) => continue,
+                Err(WriteError::Refused(Refused::DuplicateClientId)) => {
                     if let Some(key) = &client_key
                         && let Some(existing) = self.by_client_key(&ctx, key).await?
                     {
@@ -215,10 +217,18 @@ impl MessagingService {
                     }
                     continue;
                 }
-                Err(e) if e.message().contains("blocked") => {
+                Err(WriteError::Failed(e)) if e.is_already_exists() => {
+                    if let Some(key) = &client_key
+                        && let Some(existing) = self.by_client_key(&ctx, key).await?
+                    {
+                        return Ok(existing);
+                    }
+                    continue;
+                }
+                Err(WriteError::Refused(Refused::Blocked)) => {
                     return Err(ApiError::forbidden("you cannot message this user").into());
                 }
-                Err(e) if e.message().contains("not_member") => return Err(no_such_conversation().into()),
+                Err(WriteError::Refused(Refused::NotMember)) => return Err(no_such_conversation().into()),
                 Err(e) => return Err(anyhow::Error::new(e).context("storing message").into()),
             }
         }
@@ -303,35 +313,32 @@ impl MessagingService {
     pub(crate) async fn mark_read(self: Arc<Self>, ctx: Ctx, req: Receipt) -> ServiceResult<Empty> {
         let me = ctx.require_user()?.clone();
         let conv = req.conversation_id;
-        let result = retry_conflicts(|| async {
-            self.db
-                .query(
-                    "BEGIN TRANSACTION;
-                     LET $mine = (SELECT active, read_seq FROM ONLY $member);
-                     IF $mine == NONE OR $mine.active != true { THROW 'not_member'; };
-                     LET $msg = (SELECT conversation, seq FROM ONLY $message);
-                     IF $msg == NONE OR $msg.conversation != $cid { THROW 'no_message'; };
-                     IF $msg.seq > $mine.read_seq {
-                        LET $unread = count(SELECT id FROM message WHERE conversation = $cid AND seq > $msg.seq
-                            AND sender != $me);
-                        UPDATE $member SET read_seq = $msg.seq, delivered_seq = math::max([delivered_seq, $msg.seq]),
-                            unread = $unread;
-                     };
-                     COMMIT TRANSACTION;
-                     SELECT read_seq, delivered_seq, unread FROM $member;",
-                )
-                .bind(("member", member_rid(&conv, &me)))
-                .bind(("message", message_rid(&req.up_to)))
-                .bind(("cid", conv.to_string()))
-                .bind(("me", me.to_string()))
-                .await?
-                .checked()
-        })
+        let result = Write::new(
+            &self.db,
+            "BEGIN TRANSACTION;
+             LET $mine = (SELECT active, read_seq FROM ONLY $member);
+             IF $mine == NONE OR $mine.active != true { THROW 'not_member'; };
+             LET $msg = (SELECT conversation, seq FROM ONLY $message);
+             IF $msg == NONE OR $msg.conversation != $cid { THROW 'no_message'; };
+             IF $msg.seq > $mine.read_seq {
+                LET $unread = count(SELECT id FROM message WHERE conversation = $cid AND seq > $msg.seq
+                    AND sender != $me);
+                UPDATE $member SET read_seq = $msg.seq, delivered_seq = math::max([delivered_seq, $msg.seq]),
+                    unread = $unread;
+             };
+             COMMIT TRANSACTION;
+             SELECT read_seq, delivered_seq, unread FROM $member;",
+        )
+        .bind("member", member_rid(&conv, &me))
+        .bind("message", message_rid(&req.up_to))
+        .bind("cid", conv.to_string())
+        .bind("me", me.to_string())
+        .run::<Refused>()
         .await;
         let mut res = match result {
             Ok(r) => r,
-            Err(e) if e.message().contains("not_member") => return Err(no_such_conversation().into()),
-            Err(e) if e.message().contains("no_message") => {
+            Err(WriteError::Refused(Refused::NotMember)) => return Err(no_such_conversation().into()),
+            Err(WriteError::Refused(Refused::NoMessage)) => {
                 return Err(ApiError::not_found("no such message in this conversation").into());
             }
             Err(e) => return Err(anyhow::Error::new(e).context("marking read").into()),
@@ -359,29 +366,26 @@ impl MessagingService {
     pub(crate) async fn mark_delivered(self: Arc<Self>, ctx: Ctx, req: Receipt) -> ServiceResult<Empty> {
         let me = ctx.require_user()?.clone();
         let conv = req.conversation_id;
-        let result = retry_conflicts(|| async {
-            self.db
-                .query(
-                    "BEGIN TRANSACTION;
-                     LET $mine = (SELECT active, delivered_seq FROM ONLY $member);
-                     IF $mine == NONE OR $mine.active != true { THROW 'not_member'; };
-                     LET $msg = (SELECT conversation, seq FROM ONLY $message);
-                     IF $msg == NONE OR $msg.conversation != $cid { THROW 'no_message'; };
-                     IF $msg.seq > $mine.delivered_seq { UPDATE $member SET delivered_seq = $msg.seq; };
-                     COMMIT TRANSACTION;
-                     SELECT read_seq, delivered_seq, unread FROM $member;",
-                )
-                .bind(("member", member_rid(&conv, &me)))
-                .bind(("message", message_rid(&req.up_to)))
-                .bind(("cid", conv.to_string()))
-                .await?
-                .checked()
-        })
+        let result = Write::new(
+            &self.db,
+            "BEGIN TRANSACTION;
+             LET $mine = (SELECT active, delivered_seq FROM ONLY $member);
+             IF $mine == NONE OR $mine.active != true { THROW 'not_member'; };
+             LET $msg = (SELECT conversation, seq FROM ONLY $message);
+             IF $msg == NONE OR $msg.conversation != $cid { THROW 'no_message'; };
+             IF $msg.seq > $mine.delivered_seq { UPDATE $member SET delivered_seq = $msg.seq; };
+             COMMIT TRANSACTION;
+             SELECT read_seq, delivered_seq, unread FROM $member;",
+        )
+        .bind("member", member_rid(&conv, &me))
+        .bind("message", message_rid(&req.up_to))
+        .bind("cid", conv.to_string())
+        .run::<Refused>()
         .await;
         let mut res = match result {
             Ok(r) => r,
-            Err(e) if e.message().contains("not_member") => return Err(no_such_conversation().into()),
-            Err(e) if e.message().contains("no_message") => {
+            Err(WriteError::Refused(Refused::NotMember)) => return Err(no_such_conversation().into()),
+            Err(WriteError::Refused(Refused::NoMessage)) => {
                 return Err(ApiError::not_found("no such message in this conversation").into());
             }
             Err(e) => return Err(anyhow::Error::new(e).context("marking delivered").into()),

@@ -5,10 +5,29 @@ use chrono::{DateTime, Utc};
 use mosaic_api::content::Author;
 use mosaic_api::messaging::{Conversation, ConversationKind, Member, Message};
 use mosaic_api::{ConversationId, Id as _, MessageId, UserId};
-use mosaic_mesh::db::{Checked as _, Db, retry_conflicts};
+use mosaic_mesh::db::Db;
+use mosaic_mesh::write::{NoRefusal, Write};
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use surrealdb::types::{Array, RecordId, SurrealValue};
+
+mosaic_mesh::refusals! {
+    /// What the messaging transactions refuse (the codes their SurrealQL `THROW`s).
+    pub(crate) enum Refused {
+        /// A 1:1 conversation with that id exists already.
+        ConversationExists = "conversation_exists",
+        /// Another message took the sequence number read before the send.
+        SeqMoved = "seq_moved",
+        /// A message with that `client_id` exists already (a retried send).
+        DuplicateClientId = "duplicate_client_id",
+        /// One member blocks the other.
+        Blocked = "blocked",
+        /// The caller is not an active member.
+        NotMember = "not_member",
+        /// No such message in that conversation.
+        NoMessage = "no_message",
+    }
+}
 
 pub(crate) fn conversation_rid(id: &ConversationId) -> RecordId {
     RecordId::new("conversation", id.as_str())
@@ -248,7 +267,9 @@ pub(crate) async fn load_many(
 pub(crate) async fn set_block(db: &Db, blocker: &UserId, blocked: &UserId, on: bool) -> anyhow::Result<()> {
     let sql =
         if on { "IF !record::exists($rid) { CREATE $rid SET created_at = time::now(); };" } else { "DELETE $rid;" };
-    retry_conflicts(|| async { db.query(sql).bind(("rid", block_rid(blocker, blocked))).await?.checked() })
+    Write::new(db, sql)
+        .bind("rid", block_rid(blocker, blocked))
+        .run::<NoRefusal>()
         .await
         .context("mirroring a block")?;
     Ok(())

@@ -15,8 +15,9 @@ use chrono::Utc;
 use mosaic_api::notification::{Channel, Deliver, DeliveryStatus, SendEmail};
 use mosaic_api::user::{ByUser, GetContact};
 use mosaic_api::{ApiError, Envelope, ErrorCode, Id as _, UserId};
-use mosaic_mesh::db::{Checked as _, retry_conflicts};
+use mosaic_mesh::db::Checked as _;
 use mosaic_mesh::jetstream::{Delivery, HandlerError};
+use mosaic_mesh::write::{NoRefusal, Write};
 use mosaic_mesh::{CallError, Ctx};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -69,32 +70,27 @@ impl NotificationService {
 
     /// Sets a delivery's final status.
     async fn finish(&self, rid: &RecordId, status: DeliveryStatus, detail: Option<String>) -> Result<(), HandlerError> {
-        retry_conflicts(|| async {
-            self.db
-                .query("UPDATE $rid SET status = $status, detail = $detail, updated_at = time::now()")
-                .bind(("rid", rid.clone()))
-                .bind(("status", crate::store::status_name(status)))
-                .bind(("detail", detail.clone()))
-                .await?
-                .checked()
-        })
-        .await
-        .map_err(|e| HandlerError::Transient(anyhow::Error::new(e).context("recording a delivery")))?;
+        Write::new(&self.db, "UPDATE $rid SET status = $status, detail = $detail, updated_at = time::now()")
+            .bind("rid", rid.clone())
+            .bind("status", crate::store::status_name(status))
+            .bind("detail", detail.clone())
+            .run::<NoRefusal>()
+            .await
+            .map_err(|e| HandlerError::Transient(anyhow::Error::new(e).context("recording a delivery")))?;
         Ok(())
     }
 
     /// Records a failed attempt (and, on the last one, the failure).
     async fn attempted(&self, rid: &RecordId, reason: &str, last: bool) -> Result<(), HandlerError> {
         let status = if last { "failed" } else { "queued" };
-        retry_conflicts(|| async {
-            self.db
-                .query("UPDATE $rid SET attempts += 1, detail = $detail, status = $status, updated_at = time::now()")
-                .bind(("rid", rid.clone()))
-                .bind(("detail", reason.to_owned()))
-                .bind(("status", status))
-                .await?
-                .checked()
-        })
+        Write::new(
+            &self.db,
+            "UPDATE $rid SET attempts += 1, detail = $detail, status = $status, updated_at = time::now()",
+        )
+        .bind("rid", rid.clone())
+        .bind("detail", reason.to_owned())
+        .bind("status", status)
+        .run::<NoRefusal>()
         .await
         .map_err(|e| HandlerError::Transient(anyhow::Error::new(e).context("recording an attempt")))?;
         Ok(())
@@ -109,15 +105,14 @@ impl NotificationService {
             DeliveryStatus::Sent => "sent in the digest at the end of quiet hours",
             _ => "the quiet-hours digest could not be sent",
         };
-        retry_conflicts(|| async {
-            self.db
-                .query("UPDATE delivery SET status = $status, detail = $detail, updated_at = time::now() WHERE digest = $job")
-                .bind(("status", crate::store::status_name(status)))
-                .bind(("detail", detail))
-                .bind(("job", job.to_owned()))
-                .await?
-                .checked()
-        })
+        Write::new(
+            &self.db,
+            "UPDATE delivery SET status = $status, detail = $detail, updated_at = time::now() WHERE digest = $job",
+        )
+        .bind("status", crate::store::status_name(status))
+        .bind("detail", detail)
+        .bind("job", job.to_owned())
+        .run::<NoRefusal>()
         .await
         .map_err(|e| HandlerError::Transient(anyhow::Error::new(e).context("settling a digest")))?;
         Ok(())
@@ -237,16 +232,12 @@ impl NotificationService {
     }
 
     async fn device_sent(&self, rid: &RecordId, device: &str) -> Result<(), HandlerError> {
-        retry_conflicts(|| async {
-            self.db
-                .query("UPDATE $rid SET sent_devices += $device, updated_at = time::now()")
-                .bind(("rid", rid.clone()))
-                .bind(("device", device.to_owned()))
-                .await?
-                .checked()
-        })
-        .await
-        .map_err(|e| HandlerError::Transient(anyhow::Error::new(e).context("recording a push")))?;
+        Write::new(&self.db, "UPDATE $rid SET sent_devices += $device, updated_at = time::now()")
+            .bind("rid", rid.clone())
+            .bind("device", device.to_owned())
+            .run::<NoRefusal>()
+            .await
+            .map_err(|e| HandlerError::Transient(anyhow::Error::new(e).context("recording a push")))?;
         Ok(())
     }
 

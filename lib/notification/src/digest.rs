@@ -6,13 +6,15 @@
 //! transaction that claims the held pushes, so each user gets one digest per night.
 
 use crate::NotificationService;
+use crate::store::Refused;
 use crate::store::{delivery_rid, status_name};
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use mosaic_api::notification::{Channel, Deliver, DeliveryStatus};
 use mosaic_mesh::Lifecycle;
-use mosaic_mesh::db::{Checked as _, retry_conflicts};
+use mosaic_mesh::db::Checked as _;
 use mosaic_mesh::outbox::Staged;
+use mosaic_mesh::write::WriteError;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,35 +99,32 @@ impl NotificationService {
             let job = format!("digest-{user}-{}", ended.timestamp());
             let expires_at = now + chrono::Duration::seconds(self.config.push_ttl_secs as i64);
             let events = vec![Staged::new(Deliver { job: job.clone(), channel: Channel::Push })];
-            let outcome = retry_conflicts(|| async {
-                self.db
-                    .query(
-                        "BEGIN TRANSACTION;
-                         IF record::exists($digest) { THROW 'digest_exists'; };
-                         CREATE $digest SET notification = '', recipient = $user, channel = 'push', status = 'queued',
-                            attempts = 0, urgent = false, expires_at = $expires_at, items = $items,
-                            sent_devices = [], created_at = time::now(), updated_at = time::now();
-                         UPDATE $held SET digest = $job, updated_at = time::now();
-                         INSERT INTO outbox $events;
-                         COMMIT TRANSACTION;",
-                    )
-                    .bind(("digest", delivery_rid(&job, Channel::Push)))
-                    .bind(("user", user.clone()))
-                    .bind(("expires_at", expires_at))
-                    .bind(("items", live.len() as i64))
-                    .bind(("held", ids(&live)))
-                    .bind(("job", job.clone()))
-                    .bind(("events", events.clone()))
-                    .await?
-                    .checked()
-            })
-            .await;
+            let outcome = self
+                .outbox
+                .write(
+                    "BEGIN TRANSACTION;
+                     IF record::exists($digest) { THROW 'digest_exists'; };
+                     CREATE $digest SET notification = '', recipient = $user, channel = 'push', status = 'queued',
+                        attempts = 0, urgent = false, expires_at = $expires_at, items = $items,
+                        sent_devices = [], created_at = time::now(), updated_at = time::now();
+                     UPDATE $held SET digest = $job, updated_at = time::now();
+                     INSERT INTO outbox $events;
+                     COMMIT TRANSACTION;",
+                )
+                .bind("digest", delivery_rid(&job, Channel::Push))
+                .bind("user", user.clone())
+                .bind("expires_at", expires_at)
+                .bind("items", live.len() as i64)
+                .bind("held", ids(&live))
+                .bind("job", job.clone())
+                .dispatch(events)
+                .run::<Refused>()
+                .await;
             match outcome {
-                Ok(_) => {
-                    tracing::info!(%user, items = live.len(), "quiet hours over; digest queued");
-                    self.outbox.dispatch(&events).await;
-                }
-                Err(e) if e.message().contains("digest_exists") || e.is_already_exists() => {}
+                Ok(_) => tracing::info!(%user, items = live.len(), "quiet hours over; digest queued"),
+                // Another instance queued this digest first.
+                Err(WriteError::Refused(Refused::DigestExists)) => {}
+                Err(WriteError::Failed(e)) if e.is_already_exists() => {}
                 Err(e) => return Err(anyhow::Error::new(e).context("queueing a digest")),
             }
         }

@@ -18,7 +18,8 @@ use mosaic_api::notification::{
 use mosaic_api::page::TimeCursor;
 use mosaic_api::ws::ServerFrame;
 use mosaic_api::{ApiError, DeviceId, Id as _, Page, UserId};
-use mosaic_mesh::db::{Checked as _, retry_conflicts};
+use mosaic_mesh::db::Checked as _;
+use mosaic_mesh::write::{NoRefusal, Write};
 use mosaic_mesh::{Ctx, ServiceResult};
 use sha2::{Digest as _, Sha256};
 use std::sync::Arc;
@@ -119,11 +120,12 @@ impl NotificationService {
             // Only the caller's own entries; others' ids change nothing.
             "UPDATE $rids SET read = true WHERE recipient = $me"
         };
-        retry_conflicts(|| async {
-            self.db.query(sql).bind(("me", me.to_string())).bind(("rids", rids.clone())).await?.checked()
-        })
-        .await
-        .context("marking entries read")?;
+        Write::new(&self.db, sql)
+            .bind("me", me.to_string())
+            .bind("rids", rids.clone())
+            .run::<NoRefusal>()
+            .await
+            .context("marking entries read")?;
         // The user's other devices clear their badges.
         let frame = ServerFrame::NotificationsRead { ids, all: req.all };
         if let Err(e) = self.mesh.push(&me, &frame).await {
@@ -194,23 +196,20 @@ impl NotificationService {
             Platform::Fcm => "fcm",
             Platform::Webpush => "webpush",
         };
-        retry_conflicts(|| async {
-            // The same device under another account (a re-login) moves to this one.
-            self.db
-                .query(
-                    "UPSERT $rid SET user = $me, platform = $platform, token = $fcm_token, endpoint = $endpoint,
-                        p256dh = $p256dh, auth = $auth_secret, created_at = created_at ?? time::now()",
-                )
-                .bind(("rid", store::device_rid(&id)))
-                .bind(("me", me.to_string()))
-                .bind(("platform", platform))
-                .bind(("fcm_token", token.clone()))
-                .bind(("endpoint", endpoint.clone()))
-                .bind(("p256dh", p256dh.clone()))
-                .bind(("auth_secret", auth.clone()))
-                .await?
-                .checked()
-        })
+        // The same device under another account (a re-login) moves to this one.
+        Write::new(
+            &self.db,
+            "UPSERT $rid SET user = $me, platform = $platform, token = $fcm_token, endpoint = $endpoint,
+                p256dh = $p256dh, auth = $auth_secret, created_at = created_at ?? time::now()",
+        )
+        .bind("rid", store::device_rid(&id))
+        .bind("me", me.to_string())
+        .bind("platform", platform)
+        .bind("fcm_token", token.clone())
+        .bind("endpoint", endpoint.clone())
+        .bind("p256dh", p256dh.clone())
+        .bind("auth_secret", auth.clone())
+        .run::<NoRefusal>()
         .await
         .context("registering a device")?;
         let devices: Vec<DeviceRow> = self.devices_of(&me).await?;

@@ -4,6 +4,7 @@
 
 use crate::NotificationService;
 use crate::quiet::Window;
+use crate::store::Refused;
 use crate::store::{
     self, DeliveryRow, NOTIFICATION_FIELDS, NewDelivery, NotificationRow, delivery_rid, entry_actor_rid, job_rid,
     notification_rid, status_name,
@@ -17,9 +18,10 @@ use mosaic_api::stream::{ConsumerSpec, DELIVERY_JOBS, EVENTS_POST, EVENTS_USER, 
 use mosaic_api::user::{Blocked, Followed, Muted, Relations, RelationsQuery};
 use mosaic_api::ws::ServerFrame;
 use mosaic_api::{Envelope, Event as _, EventSet as _, UserId};
-use mosaic_mesh::db::{Checked as _, is_conflict, retry_conflicts};
+use mosaic_mesh::db::{Checked as _, is_conflict};
 use mosaic_mesh::jetstream::{Delivery, HandlerError};
 use mosaic_mesh::outbox::Staged;
+use mosaic_mesh::write::{NoRefusal, Write, WriteError};
 use mosaic_mesh::{Ctx, Lifecycle, Mesh};
 use sha2::{Digest as _, Sha256};
 use std::sync::Arc;
@@ -239,22 +241,19 @@ impl NotificationService {
     /// Takes `who` out of `user`'s inbox: entries only they caused disappear, coalesced ones
     /// lose them.
     async fn forget_actor(&self, user: &UserId, who: &UserId) -> anyhow::Result<()> {
-        retry_conflicts(|| async {
-            self.db
-                .query(
-                    "BEGIN TRANSACTION;
+        Write::new(
+            &self.db,
+            "BEGIN TRANSACTION;
                      LET $entries = (SELECT VALUE entry FROM entry_actor WHERE recipient = $user AND actor = $who);
                      UPDATE notification SET actors = array::complement(actors, [$who]), actor_count -= 1
                         WHERE id IN $entries;
                      UPDATE notification SET visible = false WHERE id IN $entries AND actor_count <= 0;
                      DELETE entry_actor WHERE recipient = $user AND actor = $who;
                      COMMIT TRANSACTION;",
-                )
-                .bind(("user", user.to_string()))
-                .bind(("who", who.to_string()))
-                .await?
-                .checked()
-        })
+        )
+        .bind("user", user.to_string())
+        .bind("who", who.to_string())
+        .run::<NoRefusal>()
         .await
         .context("removing an actor from an inbox")?;
         Ok(())
@@ -365,8 +364,8 @@ impl NotificationService {
                 events.push(Staged::frame(&inc.recipient, frame));
             }
             let result = self
-                .db
-                .query(
+                .outbox
+                .write(
                     "BEGIN TRANSACTION;
                      IF record::exists($job) { THROW 'job_seen'; };
                      LET $current = (SELECT VALUE updated_at FROM ONLY $entry);
@@ -380,24 +379,24 @@ impl NotificationService {
                      INSERT INTO outbox $events;
                      COMMIT TRANSACTION;",
                 )
-                .bind(("job", job_rid(&inc.job)))
-                .bind(("entry", notification_rid(&id)))
-                .bind(("expected", existing.as_ref().map(|e| e.updated_at)))
-                .bind(("row", row.content()))
-                .bind(("actor_key", actor_key.clone()))
-                .bind(("recipient", inc.recipient.to_string()))
-                .bind(("actor", inc.actor.as_ref().map(|a| a.to_string())))
-                .bind(("deliveries", deliveries))
-                .bind(("events", events.clone()))
-                .await
-                .and_then(|r| r.checked());
+                .bind("job", job_rid(&inc.job))
+                .bind("entry", notification_rid(&id))
+                .bind("expected", existing.as_ref().map(|e| e.updated_at))
+                .bind("row", row.content())
+                .bind("actor_key", actor_key.clone())
+                .bind("recipient", inc.recipient.to_string())
+                .bind("actor", inc.actor.as_ref().map(|a| a.to_string()))
+                .bind("deliveries", deliveries)
+                .dispatch(events)
+                // A moved entry or a conflict means reading the entry again.
+                .once()
+                .run::<Refused>()
+                .await;
             match result {
-                Ok(_) => {
-                    self.outbox.dispatch(&events).await;
-                    return Ok(());
-                }
-                Err(e) if e.message().contains("job_seen") => return Ok(()),
-                Err(e) if e.message().contains("entry_moved") || is_conflict(&e) => continue,
+                Ok(_) => return Ok(()),
+                Err(WriteError::Refused(Refused::JobSeen)) => return Ok(()),
+                Err(WriteError::Refused(Refused::EntryMoved)) => continue,
+                Err(WriteError::Failed(e)) if is_conflict(&e) => continue,
                 Err(e) => return Err(transient(anyhow::Error::new(e).context("taking a notification in"))),
             }
         }

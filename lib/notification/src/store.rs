@@ -7,9 +7,23 @@ use mosaic_api::notification::{
     Channel, Delivery, DeliveryStatus, Device, Notification, NotificationPreferences, NotificationType, Platform,
 };
 use mosaic_api::{CommentId, ConversationId, DeviceId, Id as _, NotificationId, PostId, UserId};
-use mosaic_mesh::db::{Checked as _, Db, retry_conflicts};
+use mosaic_mesh::db::{Checked as _, Db};
+use mosaic_mesh::write::{NoRefusal, Write};
 use std::collections::HashMap;
 use surrealdb::types::{Array, RecordId, SurrealValue};
+
+mosaic_mesh::refusals! {
+    /// What the notification service's transactions refuse (the codes their SurrealQL
+    /// `THROW`s).
+    pub(crate) enum Refused {
+        /// The job was taken in before (a redelivery).
+        JobSeen = "job_seen",
+        /// The entry changed since it was read (another job coalesced into it).
+        EntryMoved = "entry_moved",
+        /// The digest of those held pushes is queued already.
+        DigestExists = "digest_exists",
+    }
+}
 
 /// Actors kept per entry.
 pub(crate) const MAX_ACTORS: usize = 20;
@@ -305,15 +319,12 @@ pub(crate) async fn prefs(db: &Db, user: &UserId) -> anyhow::Result<Notification
 /// Stores a user's preferences.
 pub(crate) async fn set_prefs(db: &Db, user: &UserId, prefs: &NotificationPreferences) -> anyhow::Result<()> {
     let doc = serde_json::to_string(prefs)?;
-    retry_conflicts(|| async {
-        db.query("UPSERT $rid SET doc = $doc, updated_at = time::now()")
-            .bind(("rid", prefs_rid(user)))
-            .bind(("doc", doc.clone()))
-            .await?
-            .checked()
-    })
-    .await
-    .context("storing preferences")?;
+    Write::new(db, "UPSERT $rid SET doc = $doc, updated_at = time::now()")
+        .bind("rid", prefs_rid(user))
+        .bind("doc", doc.clone())
+        .run::<NoRefusal>()
+        .await
+        .context("storing preferences")?;
     Ok(())
 }
 
