@@ -298,6 +298,18 @@ impl World {
     }
 }
 
+impl Drop for World {
+    /// Every test's traffic is held to the components' declarations: a use of NATS that a
+    /// component did not declare (recorded by its scoped mesh, see
+    /// `mosaic_mesh::Mesh::scoped`) fails the test that sees it.
+    fn drop(&mut self) {
+        let undeclared = mosaic_mesh::component::violations();
+        if !undeclared.is_empty() && !std::thread::panicking() {
+            panic!("components used NATS beyond their declarations: {undeclared:#?}");
+        }
+    }
+}
+
 /// Logs from tests go to the test harness's captured output (`RUST_LOG` to tune).
 pub fn init_logs() {
     let _ = tracing_subscriber::fmt()

@@ -48,6 +48,33 @@ mod tests {
     }
 
     #[test]
+    fn every_call_and_instance_endpoint_is_served_by_a_component() {
+        let served: HashSet<&str> = COMPONENTS.iter().flat_map(|c| c.serves.iter().copied()).collect();
+        for c in COMPONENTS {
+            for call in c.calls {
+                assert!(served.contains(call), "{} calls {call}, which no component serves", c.name);
+                assert!(!c.serves.contains(call), "{} declares a call of its own endpoint {call}", c.name);
+            }
+            for endpoint in c.instances {
+                assert!(endpoint.starts_with(&format!("mosaic.{}.v1.", c.name)), "{} declares {endpoint}", c.name);
+            }
+        }
+    }
+
+    #[test]
+    fn every_subscription_to_an_event_or_notice_has_a_publisher() {
+        for c in COMPONENTS {
+            for pattern in c.subscribes {
+                let published = COMPONENTS
+                    .iter()
+                    .flat_map(|p| p.publishes.iter())
+                    .any(|p| p == pattern || mosaic_api::subject::matches(pattern, p));
+                assert!(published, "{} subscribes to {pattern}, which no component publishes", c.name);
+            }
+        }
+    }
+
+    #[test]
     fn every_declared_endpoint_belongs_to_its_component_and_to_one_only() {
         let mut seen = HashSet::new();
         for c in COMPONENTS {

@@ -18,6 +18,8 @@ pub mod warehouse;
 
 pub use config::Config;
 
+use mosaic_api::Event as _;
+
 use chrono::Duration as ChronoDuration;
 use mosaic_api::ApiError;
 use mosaic_api::analytics::{self as api, CreatorReport, DailyQuery, IngestStatus, PlatformReport, ReportRun, SERVICE};
@@ -44,6 +46,19 @@ pub const COMPONENT: Component = Component {
     about: "Event warehouse and daily reports",
     migrations: None,
     serves: mosaic_api::subjects![api::CreatorDaily, api::PlatformDaily, api::RunReports, api::Status,],
+    instances: &[],
+    calls: mosaic_api::subjects![mosaic_api::content::PostRefs, mosaic_api::user::ListAdmins],
+    publishes: &[mosaic_api::notification::SendEmail::SUBJECT, mosaic_api::subject::DEAD_LETTERS],
+    subscribes: &[],
+    streams: &[
+        &mosaic_api::stream::NOTIFY_JOBS,
+        &mosaic_api::stream::EVENTS_VIEW,
+        &mosaic_api::stream::EVENTS_INTERACTION,
+        &mosaic_api::stream::EVENTS_USER,
+        &mosaic_api::stream::EVENTS_POST,
+        &mosaic_api::stream::DEAD_LETTERS,
+    ],
+    buckets: &[&mosaic_api::stream::ANALYTICS_LEASES],
     check: component::check::<Config>,
     start: |unit| Box::pin(start(unit)),
 };

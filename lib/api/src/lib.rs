@@ -19,6 +19,7 @@ pub mod messaging;
 pub mod notification;
 pub mod page;
 pub mod stream;
+pub mod subject;
 pub mod text;
 pub mod user;
 pub mod ws;

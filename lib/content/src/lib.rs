@@ -18,6 +18,8 @@ mod upload;
 
 pub use config::Config;
 
+use mosaic_api::Event as _;
+
 use mosaic_api::content::{self as api, SERVICE};
 use mosaic_api::stream::{ConsumerSpec, EVENTS_POST, MEDIA_JOBS};
 use mosaic_mesh::component::{self, Component, Unit};
@@ -65,6 +67,29 @@ pub const COMPONENT: Component = Component {
         api::PostRefs,
         api::RecentPosts,
     ],
+    instances: &[],
+    calls: mosaic_api::subjects![
+        mosaic_api::interaction::GetSignals,
+        mosaic_api::user::GetProfiles,
+        mosaic_api::user::Relations,
+        mosaic_api::user::LookupUsernames,
+    ],
+    publishes: &[
+        mosaic_api::content::PostCreated::SUBJECT,
+        mosaic_api::content::PostDeleted::SUBJECT,
+        mosaic_api::content::PostMentioned::SUBJECT,
+        mosaic_api::content::ProcessMedia::SUBJECT,
+        <mosaic_api::content::PostsChanged as mosaic_api::Broadcast>::SUBJECT,
+        mosaic_api::subject::DEAD_LETTERS,
+    ],
+    subscribes: &[
+        <mosaic_api::content::PostsChanged as mosaic_api::Broadcast>::SUBJECT,
+        mosaic_api::user::ProfileUpdated::SUBJECT,
+        mosaic_api::user::Suspended::SUBJECT,
+        mosaic_api::user::Unsuspended::SUBJECT,
+    ],
+    streams: &[&mosaic_api::stream::EVENTS_POST, &mosaic_api::stream::MEDIA_JOBS, &mosaic_api::stream::DEAD_LETTERS],
+    buckets: &[],
     check: component::check::<Config>,
     start: |unit| Box::pin(start(unit)),
 };

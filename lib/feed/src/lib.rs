@@ -66,6 +66,23 @@ pub const COMPONENT: Component = Component {
     about: "Ranked home feeds with hybrid fan-out",
     migrations: None,
     serves: mosaic_api::subjects![api::GetFeed,],
+    instances: mosaic_api::subjects![mosaic_api::feed::GetRankedOrder],
+    calls: mosaic_api::subjects![
+        mosaic_api::content::GetPost,
+        mosaic_api::content::GetPosts,
+        mosaic_api::content::RecentPosts,
+        mosaic_api::user::Audience,
+        mosaic_api::user::GetFeedSeed,
+        mosaic_api::interaction::GetSignals,
+    ],
+    publishes: &[
+        mosaic_api::subject::USER_PUSHES,
+        <mosaic_api::feed::FeedsWritten as mosaic_api::Broadcast>::SUBJECT,
+        mosaic_api::subject::DEAD_LETTERS,
+    ],
+    subscribes: &[<mosaic_api::feed::FeedsWritten as mosaic_api::Broadcast>::SUBJECT],
+    streams: &[&mosaic_api::stream::EVENTS_POST, &mosaic_api::stream::EVENTS_USER, &mosaic_api::stream::DEAD_LETTERS],
+    buckets: &[&mosaic_api::stream::FEEDS, &mosaic_api::stream::FEED_PULL_AUTHORS, &mosaic_api::stream::PRESENCE],
     check: component::check::<Config>,
     start: |unit| Box::pin(start(unit)),
 };

@@ -15,6 +15,8 @@ mod signals;
 
 pub use config::Config;
 
+use mosaic_api::Event as _;
+
 use mosaic_api::content::PostCreated;
 use mosaic_api::interaction::{self as api, SERVICE};
 use mosaic_api::stream::{EVENTS_INTERACTION, NOTIFY_JOBS};
@@ -50,6 +52,28 @@ pub const COMPONENT: Component = Component {
         api::DeleteComment,
         api::GetSignals,
     ],
+    instances: &[],
+    calls: mosaic_api::subjects![
+        mosaic_api::content::PostRefs,
+        mosaic_api::user::Relations,
+        mosaic_api::user::GetProfiles,
+        mosaic_api::user::LookupUsernames,
+    ],
+    publishes: &[
+        mosaic_api::interaction::Liked::SUBJECT,
+        mosaic_api::interaction::Unliked::SUBJECT,
+        mosaic_api::interaction::Commented::SUBJECT,
+        mosaic_api::interaction::CommentDeleted::SUBJECT,
+        mosaic_api::interaction::NotifyUser::SUBJECT,
+        <mosaic_api::interaction::SignalsChanged as mosaic_api::Broadcast>::SUBJECT,
+        mosaic_api::subject::POST_PUSHES,
+    ],
+    subscribes: &[
+        <mosaic_api::interaction::SignalsChanged as mosaic_api::Broadcast>::SUBJECT,
+        mosaic_api::content::PostCreated::SUBJECT,
+    ],
+    streams: &[&mosaic_api::stream::EVENTS_INTERACTION, &mosaic_api::stream::NOTIFY_JOBS],
+    buckets: &[],
     check: component::check::<Config>,
     start: |unit| Box::pin(start(unit)),
 };

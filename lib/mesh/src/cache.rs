@@ -137,6 +137,7 @@ impl Mesh {
     /// Tells every instance listening (through [`Mesh::on_broadcast`]) about `notice`. At
     /// most once: meant for cache invalidation, where a lost notice costs freshness only.
     pub async fn broadcast<B: Broadcast>(&self, notice: &B) -> anyhow::Result<()> {
+        self.check(crate::component::Use::Publish(B::SUBJECT))?;
         let payload = serde_json::to_vec(notice).context("encoding broadcast")?;
         self.client().publish(B::SUBJECT, payload.into()).await.with_context(|| format!("publishing to {}", B::SUBJECT))
     }
@@ -172,6 +173,7 @@ impl Mesh {
         lifecycle: &Lifecycle,
         handle: impl Fn(&[u8]) -> serde_json::Result<()> + Send + Sync + 'static,
     ) -> anyhow::Result<()> {
+        self.check(crate::component::Use::Subscribe(subject))?;
         let mut sub = self.client().subscribe(subject).await.with_context(|| format!("subscribing to {subject}"))?;
         self.client().flush().await.context("flushing subscription")?;
         let shutdown = lifecycle.shutdown().clone();

@@ -51,6 +51,9 @@ impl Default for NatsConfig {
 #[derive(Clone)]
 pub struct Mesh {
     inner: Arc<Inner>,
+    /// The component this handle acts for; in debug builds each use is checked against its
+    /// declaration.
+    scope: Option<&'static crate::component::Component>,
 }
 
 struct Inner {
@@ -84,7 +87,32 @@ impl Mesh {
                 ensured: Mutex::new(HashSet::new()),
                 local: config.local_calls.then(Registry::default),
             }),
+            scope: None,
         })
+    }
+
+    /// This connection as `component` uses it. In debug builds (the test suite), every call,
+    /// publish, subscription, stream and bucket it uses through this handle must be in its
+    /// declaration: anything else fails, is logged, and is recorded in
+    /// [`crate::component::violations`]. Release builds skip the check.
+    pub fn scoped(&self, component: &'static crate::component::Component) -> Mesh {
+        Mesh { inner: self.inner.clone(), scope: Some(component) }
+    }
+
+    /// Fails when this handle's component did not declare `what` (debug builds).
+    pub(crate) fn check(&self, what: crate::component::Use<'_>) -> anyhow::Result<()> {
+        #[cfg(debug_assertions)]
+        if let Some(component) = self.scope
+            && !component.declares(&what)
+        {
+            let message = format!("component {} {what} without declaring it", component.name);
+            tracing::error!("{message}");
+            crate::component::record_violation(message.clone());
+            anyhow::bail!(message);
+        }
+        #[cfg(not(debug_assertions))]
+        let _ = what;
+        Ok(())
     }
 
     /// A second connection with the same settings; services serve on their own connection
@@ -129,6 +157,7 @@ impl Mesh {
     /// scale-down there is a moment with no instance subscribed, and nobody received the
     /// request, so sending it again is safe.
     pub async fn call<E: Endpoint>(&self, ctx: &Ctx, req: &E::Request) -> Result<E::Reply, CallError> {
+        self.check_call(E::SUBJECT)?;
         if let Some((local, entered)) = self.local::<E>() {
             return local.call(entered, ctx, req.clone()).await;
         }
@@ -140,6 +169,7 @@ impl Mesh {
     /// takes it as it is. A feed read asks for the signals of a hundred posts, and copying
     /// the request cost a few hundred allocations per read.
     pub async fn call_owned<E: Endpoint>(&self, ctx: &Ctx, req: E::Request) -> Result<E::Reply, CallError> {
+        self.check_call(E::SUBJECT)?;
         if let Some((local, entered)) = self.local::<E>() {
             return local.call(entered, ctx, req).await;
         }
@@ -150,11 +180,16 @@ impl Mesh {
     /// [`Mesh::call`], keeping the reply as the JSON the service sent (an `E::Reply`): for
     /// a gateway that passes it on unchanged, parsing and re-encoding it would be wasted.
     pub async fn call_json<E: Endpoint>(&self, ctx: &Ctx, req: &E::Request) -> Result<Bytes, CallError> {
+        self.check_call(E::SUBJECT)?;
         if let Some((local, entered)) = self.local::<E>() {
             let reply = local.call(entered, ctx, req.clone()).await?;
             return Ok(Bytes::from(serde_json::to_vec(&reply)?));
         }
         Ok(self.request::<E>(ctx, req).await?.payload)
+    }
+
+    fn check_call(&self, subject: &str) -> Result<(), CallError> {
+        self.check(crate::component::Use::Call(subject)).map_err(|e| CallError::Undeclared(e.to_string()))
     }
 
     /// An instance of `E`'s service in this process, with the call counted in on it.
@@ -207,6 +242,7 @@ impl Mesh {
     /// Publishes a frame to every socket of `user` (core NATS, at most once: anything the
     /// user must not miss is also stored by the service that sent it).
     pub async fn push<T: Serialize>(&self, user: &UserId, frame: &T) -> anyhow::Result<()> {
+        self.check(crate::component::Use::Publish(mosaic_api::subject::USER_PUSHES))?;
         let payload = serde_json::to_vec(frame).context("encoding push frame")?;
         self.inner
             .client
@@ -218,11 +254,13 @@ impl Mesh {
     /// Publishes an already encoded frame to every socket of `user`: a fan-out encodes once
     /// for all recipients.
     pub async fn push_raw(&self, user: &UserId, frame: bytes::Bytes) -> anyhow::Result<()> {
+        self.check(crate::component::Use::Publish(mosaic_api::subject::USER_PUSHES))?;
         self.inner.client.publish(mosaic_api::ws::push_subject(user), frame).await.context("publishing push frame")
     }
 
     /// Publishes a frame to every socket watching `post` (core NATS, at most once).
     pub async fn push_post<T: Serialize>(&self, post: &mosaic_api::PostId, frame: &T) -> anyhow::Result<()> {
+        self.check(crate::component::Use::Publish(mosaic_api::subject::POST_PUSHES))?;
         let payload = serde_json::to_vec(frame).context("encoding push frame")?;
         self.inner
             .client
@@ -305,6 +343,8 @@ impl Mesh {
     /// subscription, so nothing published after this returns is missed.
     /// Both the ephemeral (`push.user.<id>`) and the kept (`frames.user.<id>`) frames arrive.
     pub async fn subscribe_push(&self, user: &UserId) -> anyhow::Result<PushSubscription> {
+        self.check(crate::component::Use::Subscribe(mosaic_api::subject::USER_PUSHES))?;
+        self.check(crate::component::Use::Subscribe(mosaic_api::subject::USER_FRAMES))?;
         let client = &self.inner.client;
         let push = client.subscribe(mosaic_api::ws::push_subject(user)).await.context("subscribing to push frames")?;
         let kept = client.subscribe(mosaic_api::ws::kept_subject(user)).await.context("subscribing to kept frames")?;
@@ -314,6 +354,7 @@ impl Mesh {
 
     /// Subscribes to the `post.counts` frames of `posts`. Returns once the server knows.
     pub async fn subscribe_posts(&self, posts: &[mosaic_api::PostId]) -> anyhow::Result<PushSubscription> {
+        self.check(crate::component::Use::Subscribe(mosaic_api::subject::POST_PUSHES))?;
         let mut subs = Vec::with_capacity(posts.len());
         for post in posts {
             let sub = self

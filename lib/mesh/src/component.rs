@@ -20,6 +20,7 @@ use crate::service::{ServiceBuilder, ServiceHandle};
 use crate::storage::Storage;
 use anyhow::Context as _;
 use figment::Figment;
+use mosaic_api::stream::{KvSpec, StreamSpec};
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::future::Future;
@@ -44,6 +45,21 @@ pub struct Component {
     /// Subjects of the endpoints it serves; starting a service that registers any other set
     /// fails (see [`Unit::service`]).
     pub serves: &'static [&'static str],
+    /// Instance endpoints it serves and calls (`<subject>.<instance>`, see
+    /// [`crate::instance`]).
+    pub instances: &'static [&'static str],
+    /// Subjects of the endpoints of other components it calls.
+    pub calls: &'static [&'static str],
+    /// Subjects (NATS patterns) it publishes: events and jobs (through the outbox or
+    /// directly), kept frames, pushes, notices, dead letters.
+    pub publishes: &'static [&'static str],
+    /// Core subjects (NATS patterns) it subscribes to besides its endpoints: notices,
+    /// events heard as they pass, users' pushes and frames.
+    pub subscribes: &'static [&'static str],
+    /// JetStream streams it creates, writes or reads.
+    pub streams: &'static [&'static StreamSpec],
+    /// Key-value buckets it opens.
+    pub buckets: &'static [&'static KvSpec],
     /// Reads and validates its configuration section without starting anything (so
     /// `mosaic up` refuses a bad setting before any component runs): [`check::<Config>`].
     pub check: fn(&Host, &'static Component) -> anyhow::Result<()>,
@@ -69,6 +85,66 @@ impl Component {
     /// Whether the component keeps state in a database of its own.
     pub fn has_database(&self) -> bool {
         self.migrations.is_some()
+    }
+
+    /// Whether the declaration covers `what`.
+    pub fn declares(&self, what: &Use<'_>) -> bool {
+        let matches =
+            |patterns: &[&str], subject: &str| patterns.iter().any(|p| mosaic_api::subject::matches(p, subject));
+        match what {
+            Use::Call(subject) => self.calls.contains(subject) || self.serves.contains(subject),
+            Use::Instance(subject) => self.instances.contains(subject),
+            Use::Publish(subject) => matches(self.publishes, subject),
+            Use::Subscribe(subject) => matches(self.subscribes, subject),
+            Use::Stream(spec) => self.streams.iter().any(|s| s.name == spec.name),
+            Use::Bucket(spec) => self.buckets.iter().any(|b| b.bucket == spec.bucket),
+        }
+    }
+}
+
+/// One thing a component does on NATS, as its declaration names it.
+#[derive(Debug)]
+pub enum Use<'a> {
+    /// A call of the endpoint with this subject.
+    Call(&'a str),
+    /// Serving or calling this instance endpoint.
+    Instance(&'a str),
+    /// A publish on this subject.
+    Publish(&'a str),
+    /// A core subscription to this subject (or pattern).
+    Subscribe(&'a str),
+    /// Creating, writing or reading this stream.
+    Stream(&'a StreamSpec),
+    /// Opening this bucket.
+    Bucket(&'a KvSpec),
+}
+
+impl std::fmt::Display for Use<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Use::Call(s) => write!(f, "calls {s}"),
+            Use::Instance(s) => write!(f, "uses the instance endpoint {s}"),
+            Use::Publish(s) => write!(f, "publishes {s}"),
+            Use::Subscribe(s) => write!(f, "subscribes to {s}"),
+            Use::Stream(spec) => write!(f, "uses stream {}", spec.name),
+            Use::Bucket(spec) => write!(f, "uses bucket {}", spec.bucket),
+        }
+    }
+}
+
+/// Every use of NATS a component made without declaring it, in this process (checked in
+/// debug builds, so the test suite holds the declarations to what the code does).
+static VIOLATIONS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// The undeclared uses seen so far in this process (see [`Mesh::scoped`]).
+pub fn violations() -> Vec<String> {
+    VIOLATIONS.lock().expect("violations poisoned").clone()
+}
+
+pub(crate) fn record_violation(message: String) {
+    let mut seen = VIOLATIONS.lock().expect("violations poisoned");
+    if !seen.contains(&message) {
+        seen.push(message);
     }
 }
 
@@ -135,9 +211,10 @@ impl Host {
         &self.inner.figment
     }
 
-    /// The unit that starts `component` on `mesh`.
+    /// The unit that starts `component` on `mesh`; the component sees the mesh scoped to
+    /// its declaration (see [`Mesh::scoped`]).
     pub fn unit(&self, component: &'static Component, mesh: Mesh) -> Unit {
-        Unit { host: self.clone(), mesh, component }
+        Unit { host: self.clone(), mesh: mesh.scoped(component), component }
     }
 
     /// Reads and validates `component`'s configuration section as `C`, naming the setting

@@ -57,6 +57,10 @@ pub enum CallError {
     /// The reply was not what the endpoint's type promises.
     #[error("undecodable reply: {0}")]
     Decode(#[from] serde_json::Error),
+    /// The calling component did not declare the call (debug builds; see
+    /// [`crate::Mesh::scoped`]).
+    #[error("{0}")]
+    Undeclared(String),
 }
 
 impl CallError {
@@ -66,7 +70,7 @@ impl CallError {
             CallError::Api(e) => e.clone(),
             CallError::NoResponders => ApiError::new(ErrorCode::Unavailable, "the service is not available right now"),
             CallError::Timeout => ApiError::new(ErrorCode::Timeout, "the service did not answer in time"),
-            CallError::Transport(_) | CallError::Decode(_) => ApiError::internal(),
+            CallError::Transport(_) | CallError::Decode(_) | CallError::Undeclared(_) => ApiError::internal(),
         }
     }
 }

@@ -34,6 +34,7 @@ impl Mesh {
         instance: &str,
         req: &E::Request,
     ) -> Result<E::Reply, CallError> {
+        self.check(crate::component::Use::Instance(E::SUBJECT)).map_err(|e| CallError::Undeclared(e.to_string()))?;
         let msg = self.request_on(&subject::<E>(instance), ctx, req, false).await?;
         Ok(serde_json::from_slice(&msg.payload)?)
     }
@@ -51,6 +52,7 @@ impl Mesh {
         F: Fn(Ctx, E::Request) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<E::Reply, ServiceError>> + Send + 'static,
     {
+        self.check(crate::component::Use::Instance(E::SUBJECT))?;
         let subject = subject::<E>(instance);
         let mut asks =
             self.client().subscribe(subject.clone()).await.with_context(|| format!("subscribing {subject}"))?;

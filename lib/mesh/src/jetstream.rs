@@ -65,6 +65,7 @@ fn decode_set<S: EventSet>(d: &Delivery) -> Result<Envelope<S>, String> {
 impl Mesh {
     /// Creates or updates a stream so it matches `spec`. Cheap after the first call.
     pub async fn ensure_stream(&self, spec: &'static StreamSpec) -> anyhow::Result<()> {
+        self.check(crate::component::Use::Stream(spec))?;
         if self.ensured().lock().expect("ensured set poisoned").contains(spec.name) {
             return Ok(());
         }
@@ -93,6 +94,7 @@ impl Mesh {
     /// Opens a key-value bucket, creating or updating it to match `spec`; a
     /// [`KvStorage::Cache`] bucket holds at most `max_bytes` (the spec's when `None`).
     pub async fn kv(&self, spec: &'static KvSpec, max_bytes: Option<i64>) -> anyhow::Result<kv::Store> {
+        self.check(crate::component::Use::Bucket(spec))?;
         let (storage, max_bytes) = match spec.storage {
             KvStorage::File => (stream::StorageType::File, -1),
             KvStorage::Cache { max_bytes: default } => (stream::StorageType::Memory, max_bytes.unwrap_or(default)),
@@ -148,6 +150,7 @@ impl Mesh {
 
     /// Publishes a stored message with its de-duplication id and waits for the ack.
     pub async fn publish_with_id(&self, subject: &str, msg_id: &str, payload: Bytes) -> anyhow::Result<()> {
+        self.check(crate::component::Use::Publish(subject))?;
         let mut headers = HeaderMap::new();
         headers.insert(h::NATS_MSG_ID, msg_id);
         self.jetstream()
@@ -615,6 +618,7 @@ async fn dead_letter(
     headers.insert(DLQ_SUBJECT, message.subject.as_str());
     headers.insert(DLQ_STREAM_SEQ, stream_seq.to_string().as_str());
     let subject = format!("dlq.{}.{}", spec.stream.name, spec.durable);
+    mesh.check(crate::component::Use::Publish(&subject))?;
     mesh.jetstream().publish_with_headers(subject, headers, message.payload.clone()).await?.await?;
     Ok(())
 }

@@ -18,6 +18,8 @@ mod store;
 
 pub use config::Config;
 
+use mosaic_api::Event as _;
+
 use mosaic_api::messaging::{self as api, SERVICE};
 use mosaic_api::stream::{ConsumerSpec, EVENTS_USER, NOTIFY_JOBS, USER_FRAMES};
 use mosaic_api::user::{Blocked, Unblocked};
@@ -78,6 +80,22 @@ pub const COMPONENT: Component = Component {
         api::AddGroupMembers,
         api::Leave,
     ],
+    instances: &[],
+    calls: mosaic_api::subjects![mosaic_api::user::Relations, mosaic_api::user::GetProfiles],
+    publishes: &[
+        mosaic_api::subject::USER_FRAMES,
+        mosaic_api::subject::USER_PUSHES,
+        mosaic_api::notification::NotifyMessage::SUBJECT,
+        mosaic_api::subject::DEAD_LETTERS,
+    ],
+    subscribes: &[],
+    streams: &[
+        &mosaic_api::stream::USER_FRAMES,
+        &mosaic_api::stream::NOTIFY_JOBS,
+        &mosaic_api::stream::EVENTS_USER,
+        &mosaic_api::stream::DEAD_LETTERS,
+    ],
+    buckets: &[&mosaic_api::stream::PRESENCE],
     check: component::check::<Config>,
     start: |unit| Box::pin(start(unit)),
 };

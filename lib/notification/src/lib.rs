@@ -26,6 +26,8 @@ mod store;
 
 pub use config::Config;
 
+use mosaic_api::Event as _;
+
 use anyhow::Context as _;
 use base64::Engine as _;
 use mosaic_api::notification::{self as api, SERVICE};
@@ -78,6 +80,28 @@ pub const COMPONENT: Component = Component {
         api::Unsubscribe,
         api::GetVapidKey,
     ],
+    instances: &[],
+    calls: mosaic_api::subjects![
+        mosaic_api::user::Relations,
+        mosaic_api::user::GetContact,
+        mosaic_api::user::GetProfiles
+    ],
+    publishes: &[
+        mosaic_api::notification::Deliver::SUBJECT,
+        mosaic_api::subject::USER_FRAMES,
+        mosaic_api::subject::USER_PUSHES,
+        mosaic_api::subject::DEAD_LETTERS,
+    ],
+    subscribes: &[],
+    streams: &[
+        &mosaic_api::stream::NOTIFY_JOBS,
+        &mosaic_api::stream::DELIVERY_JOBS,
+        &mosaic_api::stream::USER_FRAMES,
+        &mosaic_api::stream::EVENTS_USER,
+        &mosaic_api::stream::EVENTS_POST,
+        &mosaic_api::stream::DEAD_LETTERS,
+    ],
+    buckets: &[&mosaic_api::stream::NOTIFY_LIMITS],
     check: component::check::<Config>,
     start: |unit| Box::pin(start(unit)),
 };

@@ -19,6 +19,8 @@ pub mod validate;
 
 pub use config::Config;
 
+use mosaic_api::Event as _;
+
 use keys::Keys;
 use mosaic_api::stream::{EVENTS_USER, LOGIN_THROTTLE, REVOCATIONS};
 use mosaic_api::user::{self as api, SERVICE};
@@ -88,6 +90,25 @@ pub const COMPONENT: Component = Component {
         api::GetContact,
         api::ListAdmins,
     ],
+    instances: &[],
+    calls: &[],
+    publishes: &[
+        mosaic_api::user::SignedUp::SUBJECT,
+        mosaic_api::user::Followed::SUBJECT,
+        mosaic_api::user::Unfollowed::SUBJECT,
+        mosaic_api::user::Blocked::SUBJECT,
+        mosaic_api::user::Unblocked::SUBJECT,
+        mosaic_api::user::Muted::SUBJECT,
+        mosaic_api::user::Unmuted::SUBJECT,
+        mosaic_api::user::Suspended::SUBJECT,
+        mosaic_api::user::Unsuspended::SUBJECT,
+        mosaic_api::user::ProfileUpdated::SUBJECT,
+        <mosaic_api::user::GraphChanged as mosaic_api::Broadcast>::SUBJECT,
+        mosaic_api::subject::DEAD_LETTERS,
+    ],
+    subscribes: &[<mosaic_api::user::GraphChanged as mosaic_api::Broadcast>::SUBJECT],
+    streams: &[&mosaic_api::stream::EVENTS_USER, &mosaic_api::stream::EVENTS_POST, &mosaic_api::stream::DEAD_LETTERS],
+    buckets: &[&mosaic_api::stream::REVOCATIONS, &mosaic_api::stream::LOGIN_THROTTLE],
     check: component::check::<Config>,
     start: |unit| Box::pin(start(unit)),
 };
