@@ -14,8 +14,9 @@ use mosaic_api::user::{
     TOKEN_ISSUER, UpdateProfileRequest,
 };
 use mosaic_api::{ApiError, ErrorCode, Id, SessionId, UserId};
-use mosaic_mesh::db::{Checked as _, is_conflict, retry_conflicts};
+use mosaic_mesh::db::is_conflict;
 use mosaic_mesh::outbox::Staged;
+use mosaic_mesh::write::{NoRefusal, Write, WriteError};
 use mosaic_mesh::{Ctx, ServiceError, ServiceResult};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -24,6 +25,16 @@ use surrealdb::types::{RecordId, SurrealValue};
 
 /// Most ids a batch profile lookup accepts.
 const MAX_BATCH: usize = 500;
+
+mosaic_mesh::refusals! {
+    /// Why a session transaction refuses.
+    pub(crate) enum Refused {
+        /// The account was suspended after it was read.
+        Suspended = "account_suspended",
+        /// A concurrent refresh spent the token first.
+        RefreshTokenReused = "refresh_token_reused",
+    }
+}
 
 #[derive(Debug, SurrealValue)]
 #[surreal(crate = "surrealdb::types")]
@@ -75,11 +86,8 @@ impl UserService {
             _ => username.clone(),
         };
         // Friendly, ordered answers first; the unique indexes below settle races.
-        if store::user_by_field(&self.db, "username", &username).await?.is_some() {
-            return Err(ApiError::new(ErrorCode::UsernameTaken, "this username is already taken").into());
-        }
-        if store::user_by_field(&self.db, "email", &email).await?.is_some() {
-            return Err(ApiError::new(ErrorCode::EmailTaken, "an account with this email already exists").into());
+        if let Some(taken) = self.taken(&username, &email).await? {
+            return Err(taken);
         }
         let role =
             if self.config.admins.iter().any(|a| a.eq_ignore_ascii_case(&username)) { Role::Admin } else { Role::User };
@@ -88,44 +96,43 @@ impl UserService {
         let session = SessionId::generate();
         let refresh = NewRefresh::generate();
         let events = vec![Staged::new(SignedUp { user_id: user_id.clone(), username: username.clone() })];
-        let result = retry_conflicts(|| async {
-            self.db
-                .query(
-                    "BEGIN TRANSACTION;
-                     CREATE $uid SET username = $username, email = $email, password_hash = $hash,
-                        display_name = $display_name, bio = '', role = $role, topics = [],
-                        followers = 0, following = 0, posts = 0, suspended = false,
-                        created_at = time::now(), password_changed_at = time::now();
-                     CREATE $sid SET user = $uid, created_at = time::now(), last_used_at = time::now(), revoked = false;
-                     CREATE $rid SET session = $sid, user = $uid, used = false, created_at = time::now(), expires_at = $expires;
-                     INSERT INTO outbox $events;
-                     COMMIT TRANSACTION;",
-                )
-                .bind(("uid", user_rid(&user_id)))
-                .bind(("username", username.clone()))
-                .bind(("email", email.clone()))
-                .bind(("hash", password_hash.clone()))
-                .bind(("display_name", display_name.clone()))
-                .bind(("role", role.as_str()))
-                .bind(("sid", RecordId::new("session", session.as_str())))
-                .bind(("rid", RecordId::new("refresh_token", refresh.hash.as_str())))
-                .bind(("expires", self.refresh_expiry()))
-                .bind(("events", events.clone()))
-                .await?
-                .checked()
-        })
-        .await;
-        if let Err(e) = result {
-            let msg = e.message().to_owned();
-            if msg.contains("user_username") {
-                return Err(ApiError::new(ErrorCode::UsernameTaken, "this username is already taken").into());
+        let result = self
+            .outbox
+            .write(
+                "BEGIN TRANSACTION;
+                 CREATE $uid SET username = $username, email = $email, password_hash = $hash,
+                    display_name = $display_name, bio = '', role = $role, topics = [],
+                    followers = 0, following = 0, posts = 0, suspended = false,
+                    created_at = time::now(), password_changed_at = time::now();
+                 CREATE $sid SET user = $uid, created_at = time::now(), last_used_at = time::now(), revoked = false;
+                 CREATE $rid SET session = $sid, user = $uid, used = false, created_at = time::now(), expires_at = $expires;
+                 INSERT INTO outbox $events;
+                 COMMIT TRANSACTION;",
+            )
+            .bind("uid", user_rid(&user_id))
+            .bind("username", username.clone())
+            .bind("email", email.clone())
+            .bind("hash", password_hash)
+            .bind("display_name", display_name)
+            .bind("role", role.as_str())
+            .bind("sid", RecordId::new("session", session.as_str()))
+            .bind("rid", RecordId::new("refresh_token", refresh.hash.as_str()))
+            .bind("expires", self.refresh_expiry())
+            .stage(events)
+            .run::<NoRefusal>()
+            .await;
+        match result {
+            Ok(_) => {}
+            // A concurrent signup took the username or email after the checks above: its
+            // account is committed (the unique index saw it), so the same checks now name it.
+            Err(WriteError::Failed(e)) if !is_conflict(&e) => {
+                return Err(match self.taken(&username, &email).await? {
+                    Some(taken) => taken,
+                    None => anyhow::Error::new(e).context("creating account").into(),
+                });
             }
-            if msg.contains("user_email") {
-                return Err(ApiError::new(ErrorCode::EmailTaken, "an account with this email already exists").into());
-            }
-            return Err(anyhow::Error::new(e).context("creating account").into());
+            Err(e) => return Err(anyhow::Error::new(e).context("creating account").into()),
         }
-        self.outbox.committed(&events);
         tracing::info!(user = %user_id, request_id = ?ctx.request_id, "account created");
         let user = store::user_by_id(&self.db, &user_id).await?.context("new account vanished")?;
         self.auth_reply(&user, &session, refresh.token)
@@ -155,26 +162,23 @@ impl UserService {
         let refresh = NewRefresh::generate();
         // The suspension check is repeated inside the transaction: a suspension committed
         // between the read above and this write conflicts with it instead of slipping by.
-        let created = retry_conflicts(|| async {
-            self.db
-                .query(
-                    "BEGIN TRANSACTION;
-                     IF (SELECT VALUE suspended FROM ONLY $uid) == true { THROW 'account_suspended'; };
-                     CREATE $sid SET user = $uid, created_at = time::now(), last_used_at = time::now(), revoked = false;
-                     CREATE $rid SET session = $sid, user = $uid, used = false, created_at = time::now(), expires_at = $expires;
-                     COMMIT TRANSACTION;",
-                )
-                .bind(("uid", user_rid(&user.id())))
-                .bind(("sid", RecordId::new("session", session.as_str())))
-                .bind(("rid", RecordId::new("refresh_token", refresh.hash.as_str())))
-                .bind(("expires", self.refresh_expiry()))
-                .await?
-                .checked()
-        })
+        let created = Write::new(
+            &self.db,
+            "BEGIN TRANSACTION;
+             IF (SELECT VALUE suspended FROM ONLY $uid) == true { THROW 'account_suspended'; };
+             CREATE $sid SET user = $uid, created_at = time::now(), last_used_at = time::now(), revoked = false;
+             CREATE $rid SET session = $sid, user = $uid, used = false, created_at = time::now(), expires_at = $expires;
+             COMMIT TRANSACTION;",
+        )
+        .bind("uid", user_rid(&user.id()))
+        .bind("sid", RecordId::new("session", session.as_str()))
+        .bind("rid", RecordId::new("refresh_token", refresh.hash.as_str()))
+        .bind("expires", self.refresh_expiry())
+        .run::<Refused>()
         .await;
         match created {
             Ok(_) => self.auth_reply(&user, &session, refresh.token),
-            Err(e) if e.message().contains("account_suspended") => Err(suspended()),
+            Err(WriteError::Refused(Refused::Suspended)) => Err(suspended()),
             Err(e) => Err(anyhow::Error::new(e).context("creating session").into()),
         }
     }
@@ -206,26 +210,31 @@ impl UserService {
         // Spending the old token and minting the new one is one transaction that only
         // succeeds if the old token was still unspent: of two concurrent refreshes with the
         // same token, one wins and the other is a reuse.
-        let outcome = self
-            .db
-            .query(
-                "BEGIN TRANSACTION;
-                 LET $spent = (UPDATE $old SET used = true WHERE used = false RETURN AFTER);
-                 IF array::len($spent) == 0 { THROW 'refresh_token_reused'; };
-                 CREATE $new SET session = $sid, user = $uid, used = false, created_at = time::now(), expires_at = $expires;
-                 UPDATE $sid SET last_used_at = time::now();
-                 COMMIT TRANSACTION;",
-            )
-            .bind(("old", RecordId::new("refresh_token", old_hash.as_str())))
-            .bind(("new", RecordId::new("refresh_token", refresh.hash.as_str())))
-            .bind(("sid", RecordId::new("session", session.as_str())))
-            .bind(("uid", user_rid(&user_id)))
-            .bind(("expires", self.refresh_expiry()))
-            .await
-            .and_then(|r| r.checked());
+        // Run once: a conflict is the concurrent refresh that won, not something to retry.
+        let outcome = Write::new(
+            &self.db,
+            "BEGIN TRANSACTION;
+             LET $spent = (UPDATE $old SET used = true WHERE used = false RETURN AFTER);
+             IF array::len($spent) == 0 { THROW 'refresh_token_reused'; };
+             CREATE $new SET session = $sid, user = $uid, used = false, created_at = time::now(), expires_at = $expires;
+             UPDATE $sid SET last_used_at = time::now();
+             COMMIT TRANSACTION;",
+        )
+        .bind("old", RecordId::new("refresh_token", old_hash.as_str()))
+        .bind("new", RecordId::new("refresh_token", refresh.hash.as_str()))
+        .bind("sid", RecordId::new("session", session.as_str()))
+        .bind("uid", user_rid(&user_id))
+        .bind("expires", self.refresh_expiry())
+        .once()
+        .run::<Refused>()
+        .await;
         match outcome {
             Ok(_) => self.auth_reply(&user, &session, refresh.token),
-            Err(e) if is_conflict(&e) || e.message().contains("refresh_token_reused") => {
+            Err(WriteError::Refused(Refused::RefreshTokenReused)) => {
+                self.reuse_detected(&session).await?;
+                Err(reused())
+            }
+            Err(WriteError::Failed(e)) if is_conflict(&e) => {
                 self.reuse_detected(&session).await?;
                 Err(reused())
             }
@@ -293,20 +302,16 @@ impl UserService {
                 "BEGIN TRANSACTION; UPDATE $uid SET {}; INSERT INTO outbox $events; COMMIT TRANSACTION;",
                 sets.join(", ")
             );
-            retry_conflicts(|| async {
-                self.db
-                    .query(sql.as_str())
-                    .bind(("uid", user_rid(&id)))
-                    .bind(("display_name", display_name.clone().unwrap_or_default()))
-                    .bind(("bio", bio.clone().unwrap_or_default()))
-                    .bind(("topics", topics.clone().unwrap_or_default()))
-                    .bind(("events", events.clone()))
-                    .await?
-                    .checked()
-            })
-            .await
-            .context("updating profile")?;
-            self.outbox.committed(&events);
+            self.outbox
+                .write(sql)
+                .bind("uid", user_rid(&id))
+                .bind("display_name", display_name.unwrap_or_default())
+                .bind("bio", bio.unwrap_or_default())
+                .bind("topics", topics.unwrap_or_default())
+                .stage(events)
+                .run::<NoRefusal>()
+                .await
+                .context("updating profile")?;
         }
         Ok(store::active_user(&self.db, &id).await?.me())
     }
@@ -322,21 +327,18 @@ impl UserService {
         validate::password(&req.new_password, &user.username, &user.email)?;
         let hash = self.passwords.hash(req.new_password).await?;
         let keep = ctx.session.clone();
-        retry_conflicts(|| async {
-            self.db
-                .query(
-                    "BEGIN TRANSACTION;
-                     UPDATE $uid SET password_hash = $hash, password_changed_at = time::now();
-                     UPDATE session SET revoked = true, revoked_reason = 'password changed'
-                        WHERE user = $uid AND revoked = false AND id != $keep;
-                     COMMIT TRANSACTION;",
-                )
-                .bind(("uid", user_rid(&id)))
-                .bind(("hash", hash.clone()))
-                .bind(("keep", keep.as_ref().map(|s| RecordId::new("session", s.as_str()))))
-                .await?
-                .checked()
-        })
+        Write::new(
+            &self.db,
+            "BEGIN TRANSACTION;
+             UPDATE $uid SET password_hash = $hash, password_changed_at = time::now();
+             UPDATE session SET revoked = true, revoked_reason = 'password changed'
+                WHERE user = $uid AND revoked = false AND id != $keep;
+             COMMIT TRANSACTION;",
+        )
+        .bind("uid", user_rid(&id))
+        .bind("hash", hash)
+        .bind("keep", keep.as_ref().map(|s| RecordId::new("session", s.as_str())))
+        .run::<NoRefusal>()
         .await
         .context("changing password")?;
         // Access tokens of the other sessions die at every edge; this session's stay valid.
@@ -388,6 +390,17 @@ impl UserService {
         Ok(rows.iter().filter(|u| !u.suspended).map(UserRow::profile).collect())
     }
 
+    /// The answer to a signup whose username or email an account already has, username first.
+    async fn taken(&self, username: &str, email: &str) -> anyhow::Result<Option<ServiceError>> {
+        if store::user_by_field(&self.db, "username", username).await?.is_some() {
+            return Ok(Some(ApiError::new(ErrorCode::UsernameTaken, "this username is already taken").into()));
+        }
+        if store::user_by_field(&self.db, "email", email).await?.is_some() {
+            return Ok(Some(ApiError::new(ErrorCode::EmailTaken, "an account with this email already exists").into()));
+        }
+        Ok(None)
+    }
+
     fn refresh_expiry(&self) -> DateTime<Utc> {
         Utc::now() + chrono::Duration::seconds(self.config.refresh_token_ttl_secs as i64)
     }
@@ -437,16 +450,12 @@ impl UserService {
     /// edge (through the revocations bucket).
     pub(crate) async fn revoke_sessions(&self, sessions: &[SessionId], reason: &str) -> anyhow::Result<()> {
         let rids: Vec<RecordId> = sessions.iter().map(|s| RecordId::new("session", s.as_str())).collect();
-        retry_conflicts(|| async {
-            self.db
-                .query("UPDATE $rids SET revoked = true, revoked_reason = $reason WHERE revoked = false")
-                .bind(("rids", rids.clone()))
-                .bind(("reason", reason.to_owned()))
-                .await?
-                .checked()
-        })
-        .await
-        .context("revoking sessions")?;
+        Write::new(&self.db, "UPDATE $rids SET revoked = true, revoked_reason = $reason WHERE revoked = false")
+            .bind("rids", rids)
+            .bind("reason", reason.to_owned())
+            .run::<NoRefusal>()
+            .await
+            .context("revoking sessions")?;
         let revocation = Revocation { not_before_ms: Utc::now().timestamp_millis(), except_session: None };
         for session in sessions {
             self.revocations.put_json(&session_key(session), &revocation).await?;

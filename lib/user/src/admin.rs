@@ -8,8 +8,8 @@ use chrono::Utc;
 use mosaic_api::ApiError;
 use mosaic_api::endpoint::Empty;
 use mosaic_api::user::{ByUser, Revocation, SuspendRequest, Suspended, Unsuspended};
-use mosaic_mesh::db::{Checked as _, retry_conflicts};
 use mosaic_mesh::outbox::Staged;
+use mosaic_mesh::write::NoRefusal;
 use mosaic_mesh::{Ctx, ServiceResult};
 use std::sync::Arc;
 
@@ -25,23 +25,19 @@ impl UserService {
             return Err(ApiError::not_found("no such user").into());
         }
         let events = vec![Staged::new(Suspended { user_id: req.user_id.clone() })];
-        retry_conflicts(|| async {
-            self.db
-                .query(
-                    "BEGIN TRANSACTION;
-                     UPDATE $uid SET suspended = true;
-                     UPDATE session SET revoked = true, revoked_reason = 'suspended' WHERE user = $uid AND revoked = false;
-                     INSERT INTO outbox $events;
-                     COMMIT TRANSACTION;",
-                )
-                .bind(("uid", user_rid(&req.user_id)))
-                .bind(("events", events.clone()))
-                .await?
-                .checked()
-        })
-        .await
-        .context("suspending user")?;
-        self.outbox.committed(&events);
+        self.outbox
+            .write(
+                "BEGIN TRANSACTION;
+                 UPDATE $uid SET suspended = true;
+                 UPDATE session SET revoked = true, revoked_reason = 'suspended' WHERE user = $uid AND revoked = false;
+                 INSERT INTO outbox $events;
+                 COMMIT TRANSACTION;",
+            )
+            .bind("uid", user_rid(&req.user_id))
+            .stage(events)
+            .run::<NoRefusal>()
+            .await
+            .context("suspending user")?;
         self.revocations
             .put_json(
                 &user_key(&req.user_id),
@@ -58,24 +54,20 @@ impl UserService {
             return Err(ApiError::not_found("no such user").into());
         }
         let events = vec![Staged::new(Unsuspended { user_id: req.user_id.clone() })];
-        retry_conflicts(|| async {
-            self.db
-                .query(
-                    "BEGIN TRANSACTION;
-                     IF (SELECT VALUE suspended FROM ONLY $uid) == true {
-                        UPDATE $uid SET suspended = false;
-                        INSERT INTO outbox $events;
-                     };
-                     COMMIT TRANSACTION;",
-                )
-                .bind(("uid", user_rid(&req.user_id)))
-                .bind(("events", events.clone()))
-                .await?
-                .checked()
-        })
-        .await
-        .context("lifting suspension")?;
-        self.outbox.committed(&events);
+        self.outbox
+            .write(
+                "BEGIN TRANSACTION;
+                 IF (SELECT VALUE suspended FROM ONLY $uid) == true {
+                    UPDATE $uid SET suspended = false;
+                    INSERT INTO outbox $events;
+                 };
+                 COMMIT TRANSACTION;",
+            )
+            .bind("uid", user_rid(&req.user_id))
+            .stage(events)
+            .run::<NoRefusal>()
+            .await
+            .context("lifting suspension")?;
         tracing::info!(user = %req.user_id, by = %admin, "suspension lifted");
         Ok(Empty {})
     }

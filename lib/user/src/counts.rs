@@ -9,8 +9,8 @@ use crate::store::user_rid;
 use mosaic_api::content::{PostCreated, PostDeleted};
 use mosaic_api::stream::{ConsumerSpec, EVENTS_POST};
 use mosaic_api::{Envelope, EventSet as _, Id};
-use mosaic_mesh::db::{Checked as _, retry_conflicts};
 use mosaic_mesh::jetstream::HandlerError;
+use mosaic_mesh::write::{NoRefusal, Write};
 use mosaic_mesh::{Lifecycle, Mesh};
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,27 +74,25 @@ impl UserService {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        retry_conflicts(|| async {
-            self.db
-                .query(
-                    "BEGIN TRANSACTION;
-                     FOR $e IN $events {
-                        IF $e.created {
-                            IF !record::exists($e.post) AND record::exists($e.user) {
-                                CREATE $e.post SET author = $e.user;
-                                UPDATE $e.user SET posts += 1;
-                            };
-                        } ELSE IF record::exists($e.post) {
-                            DELETE $e.post;
-                            UPDATE $e.user SET posts -= 1;
-                        };
-                     };
-                     COMMIT TRANSACTION;",
-                )
-                .bind(("events", events.clone()))
-                .await?
-                .checked()
-        })
+        // No outbox: `$events` here are the counted posts, bound like any other value.
+        Write::new(
+            &self.db,
+            "BEGIN TRANSACTION;
+             FOR $e IN $events {
+                IF $e.created {
+                    IF !record::exists($e.post) AND record::exists($e.user) {
+                        CREATE $e.post SET author = $e.user;
+                        UPDATE $e.user SET posts += 1;
+                    };
+                } ELSE IF record::exists($e.post) {
+                    DELETE $e.post;
+                    UPDATE $e.user SET posts -= 1;
+                };
+             };
+             COMMIT TRANSACTION;",
+        )
+        .bind("events", events)
+        .run::<NoRefusal>()
         .await
         .map_err(|e| HandlerError::Transient(anyhow::Error::new(e).context("counting posts")))?;
         Ok(Vec::new())

@@ -11,8 +11,8 @@ use mosaic_api::user::{
     SocialFilters, Unblocked, Unfollowed, Unmuted,
 };
 use mosaic_api::{ApiError, Id, Page, UserId};
-use mosaic_mesh::db::{Checked as _, retry_conflicts};
 use mosaic_mesh::outbox::Staged;
+use mosaic_mesh::write::NoRefusal;
 use mosaic_mesh::{Ctx, ServiceResult};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -79,28 +79,24 @@ impl UserService {
             return Err(ApiError::forbidden("you cannot follow this user").into());
         }
         let events = vec![Staged::new(Followed { follower: me.clone(), followee: them.clone() })];
-        retry_conflicts(|| async {
-            self.db
-                .query(
-                    "BEGIN TRANSACTION;
-                     IF !record::exists($edge) {
-                        CREATE $edge SET follower = $me, followee = $them, created_at = time::now();
-                        UPDATE $me SET following += 1;
-                        UPDATE $them SET followers += 1;
-                        INSERT INTO outbox $events;
-                     };
-                     COMMIT TRANSACTION;",
-                )
-                .bind(("edge", pair_rid("follows", &me, &them)))
-                .bind(("me", user_rid(&me)))
-                .bind(("them", user_rid(&them)))
-                .bind(("events", events.clone()))
-                .await?
-                .checked()
-        })
-        .await
-        .context("following")?;
-        self.outbox.committed(&events);
+        self.outbox
+            .write(
+                "BEGIN TRANSACTION;
+                 IF !record::exists($edge) {
+                    CREATE $edge SET follower = $me, followee = $them, created_at = time::now();
+                    UPDATE $me SET following += 1;
+                    UPDATE $them SET followers += 1;
+                    INSERT INTO outbox $events;
+                 };
+                 COMMIT TRANSACTION;",
+            )
+            .bind("edge", pair_rid("follows", &me, &them))
+            .bind("me", user_rid(&me))
+            .bind("them", user_rid(&them))
+            .stage(events)
+            .run::<NoRefusal>()
+            .await
+            .context("following")?;
         self.graph_changed(&me, &them).await;
         Ok(Empty {})
     }
@@ -112,28 +108,24 @@ impl UserService {
             return Err(ApiError::validation("you cannot unfollow yourself").into());
         }
         let events = vec![Staged::new(Unfollowed { follower: me.clone(), followee: them.clone() })];
-        retry_conflicts(|| async {
-            self.db
-                .query(
-                    "BEGIN TRANSACTION;
-                     LET $gone = (DELETE $edge RETURN BEFORE);
-                     IF array::len($gone) > 0 {
-                        UPDATE $me SET following -= 1;
-                        UPDATE $them SET followers -= 1;
-                        INSERT INTO outbox $events;
-                     };
-                     COMMIT TRANSACTION;",
-                )
-                .bind(("edge", pair_rid("follows", &me, &them)))
-                .bind(("me", user_rid(&me)))
-                .bind(("them", user_rid(&them)))
-                .bind(("events", events.clone()))
-                .await?
-                .checked()
-        })
-        .await
-        .context("unfollowing")?;
-        self.outbox.committed(&events);
+        self.outbox
+            .write(
+                "BEGIN TRANSACTION;
+                 LET $gone = (DELETE $edge RETURN BEFORE);
+                 IF array::len($gone) > 0 {
+                    UPDATE $me SET following -= 1;
+                    UPDATE $them SET followers -= 1;
+                    INSERT INTO outbox $events;
+                 };
+                 COMMIT TRANSACTION;",
+            )
+            .bind("edge", pair_rid("follows", &me, &them))
+            .bind("me", user_rid(&me))
+            .bind("them", user_rid(&them))
+            .stage(events)
+            .run::<NoRefusal>()
+            .await
+            .context("unfollowing")?;
         self.graph_changed(&me, &them).await;
         Ok(Empty {})
     }
@@ -196,42 +188,41 @@ impl UserService {
         let blocked = vec![Staged::new(Blocked { blocker: me.clone(), blocked: them.clone() })];
         let unfollow_out = vec![Staged::new(Unfollowed { follower: me.clone(), followee: them.clone() })];
         let unfollow_in = vec![Staged::new(Unfollowed { follower: them.clone(), followee: me.clone() })];
-        retry_conflicts(|| async {
-            self.db
-                .query(
-                    "BEGIN TRANSACTION;
-                     IF !record::exists($block) {
-                        CREATE $block SET blocker = $me, blocked = $them, created_at = time::now();
-                        LET $out = (DELETE $follow_out RETURN BEFORE);
-                        IF array::len($out) > 0 {
-                            UPDATE $me SET following -= 1;
-                            UPDATE $them SET followers -= 1;
-                            INSERT INTO outbox $unfollow_out;
-                        };
-                        LET $in = (DELETE $follow_in RETURN BEFORE);
-                        IF array::len($in) > 0 {
-                            UPDATE $them SET following -= 1;
-                            UPDATE $me SET followers -= 1;
-                            INSERT INTO outbox $unfollow_in;
-                        };
-                        INSERT INTO outbox $blocked;
-                     };
-                     COMMIT TRANSACTION;",
-                )
-                .bind(("block", pair_rid("blocks", &me, &them)))
-                .bind(("follow_out", pair_rid("follows", &me, &them)))
-                .bind(("follow_in", pair_rid("follows", &them, &me)))
-                .bind(("me", user_rid(&me)))
-                .bind(("them", user_rid(&them)))
-                .bind(("blocked", blocked.clone()))
-                .bind(("unfollow_out", unfollow_out.clone()))
-                .bind(("unfollow_in", unfollow_in.clone()))
-                .await?
-                .checked()
-        })
-        .await
-        .context("blocking")?;
-        self.outbox.committed(&[unfollow_out, unfollow_in, blocked].concat());
+        // Three groups of events, each inserted on its own condition; all three are staged
+        // (and bound as `$events`, unused), for the relay to publish those that were inserted.
+        self.outbox
+            .write(
+                "BEGIN TRANSACTION;
+                 IF !record::exists($block) {
+                    CREATE $block SET blocker = $me, blocked = $them, created_at = time::now();
+                    LET $out = (DELETE $follow_out RETURN BEFORE);
+                    IF array::len($out) > 0 {
+                        UPDATE $me SET following -= 1;
+                        UPDATE $them SET followers -= 1;
+                        INSERT INTO outbox $unfollow_out;
+                    };
+                    LET $in = (DELETE $follow_in RETURN BEFORE);
+                    IF array::len($in) > 0 {
+                        UPDATE $them SET following -= 1;
+                        UPDATE $me SET followers -= 1;
+                        INSERT INTO outbox $unfollow_in;
+                    };
+                    INSERT INTO outbox $blocked;
+                 };
+                 COMMIT TRANSACTION;",
+            )
+            .bind("block", pair_rid("blocks", &me, &them))
+            .bind("follow_out", pair_rid("follows", &me, &them))
+            .bind("follow_in", pair_rid("follows", &them, &me))
+            .bind("me", user_rid(&me))
+            .bind("them", user_rid(&them))
+            .bind("blocked", blocked.clone())
+            .bind("unfollow_out", unfollow_out.clone())
+            .bind("unfollow_in", unfollow_in.clone())
+            .stage([unfollow_out, unfollow_in, blocked].concat())
+            .run::<NoRefusal>()
+            .await
+            .context("blocking")?;
         self.graph_changed(&me, &them).await;
         Ok(Empty {})
     }
@@ -252,26 +243,22 @@ impl UserService {
             return Err(ApiError::not_found("no such user").into());
         }
         let events = vec![Staged::new(Muted { muter: me.clone(), muted: them.clone() })];
-        retry_conflicts(|| async {
-            self.db
-                .query(
-                    "BEGIN TRANSACTION;
-                     IF !record::exists($edge) {
-                        CREATE $edge SET muter = $me, muted = $them, created_at = time::now();
-                        INSERT INTO outbox $events;
-                     };
-                     COMMIT TRANSACTION;",
-                )
-                .bind(("edge", pair_rid("mutes", &me, &them)))
-                .bind(("me", user_rid(&me)))
-                .bind(("them", user_rid(&them)))
-                .bind(("events", events.clone()))
-                .await?
-                .checked()
-        })
-        .await
-        .context("muting")?;
-        self.outbox.committed(&events);
+        self.outbox
+            .write(
+                "BEGIN TRANSACTION;
+                 IF !record::exists($edge) {
+                    CREATE $edge SET muter = $me, muted = $them, created_at = time::now();
+                    INSERT INTO outbox $events;
+                 };
+                 COMMIT TRANSACTION;",
+            )
+            .bind("edge", pair_rid("mutes", &me, &them))
+            .bind("me", user_rid(&me))
+            .bind("them", user_rid(&them))
+            .stage(events)
+            .run::<NoRefusal>()
+            .await
+            .context("muting")?;
         self.graph_changed(&me, &them).await;
         Ok(Empty {})
     }
@@ -284,22 +271,18 @@ impl UserService {
 
     async fn remove_pair(&self, table: &str, me: &UserId, them: &UserId, event: Staged) -> ServiceResult<Empty> {
         let events = vec![event];
-        retry_conflicts(|| async {
-            self.db
-                .query(
-                    "BEGIN TRANSACTION;
-                     LET $gone = (DELETE $edge RETURN BEFORE);
-                     IF array::len($gone) > 0 { INSERT INTO outbox $events; };
-                     COMMIT TRANSACTION;",
-                )
-                .bind(("edge", pair_rid(table, me, them)))
-                .bind(("events", events.clone()))
-                .await?
-                .checked()
-        })
-        .await
-        .with_context(|| format!("removing {table} edge"))?;
-        self.outbox.committed(&events);
+        self.outbox
+            .write(
+                "BEGIN TRANSACTION;
+                 LET $gone = (DELETE $edge RETURN BEFORE);
+                 IF array::len($gone) > 0 { INSERT INTO outbox $events; };
+                 COMMIT TRANSACTION;",
+            )
+            .bind("edge", pair_rid(table, me, them))
+            .stage(events)
+            .run::<NoRefusal>()
+            .await
+            .with_context(|| format!("removing {table} edge"))?;
         self.graph_changed(me, them).await;
         Ok(Empty {})
     }

@@ -16,7 +16,8 @@ use chrono::{DateTime, Utc};
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use mosaic_api::user::{AccessClaims, Jwk, Jwks};
-use mosaic_mesh::db::{Checked as _, Db};
+use mosaic_mesh::db::{Checked as _, Db, is_conflict};
+use mosaic_mesh::write::{NoRefusal, Write, WriteError};
 use std::sync::Arc;
 use std::time::Duration;
 use surrealdb::types::SurrealValue;
@@ -123,18 +124,22 @@ impl Keys {
         let signing = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
         let der = signing.to_pkcs8_der().map_err(|e| anyhow!("encoding signing key: {e}"))?;
         let public_x = URL_SAFE_NO_PAD.encode(signing.verifying_key().as_bytes());
-        let created = db
-            .query("CREATE type::record('signing_key', $kid) SET private_pkcs8 = $private, public_x = $public, created_at = time::now()")
-            .bind(("kid", kid.clone()))
-            .bind(("private", STANDARD.encode(der.as_bytes())))
-            .bind(("public", public_x))
-            .await
-            .and_then(|r| r.checked());
-        if let Err(e) = created {
+        // Once: a conflict or an existing record both mean another instance got there first.
+        let created = Write::new(
+            db,
+            "CREATE type::record('signing_key', $kid) SET private_pkcs8 = $private, public_x = $public, created_at = time::now()",
+        )
+        .bind("kid", kid.clone())
+        .bind("private", STANDARD.encode(der.as_bytes()))
+        .bind("public", public_x)
+        .once()
+        .run::<NoRefusal>()
+        .await;
+        match created {
+            Ok(_) => {}
             // Another instance created this period's key first; use theirs.
-            if !(e.is_already_exists() || mosaic_mesh::db::is_conflict(&e) || e.message().contains("already exists")) {
-                return Err(anyhow!(e).context("storing signing key"));
-            }
+            Err(WriteError::Failed(e)) if e.is_already_exists() || is_conflict(&e) => {}
+            Err(e) => return Err(anyhow!(e).context("storing signing key")),
         }
         let row = Self::read(db, &kid).await?.ok_or_else(|| anyhow!("signing key {kid} vanished"))?;
         Self::decode(row)
