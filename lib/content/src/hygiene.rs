@@ -10,8 +10,9 @@ use futures::TryStreamExt;
 use mosaic_api::content::{MediaError, ProcessMedia, layout};
 use mosaic_api::{Id, MediaId};
 use mosaic_mesh::Lifecycle;
-use mosaic_mesh::db::{Checked as _, retry_conflicts};
+use mosaic_mesh::db::Checked as _;
 use mosaic_mesh::outbox::Staged;
+use mosaic_mesh::write::{NoRefusal, Write};
 use object_store::path::Path;
 use object_store::{ObjectStore as _, ObjectStoreExt as _};
 use std::sync::Arc;
@@ -75,22 +76,20 @@ impl ContentService {
             }
             tracing::warn!(media = %id, attempts = media.attempts, "re-queueing media stuck in processing");
             let jobs = vec![Staged::new(ProcessMedia { media_id: id.clone() })];
-            retry_conflicts(|| async {
-                self.db
-                    .query(
-                        "BEGIN TRANSACTION;
-                         UPDATE $rid SET updated_at = time::now() WHERE status = 'processing';
-                         INSERT INTO outbox $jobs;
-                         COMMIT TRANSACTION;",
-                    )
-                    .bind(("rid", RecordId::new("media", id.as_str())))
-                    .bind(("jobs", jobs.clone()))
-                    .await?
-                    .checked()
-            })
-            .await
-            .context("re-queueing media")?;
-            self.outbox.wake();
+            // The SQL names its staged rows `$jobs`; `stage_inserted` binds them as `$events` too.
+            self.outbox
+                .write(
+                    "BEGIN TRANSACTION;
+                     UPDATE $rid SET updated_at = time::now() WHERE status = 'processing';
+                     INSERT INTO outbox $jobs;
+                     COMMIT TRANSACTION;",
+                )
+                .bind("rid", RecordId::new("media", id.as_str()))
+                .bind("jobs", jobs.clone())
+                .stage_inserted(jobs)
+                .run::<NoRefusal>()
+                .await
+                .context("re-queueing media")?;
         }
         Ok(())
     }
@@ -166,24 +165,21 @@ impl ContentService {
         for object in variants {
             delete_object(self, &object.location).await?;
         }
-        retry_conflicts(|| async {
-            self.db
-                .query(
-                    "BEGIN TRANSACTION;
-                     IF record::exists($rid) {
-                        UPDATE $blob SET refs -= 1;
-                        UPDATE $usage SET bytes -= $bytes, media -= 1;
-                        DELETE $rid;
-                     };
-                     COMMIT TRANSACTION;",
-                )
-                .bind(("rid", RecordId::new("media", id.as_str())))
-                .bind(("blob", RecordId::new("blob", media.blob.as_str())))
-                .bind(("usage", RecordId::new("usage", media.owner.as_str())))
-                .bind(("bytes", media.bytes))
-                .await?
-                .checked()
-        })
+        Write::new(
+            &self.db,
+            "BEGIN TRANSACTION;
+             IF record::exists($rid) {
+                UPDATE $blob SET refs -= 1;
+                UPDATE $usage SET bytes -= $bytes, media -= 1;
+                DELETE $rid;
+             };
+             COMMIT TRANSACTION;",
+        )
+        .bind("rid", RecordId::new("media", id.as_str()))
+        .bind("blob", RecordId::new("blob", media.blob.as_str()))
+        .bind("usage", RecordId::new("usage", media.owner.as_str()))
+        .bind("bytes", media.bytes)
+        .run::<NoRefusal>()
         .await
         .context("releasing media")?;
         tracing::debug!(media = %id, "media removed from storage");

@@ -2,7 +2,7 @@
 
 use crate::ContentService;
 use crate::cache::TIMELINE_HEAD;
-use crate::store::{self, MEDIA_FIELDS, MediaRow, MentionRow, POST_FIELDS, PostRow, media_rid, post_rid};
+use crate::store::{self, MEDIA_FIELDS, MediaRow, MentionRow, POST_FIELDS, PostRow, Refused, media_rid, post_rid};
 use anyhow::Context as _;
 use chrono::Utc;
 use mosaic_api::content::{
@@ -15,8 +15,8 @@ use mosaic_api::page::TimeCursor;
 use mosaic_api::text::{hashtags, mentions};
 use mosaic_api::user::{self as users, ProfilesByIds, ProfilesByUsername, RelationsQuery, Role};
 use mosaic_api::{ApiError, ErrorCode, Id, MediaId, Page, PostId, UserId};
-use mosaic_mesh::db::{Checked as _, retry_conflicts};
 use mosaic_mesh::outbox::Staged;
+use mosaic_mesh::write::{NoRefusal, WriteError};
 use mosaic_mesh::{Ctx, ServiceResult};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -67,46 +67,42 @@ impl ContentService {
         // The transaction is the check: it claims the media only if each is the author's,
         // ready, live and in no post, and returns them. Why it refused is looked up after,
         // so a post that goes through costs one statement batch.
-        let result = retry_conflicts(|| async {
-            let mut res = self
-                .db
-                .query(format!(
-                    "BEGIN TRANSACTION;
-                     LET $claimed = (UPDATE $media SET post = $key, updated_at = time::now()
-                        WHERE post = NONE AND owner = $author AND status = 'ready' AND deleted = false
-                        RETURN {MEDIA_FIELDS});
-                     IF array::len($claimed) != array::len($media) {{ THROW 'media_taken'; }};
-                     CREATE $post SET author = $author, caption = $caption, tags = $tags, mentions = $mentions,
-                        media = $media_keys, deleted = false, created_at = $now;
-                     INSERT INTO outbox $events;
-                     $claimed;
-                     COMMIT TRANSACTION;"
-                ))
-                .bind(("media", media_rids.clone()))
-                .bind(("key", post_id.to_string()))
-                .bind(("author", author.to_string()))
-                .bind(("post", post_rid(&post_id)))
-                .bind(("caption", caption.clone()))
-                .bind(("tags", tags.clone()))
-                .bind(("mentions", mention_rows.clone()))
-                .bind(("media_keys", media_keys.clone()))
-                .bind(("now", now))
-                .bind(("events", events.clone()))
-                .await?
-                .checked()?;
-            // BEGIN and COMMIT have results too: `$claimed` is the one before COMMIT.
-            let claimed = res.num_statements().saturating_sub(2);
-            res.take::<Vec<MediaRow>>(claimed)
-        })
-        .await;
-        let media = match result {
-            Ok(media) => media,
-            Err(e) if e.message().contains("media_taken") => {
+        let result = self
+            .outbox
+            .write(format!(
+                "BEGIN TRANSACTION;
+                 LET $claimed = (UPDATE $media SET post = $key, updated_at = time::now()
+                    WHERE post = NONE AND owner = $author AND status = 'ready' AND deleted = false
+                    RETURN {MEDIA_FIELDS});
+                 IF array::len($claimed) != array::len($media) {{ THROW 'media_taken'; }};
+                 CREATE $post SET author = $author, caption = $caption, tags = $tags, mentions = $mentions,
+                    media = $media_keys, deleted = false, created_at = $now;
+                 INSERT INTO outbox $events;
+                 $claimed;
+                 COMMIT TRANSACTION;"
+            ))
+            .bind("media", media_rids)
+            .bind("key", post_id.to_string())
+            .bind("author", author.to_string())
+            .bind("post", post_rid(&post_id))
+            .bind("caption", caption.clone())
+            .bind("tags", tags.clone())
+            .bind("mentions", mention_rows.clone())
+            .bind("media_keys", media_keys.clone())
+            .bind("now", now)
+            .stage_inserted(events)
+            .run::<Refused>()
+            .await;
+        let mut res = match result {
+            Ok(res) => res,
+            Err(WriteError::Refused(Refused::MediaTaken)) => {
                 return Err(self.refused_media(&author, &req.media_ids).await?.into());
             }
             Err(e) => return Err(anyhow::Error::new(e).context("creating post").into()),
         };
-        self.outbox.inserted(&events);
+        // BEGIN and COMMIT have results too: `$claimed` is the one before COMMIT.
+        let claimed = res.num_statements().saturating_sub(2);
+        let media: Vec<MediaRow> = res.take(claimed).context("creating post")?;
         for (id, slot) in req.media_ids.iter().zip(&media_slots) {
             if let Some(m) = media.iter().find(|m| &m.id() == id) {
                 slot.write(|v| *v = Some(m.to_api()));
@@ -190,26 +186,22 @@ impl ContentService {
         }
         let events = vec![Staged::new(PostDeleted { post_id: req.post_id.clone(), author: row.author() })];
         let media_rids: Vec<RecordId> = row.media.iter().map(|m| RecordId::new("media", m.as_str())).collect();
-        retry_conflicts(|| async {
-            self.db
-                .query(
-                    "BEGIN TRANSACTION;
-                     IF (SELECT VALUE deleted FROM ONLY $post) == false {
-                        UPDATE $post SET deleted = true;
-                        UPDATE $media SET deleted = true, updated_at = time::now();
-                        INSERT INTO outbox $events;
-                     };
-                     COMMIT TRANSACTION;",
-                )
-                .bind(("post", post_rid(&req.post_id)))
-                .bind(("media", media_rids.clone()))
-                .bind(("events", events.clone()))
-                .await?
-                .checked()
-        })
-        .await
-        .context("deleting post")?;
-        self.outbox.committed(&events);
+        self.outbox
+            .write(
+                "BEGIN TRANSACTION;
+                 IF (SELECT VALUE deleted FROM ONLY $post) == false {
+                    UPDATE $post SET deleted = true;
+                    UPDATE $media SET deleted = true, updated_at = time::now();
+                    INSERT INTO outbox $events;
+                 };
+                 COMMIT TRANSACTION;",
+            )
+            .bind("post", post_rid(&req.post_id))
+            .bind("media", media_rids)
+            .stage(events)
+            .run::<NoRefusal>()
+            .await
+            .context("deleting post")?;
         let media = row.media.iter().map(|m| MediaId::from_trusted(m.clone())).collect();
         self.posts_changed(&row.author(), None, vec![req.post_id.clone()], media).await;
         // Objects go with the next sweep; nothing links to them any more.

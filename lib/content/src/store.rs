@@ -7,6 +7,15 @@ use mosaic_api::{Id, MediaId, PostId, UserId};
 use mosaic_mesh::db::Db;
 use surrealdb::types::{RecordId, SurrealValue};
 
+mosaic_mesh::refusals! {
+    /// What the content transactions refuse (the codes their SurrealQL `THROW`s).
+    pub(crate) enum Refused {
+        /// A media item a new post names is missing, someone else's, not ready, deleted or
+        /// in a post already.
+        MediaTaken = "media_taken",
+    }
+}
+
 pub const MEDIA_FIELDS: &str = "record::id(id) AS key, owner, kind, mime, blob, bytes, status, error, attempts, variants, width, height, blurhash, duration_ms, post, deleted, created_at, updated_at";
 pub const POST_FIELDS: &str = "record::id(id) AS key, author, caption, tags, mentions, media, deleted, created_at";
 

@@ -9,8 +9,9 @@ use mosaic_api::content::{
 };
 use mosaic_api::endpoint::Empty;
 use mosaic_api::{ApiError, ErrorCode, Id, MediaId, UploadId, UserId};
-use mosaic_mesh::db::{Checked as _, retry_conflicts};
+use mosaic_mesh::db::Checked as _;
 use mosaic_mesh::outbox::Staged;
+use mosaic_mesh::write::NoRefusal;
 use mosaic_mesh::{Ctx, ServiceResult};
 use object_store::ObjectStoreExt as _;
 use object_store::path::Path;
@@ -133,36 +134,34 @@ impl ContentService {
         let media_id = MediaId::generate();
         let kind = MediaKind::of_mime(&req.mime).unwrap_or(MediaKind::Image);
         let jobs = vec![Staged::new(ProcessMedia { media_id: media_id.clone() })];
-        retry_conflicts(|| async {
-            self.db
-                .query(
-                    "BEGIN TRANSACTION;
-                     IF record::exists($blob) { UPDATE $blob SET refs += 1; }
-                     ELSE { CREATE $blob SET bytes = $bytes, mime = $mime, refs = 1, created_at = time::now(); };
-                     CREATE $media SET owner = $owner, kind = $kind, mime = $mime, blob = $sha, bytes = $bytes,
-                        status = 'processing', attempts = 0, variants = [], deleted = false,
-                        created_at = time::now(), updated_at = time::now();
-                     UPSERT $usage SET bytes = (bytes ?? 0) + $bytes, media = (media ?? 0) + 1;
-                     DELETE $upload;
-                     INSERT INTO outbox $jobs;
-                     COMMIT TRANSACTION;",
-                )
-                .bind(("blob", RecordId::new("blob", req.sha256.as_str())))
-                .bind(("sha", req.sha256.clone()))
-                .bind(("bytes", req.bytes as i64))
-                .bind(("mime", req.mime.clone()))
-                .bind(("media", media_rid(&media_id)))
-                .bind(("owner", owner.to_string()))
-                .bind(("kind", if kind == MediaKind::Video { "video" } else { "image" }))
-                .bind(("usage", RecordId::new("usage", owner.as_str())))
-                .bind(("upload", RecordId::new("upload", req.upload_id.as_str())))
-                .bind(("jobs", jobs.clone()))
-                .await?
-                .checked()
-        })
-        .await
-        .context("registering media")?;
-        self.outbox.inserted(&jobs);
+        // The SQL names its staged rows `$jobs`; `stage_inserted` binds them as `$events` too.
+        self.outbox
+            .write(
+                "BEGIN TRANSACTION;
+                 IF record::exists($blob) { UPDATE $blob SET refs += 1; }
+                 ELSE { CREATE $blob SET bytes = $bytes, mime = $mime, refs = 1, created_at = time::now(); };
+                 CREATE $media SET owner = $owner, kind = $kind, mime = $mime, blob = $sha, bytes = $bytes,
+                    status = 'processing', attempts = 0, variants = [], deleted = false,
+                    created_at = time::now(), updated_at = time::now();
+                 UPSERT $usage SET bytes = (bytes ?? 0) + $bytes, media = (media ?? 0) + 1;
+                 DELETE $upload;
+                 INSERT INTO outbox $jobs;
+                 COMMIT TRANSACTION;",
+            )
+            .bind("blob", RecordId::new("blob", req.sha256.as_str()))
+            .bind("sha", req.sha256.clone())
+            .bind("bytes", req.bytes as i64)
+            .bind("mime", req.mime.clone())
+            .bind("media", media_rid(&media_id))
+            .bind("owner", owner.to_string())
+            .bind("kind", if kind == MediaKind::Video { "video" } else { "image" })
+            .bind("usage", RecordId::new("usage", owner.as_str()))
+            .bind("upload", RecordId::new("upload", req.upload_id.as_str()))
+            .bind("jobs", jobs.clone())
+            .stage_inserted(jobs)
+            .run::<NoRefusal>()
+            .await
+            .context("registering media")?;
         tracing::info!(media = %media_id, %owner, bytes = req.bytes, mime = %req.mime, "upload registered");
         Ok(MediaAccepted { id: media_id, status: MediaStatus::Processing })
     }

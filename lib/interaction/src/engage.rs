@@ -13,12 +13,22 @@ use mosaic_api::page::TimeCursor;
 use mosaic_api::user::{self as users, Profile, ProfilesByIds, ProfilesByUsername, RelationsQuery, Role};
 use mosaic_api::ws::ServerFrame;
 use mosaic_api::{ApiError, CommentId, Id, Page, PostId, UserId};
-use mosaic_mesh::db::{Checked as _, retry_conflicts};
 use mosaic_mesh::outbox::Staged;
+use mosaic_mesh::write::{NoRefusal, WriteError};
 use mosaic_mesh::{Ctx, ServiceResult};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use surrealdb::types::{Array, RecordId, SurrealValue};
+
+mosaic_mesh::refusals! {
+    /// What the interaction transactions refuse (the codes their SurrealQL `THROW`s).
+    pub(crate) enum Refused {
+        /// The comment a reply answers was deleted before the reply was written.
+        ThreadGone = "thread_gone",
+        /// The comment to delete was deleted already.
+        CommentGone = "comment_gone",
+    }
+}
 
 pub(crate) fn stats_rid(post: &PostId) -> RecordId {
     RecordId::new("post_stats", post.as_str())
@@ -78,24 +88,33 @@ impl InteractionService {
                 comment_id: None,
             }));
         }
-        self.write(
-            "BEGIN TRANSACTION;
-             IF !record::exists($like) {
-                CREATE $like SET post = $post, user = $user, created_at = time::now();
-                IF !record::exists($stats) { CREATE $stats SET owner = $owner; };
-                UPDATE $stats SET likes += 1;
-                IF $user != $owner {
-                    IF !record::exists($affinity) { CREATE $affinity SET reader = $user; };
-                    UPDATE $affinity SET likes += 1;
-                };
-                INSERT INTO outbox $events;
-             };
-             COMMIT TRANSACTION;",
-            &post,
-            &user,
-            events,
-        )
-        .await?;
+        // Conflicts with concurrent writers of the same post are retried, which is what keeps
+        // the counter exact.
+        self.outbox
+            .write(
+                "BEGIN TRANSACTION;
+                 IF !record::exists($like) {
+                    CREATE $like SET post = $post, user = $user, created_at = time::now();
+                    IF !record::exists($stats) { CREATE $stats SET owner = $owner; };
+                    UPDATE $stats SET likes += 1;
+                    IF $user != $owner {
+                        IF !record::exists($affinity) { CREATE $affinity SET reader = $user; };
+                        UPDATE $affinity SET likes += 1;
+                    };
+                    INSERT INTO outbox $events;
+                 };
+                 COMMIT TRANSACTION;",
+            )
+            .bind("like", like_rid(&post.post_id, &user))
+            .bind("stats", stats_rid(&post.post_id))
+            .bind("affinity", affinity_rid(&user, &post.author))
+            .bind("post", post.post_id.to_string())
+            .bind("user", user.to_string())
+            .bind("owner", post.author.to_string())
+            .stage(events)
+            .run::<NoRefusal>()
+            .await
+            .context("recording like")?;
         self.changed(&post.post_id, std::slice::from_ref(&user)).await;
         Ok(Empty {})
     }
@@ -108,46 +127,33 @@ impl InteractionService {
             owner: post.author.clone(),
             user: user.clone(),
         })];
-        self.write(
-            "BEGIN TRANSACTION;
-             IF record::exists($like) {
-                DELETE $like;
-                UPDATE $stats SET likes -= 1;
-                IF $user != $owner AND record::exists($affinity) {
-                    UPDATE $affinity SET likes = math::max([likes - 1, 0]);
-                };
-                INSERT INTO outbox $events;
-             };
-             COMMIT TRANSACTION;",
-            &post,
-            &user,
-            events,
-        )
-        .await?;
+        // Conflicts with concurrent writers of the same post are retried, which is what keeps
+        // the counter exact.
+        self.outbox
+            .write(
+                "BEGIN TRANSACTION;
+                 IF record::exists($like) {
+                    DELETE $like;
+                    UPDATE $stats SET likes -= 1;
+                    IF $user != $owner AND record::exists($affinity) {
+                        UPDATE $affinity SET likes = math::max([likes - 1, 0]);
+                    };
+                    INSERT INTO outbox $events;
+                 };
+                 COMMIT TRANSACTION;",
+            )
+            .bind("like", like_rid(&post.post_id, &user))
+            .bind("stats", stats_rid(&post.post_id))
+            .bind("affinity", affinity_rid(&user, &post.author))
+            .bind("post", post.post_id.to_string())
+            .bind("user", user.to_string())
+            .bind("owner", post.author.to_string())
+            .stage(events)
+            .run::<NoRefusal>()
+            .await
+            .context("recording like")?;
         self.changed(&post.post_id, std::slice::from_ref(&user)).await;
         Ok(Empty {})
-    }
-
-    /// Runs a like or unlike transaction, retrying conflicts with concurrent writers of the
-    /// same post (which is what keeps the counter exact).
-    async fn write(&self, sql: &str, post: &PostRef, user: &UserId, events: Vec<Staged>) -> ServiceResult<()> {
-        retry_conflicts(|| async {
-            self.db
-                .query(sql)
-                .bind(("like", like_rid(&post.post_id, user)))
-                .bind(("stats", stats_rid(&post.post_id)))
-                .bind(("affinity", affinity_rid(user, &post.author)))
-                .bind(("post", post.post_id.to_string()))
-                .bind(("user", user.to_string()))
-                .bind(("owner", post.author.to_string()))
-                .bind(("events", events.clone()))
-                .await?
-                .checked()
-        })
-        .await
-        .context("recording like")?;
-        self.outbox.committed(&events);
-        Ok(())
     }
 
     pub(crate) async fn likers(self: Arc<Self>, ctx: Ctx, req: PostPage) -> ServiceResult<Page<Profile>> {
@@ -225,45 +231,42 @@ impl InteractionService {
                 comment_id: Some(id.clone()),
             })
         }));
-        let result = retry_conflicts(|| async {
-            self.db
-                .query(
-                    "BEGIN TRANSACTION;
-                     IF $thread != NONE AND !record::exists($thread_rid) { THROW 'thread_gone'; };
-                     CREATE $comment SET post = $post, author = $user, text = $text, reply_to = $thread,
-                        created_at = $now;
-                     IF !record::exists($stats) { CREATE $stats SET owner = $owner; };
-                     UPDATE $stats SET comments += 1;
-                     IF $user != $owner {
-                        IF !record::exists($affinity) { CREATE $affinity SET reader = $user; };
-                        UPDATE $affinity SET comments += 1;
-                     };
-                     INSERT INTO outbox $events;
-                     COMMIT TRANSACTION;",
-                )
-                .bind(("thread", thread.as_ref().map(|t| t.to_string())))
-                .bind(("thread_rid", thread.as_ref().map(comment_rid)))
-                .bind(("comment", comment_rid(&id)))
-                .bind(("post", post.post_id.to_string()))
-                .bind(("user", user.to_string()))
-                .bind(("owner", post.author.to_string()))
-                .bind(("text", text.clone()))
-                .bind(("now", now))
-                .bind(("stats", stats_rid(&post.post_id)))
-                .bind(("affinity", affinity_rid(&user, &post.author)))
-                .bind(("events", events.clone()))
-                .await?
-                .checked()
-        })
-        .await;
+        let result = self
+            .outbox
+            .write(
+                "BEGIN TRANSACTION;
+                 IF $thread != NONE AND !record::exists($thread_rid) { THROW 'thread_gone'; };
+                 CREATE $comment SET post = $post, author = $user, text = $text, reply_to = $thread,
+                    created_at = $now;
+                 IF !record::exists($stats) { CREATE $stats SET owner = $owner; };
+                 UPDATE $stats SET comments += 1;
+                 IF $user != $owner {
+                    IF !record::exists($affinity) { CREATE $affinity SET reader = $user; };
+                    UPDATE $affinity SET comments += 1;
+                 };
+                 INSERT INTO outbox $events;
+                 COMMIT TRANSACTION;",
+            )
+            .bind("thread", thread.as_ref().map(|t| t.to_string()))
+            .bind("thread_rid", thread.as_ref().map(comment_rid))
+            .bind("comment", comment_rid(&id))
+            .bind("post", post.post_id.to_string())
+            .bind("user", user.to_string())
+            .bind("owner", post.author.to_string())
+            .bind("text", text.clone())
+            .bind("now", now)
+            .bind("stats", stats_rid(&post.post_id))
+            .bind("affinity", affinity_rid(&user, &post.author))
+            .stage_inserted(events)
+            .run::<Refused>()
+            .await;
         match result {
             Ok(_) => {}
-            Err(e) if e.message().contains("thread_gone") => {
+            Err(WriteError::Refused(Refused::ThreadGone)) => {
                 return Err(ApiError::not_found("the comment replied to was deleted").into());
             }
             Err(e) => return Err(anyhow::Error::new(e).context("adding comment").into()),
         }
-        self.outbox.inserted(&events);
         self.changed(&post.post_id, std::slice::from_ref(&user)).await;
         let author =
             self.authors(&ctx, std::slice::from_ref(&user)).await?.remove(&user).context("commenter vanished")?;
@@ -380,39 +383,38 @@ impl InteractionService {
             by: caller.clone(),
             removed: replies + 1,
         })];
-        let result = retry_conflicts(|| async {
-            self.db
-                .query(
-                    "BEGIN TRANSACTION;
-                     IF !record::exists($comment) { THROW 'comment_gone'; };
-                     LET $replies = (DELETE comment WHERE reply_to = $key RETURN BEFORE);
-                     DELETE $comment;
-                     IF record::exists($stats) {
-                        UPDATE $stats SET comments = math::max([comments - 1 - array::len($replies), 0]);
-                     };
-                     IF $author != $owner AND record::exists($affinity) {
-                        UPDATE $affinity SET comments = math::max([comments - 1, 0]);
-                     };
-                     INSERT INTO outbox $events;
-                     COMMIT TRANSACTION;",
-                )
-                .bind(("comment", comment_rid(&req.comment_id)))
-                .bind(("key", req.comment_id.to_string()))
-                .bind(("stats", stats_rid(&post_id)))
-                .bind(("author", row.author.clone()))
-                .bind(("owner", owner.to_string()))
-                .bind(("affinity", affinity_rid(&UserId::from_trusted(row.author.clone()), &owner)))
-                .bind(("events", events.clone()))
-                .await?
-                .checked()
-        })
-        .await;
+        let result = self
+            .outbox
+            .write(
+                "BEGIN TRANSACTION;
+                 IF !record::exists($comment) { THROW 'comment_gone'; };
+                 LET $replies = (DELETE comment WHERE reply_to = $key RETURN BEFORE);
+                 DELETE $comment;
+                 IF record::exists($stats) {
+                    UPDATE $stats SET comments = math::max([comments - 1 - array::len($replies), 0]);
+                 };
+                 IF $author != $owner AND record::exists($affinity) {
+                    UPDATE $affinity SET comments = math::max([comments - 1, 0]);
+                 };
+                 INSERT INTO outbox $events;
+                 COMMIT TRANSACTION;",
+            )
+            .bind("comment", comment_rid(&req.comment_id))
+            .bind("key", req.comment_id.to_string())
+            .bind("stats", stats_rid(&post_id))
+            .bind("author", row.author.clone())
+            .bind("owner", owner.to_string())
+            .bind("affinity", affinity_rid(&UserId::from_trusted(row.author.clone()), &owner))
+            .stage(events)
+            .run::<Refused>()
+            .await;
         match result {
             Ok(_) => {}
-            Err(e) if e.message().contains("comment_gone") => return Err(ApiError::not_found("no such comment").into()),
+            Err(WriteError::Refused(Refused::CommentGone)) => {
+                return Err(ApiError::not_found("no such comment").into());
+            }
             Err(e) => return Err(anyhow::Error::new(e).context("deleting comment").into()),
         }
-        self.outbox.committed(&events);
         self.changed(&post_id, &[UserId::from_trusted(row.author.clone())]).await;
         Ok(Empty {})
     }

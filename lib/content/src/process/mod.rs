@@ -17,8 +17,8 @@ use futures::StreamExt;
 use mosaic_api::content::{MediaError, MediaKind, ProcessMedia, layout};
 use mosaic_api::{Envelope, MediaId};
 use mosaic_mesh::Ctx;
-use mosaic_mesh::db::{Checked as _, retry_conflicts};
 use mosaic_mesh::jetstream::HandlerError;
+use mosaic_mesh::write::{NoRefusal, Write};
 use object_store::path::Path;
 use object_store::{ObjectStoreExt as _, PutPayload};
 use std::sync::Arc;
@@ -92,15 +92,12 @@ impl ContentService {
     }
 
     async fn count_attempt(&self, id: &MediaId) -> anyhow::Result<i64> {
-        let mut res = retry_conflicts(|| async {
-            self.db
-                .query("UPDATE $rid SET attempts += 1, updated_at = time::now() RETURN VALUE attempts")
-                .bind(("rid", media_rid(id)))
-                .await?
-                .checked()
-        })
-        .await
-        .context("counting attempt")?;
+        let mut res =
+            Write::new(&self.db, "UPDATE $rid SET attempts += 1, updated_at = time::now() RETURN VALUE attempts")
+                .bind("rid", media_rid(id))
+                .run::<NoRefusal>()
+                .await
+                .context("counting attempt")?;
         let attempts: Vec<i64> = res.take(0).context("counting attempt")?;
         Ok(attempts.first().copied().unwrap_or(1))
     }
@@ -223,36 +220,32 @@ impl ContentService {
     }
 
     async fn finish(&self, id: &MediaId, done: Done) -> anyhow::Result<()> {
-        retry_conflicts(|| async {
-            self.db
-                .query(
-                    "UPDATE $rid SET status = 'ready', error = NONE, variants = $variants, width = $width,
-                        height = $height, blurhash = $blurhash, duration_ms = $duration, updated_at = time::now()
-                     WHERE status = 'processing'",
-                )
-                .bind(("rid", media_rid(id)))
-                .bind(("variants", done.variants.clone()))
-                .bind(("width", i64::from(done.width)))
-                .bind(("height", i64::from(done.height)))
-                .bind(("blurhash", done.blurhash.clone()))
-                .bind(("duration", done.duration_ms.map(|d| d as i64)))
-                .await?
-                .checked()
-        })
+        Write::new(
+            &self.db,
+            "UPDATE $rid SET status = 'ready', error = NONE, variants = $variants, width = $width,
+                height = $height, blurhash = $blurhash, duration_ms = $duration, updated_at = time::now()
+             WHERE status = 'processing'",
+        )
+        .bind("rid", media_rid(id))
+        .bind("variants", done.variants)
+        .bind("width", i64::from(done.width))
+        .bind("height", i64::from(done.height))
+        .bind("blurhash", done.blurhash)
+        .bind("duration", done.duration_ms.map(|d| d as i64))
+        .run::<NoRefusal>()
         .await
         .context("recording processed media")?;
         Ok(())
     }
 
     pub(crate) async fn fail(&self, id: &MediaId, reason: MediaError) -> anyhow::Result<()> {
-        retry_conflicts(|| async {
-            self.db
-                .query("UPDATE $rid SET status = 'failed', error = $error, updated_at = time::now() WHERE status = 'processing'")
-                .bind(("rid", media_rid(id)))
-                .bind(("error", error_name(reason)))
-                .await?
-                .checked()
-        })
+        Write::new(
+            &self.db,
+            "UPDATE $rid SET status = 'failed', error = $error, updated_at = time::now() WHERE status = 'processing'",
+        )
+        .bind("rid", media_rid(id))
+        .bind("error", error_name(reason))
+        .run::<NoRefusal>()
         .await
         .context("recording failed media")?;
         Ok(())
