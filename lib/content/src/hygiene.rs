@@ -76,16 +76,14 @@ impl ContentService {
             }
             tracing::warn!(media = %id, attempts = media.attempts, "re-queueing media stuck in processing");
             let jobs = vec![Staged::new(ProcessMedia { media_id: id.clone() })];
-            // The SQL names its staged rows `$jobs`; `stage_inserted` binds them as `$events` too.
             self.outbox
                 .write(
                     "BEGIN TRANSACTION;
                      UPDATE $rid SET updated_at = time::now() WHERE status = 'processing';
-                     INSERT INTO outbox $jobs;
+                     INSERT INTO outbox $events;
                      COMMIT TRANSACTION;",
                 )
                 .bind("rid", RecordId::new("media", id.as_str()))
-                .bind("jobs", jobs.clone())
                 .stage_inserted(jobs)
                 .run::<NoRefusal>()
                 .await

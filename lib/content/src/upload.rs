@@ -134,7 +134,6 @@ impl ContentService {
         let media_id = MediaId::generate();
         let kind = MediaKind::of_mime(&req.mime).unwrap_or(MediaKind::Image);
         let jobs = vec![Staged::new(ProcessMedia { media_id: media_id.clone() })];
-        // The SQL names its staged rows `$jobs`; `stage_inserted` binds them as `$events` too.
         self.outbox
             .write(
                 "BEGIN TRANSACTION;
@@ -145,7 +144,7 @@ impl ContentService {
                     created_at = time::now(), updated_at = time::now();
                  UPSERT $usage SET bytes = (bytes ?? 0) + $bytes, media = (media ?? 0) + 1;
                  DELETE $upload;
-                 INSERT INTO outbox $jobs;
+                 INSERT INTO outbox $events;
                  COMMIT TRANSACTION;",
             )
             .bind("blob", RecordId::new("blob", req.sha256.as_str()))
@@ -157,7 +156,6 @@ impl ContentService {
             .bind("kind", if kind == MediaKind::Video { "video" } else { "image" })
             .bind("usage", RecordId::new("usage", owner.as_str()))
             .bind("upload", RecordId::new("upload", req.upload_id.as_str()))
-            .bind("jobs", jobs.clone())
             .stage_inserted(jobs)
             .run::<NoRefusal>()
             .await
