@@ -115,6 +115,43 @@ async fn authors_over_the_threshold_are_pulled_at_read_time() {
     w.stop().await;
 }
 
+/// How many `recent_posts` requests the (one) content instance has served over NATS.
+async fn recent_posts_served(nats: &async_nats::Client) -> u64 {
+    let reply = tokio::time::timeout(Duration::from_secs(5), nats.request("$SRV.STATS.content", "".into()))
+        .await
+        .expect("content answers $SRV.STATS")
+        .unwrap();
+    let stats: Value = serde_json::from_slice(&reply.payload).unwrap();
+    stats["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "recent_posts")
+        .and_then(|e| e["num_requests"].as_u64())
+        .expect("content serves recent_posts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_asks_once_for_the_recent_posts_of_all_its_pulled_authors() {
+    // Every author with a follower is pulled, and no read is served from the pull cache.
+    let options = WorldOptions::default().set("feed.fanout_threshold", 1).set("feed.pull_cache_ms", 0);
+    let w = World::start_with(options).await;
+    let reader = w.client.signup("reader").await;
+    feed_ids(&w, &reader, "").await;
+    for name in ["big_a", "big_b", "big_c"] {
+        let author = w.client.signup(name).await;
+        follow(&w, &reader, &author).await;
+        w.client.create_post(&author.access_token, name, &[]).await;
+    }
+    eventually(&w, &reader, "the three pulled posts", |ids| ids.len() == 3).await;
+    let nats = async_nats::connect(w.nats.url()).await.unwrap();
+    let before = recent_posts_served(&nats).await;
+    assert_eq!(feed_ids(&w, &reader, "").await.len(), 3);
+    let after = recent_posts_served(&nats).await;
+    assert_eq!(after - before, 1, "one request for three pulled authors, not one each");
+    w.stop().await;
+}
+
 /// The 16-byte form a post id takes in a cached feed.
 fn stored_id(post: &Value) -> Vec<u8> {
     let hex = id(post);

@@ -231,12 +231,20 @@ pub struct PostRef {
 /// Most post references one [`RecentPosts`] request returns.
 pub const MAX_RECENT_POSTS: u32 = 1000;
 
+/// Most authors one [`RecentPosts`] request with `each` names.
+pub const MAX_RECENT_AUTHORS_EACH: usize = 100;
+
 /// The newest posts of some authors.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RecentByAuthors {
     pub authors: Vec<UserId>,
-    /// At most [`MAX_RECENT_POSTS`] in all.
+    /// At most [`MAX_RECENT_POSTS`]: in all, or per author with `each`.
     pub limit: u32,
+    /// `limit` posts of every author (at most [`MAX_RECENT_AUTHORS_EACH`] of them), newest
+    /// first per author, instead of the newest `limit` of all: one request for what would
+    /// otherwise be one per author.
+    #[serde(default)]
+    pub each: bool,
 }
 
 /// Told to every content instance after a post was created or deleted, so each drops the

@@ -6,8 +6,8 @@ use crate::store::{self, MEDIA_FIELDS, MediaRow, MentionRow, POST_FIELDS, PostRo
 use anyhow::Context as _;
 use chrono::Utc;
 use mosaic_api::content::{
-    Author, ByPost, CreatePostRequest, MAX_RECENT_POSTS, Media, MediaStatus, Mention, Post, PostCreated, PostDeleted,
-    PostMentioned, PostRef, PostsByIds, RecentByAuthors, Timeline,
+    Author, ByPost, CreatePostRequest, MAX_RECENT_AUTHORS_EACH, MAX_RECENT_POSTS, Media, MediaStatus, Mention, Post,
+    PostCreated, PostDeleted, PostMentioned, PostRef, PostsByIds, RecentByAuthors, Timeline,
 };
 use mosaic_api::endpoint::Empty;
 use mosaic_api::interaction::{GetSignals, SignalsQuery};
@@ -282,6 +282,31 @@ impl ContentService {
         }
         if req.authors.is_empty() {
             return Ok(Vec::new());
+        }
+        if req.each {
+            if req.authors.len() > MAX_RECENT_AUTHORS_EACH {
+                return Err(ApiError::validation(format!("at most {MAX_RECENT_AUTHORS_EACH} authors with each")).into());
+            }
+            // One statement per author, each a bounded scan of that author's newest posts,
+            // all in one round trip.
+            let statement = |i: usize| {
+                format!(
+                    "SELECT {POST_FIELDS} FROM post WHERE author = $a{i} AND deleted = false
+                     ORDER BY created_at DESC LIMIT $limit;"
+                )
+            };
+            let sql: String = (0..req.authors.len()).map(statement).collect();
+            let mut query = self.db.query(sql).bind(("limit", i64::from(req.limit)));
+            for (i, author) in req.authors.iter().enumerate() {
+                query = query.bind((format!("a{i}"), author.to_string()));
+            }
+            let mut res = query.await.context("reading recent posts")?;
+            let mut refs = Vec::new();
+            for i in 0..req.authors.len() {
+                let rows: Vec<PostRow> = res.take(i).context("reading recent posts")?;
+                refs.extend(rows.into_iter().map(|p| p.to_ref()));
+            }
+            return Ok(refs);
         }
         let authors: Vec<String> = req.authors.iter().map(|a| a.to_string()).collect();
         let mut res = self

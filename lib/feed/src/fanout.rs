@@ -281,7 +281,7 @@ impl FeedService {
                 self.mesh
                     .call::<RecentPosts>(
                         &ctx,
-                        &RecentByAuthors { authors: vec![f.clone()], limit: self.config.follow_backfill },
+                        &RecentByAuthors { authors: vec![f.clone()], limit: self.config.follow_backfill, each: false },
                     )
                     .await
                     .map_err(transient)?

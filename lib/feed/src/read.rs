@@ -7,7 +7,7 @@ use crate::store::{Loaded, entry};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
-use mosaic_api::content::{GetPosts, Post, PostRef, PostsByIds, RecentByAuthors, RecentPosts};
+use mosaic_api::content::{GetPosts, MAX_RECENT_AUTHORS_EACH, Post, PostRef, PostsByIds, RecentByAuthors, RecentPosts};
 use mosaic_api::feed::{FeedOrder, FeedQuery};
 use mosaic_api::interaction::{GetSignals, PostCounts, SignalsQuery};
 use mosaic_api::page::TimeCursor;
@@ -219,21 +219,39 @@ impl FeedService {
         Ok(candidates)
     }
 
-    /// Recent posts of pulled authors, from the short-lived cache or one request each.
+    /// Recent posts of pulled authors, from the short-lived cache, and one request (per
+    /// hundred authors) for those it does not hold.
     async fn pulled_posts(&self, ctx: &Ctx, authors: &[UserId]) -> ServiceResult<Vec<Arc<Vec<PostRef>>>> {
         let ttl = Duration::from_millis(self.config.pull_cache_ms);
-        let fetches = authors.iter().map(|author| async move {
-            if let Some((at, posts)) = self.pulled.get(author)
-                && at.elapsed() < ttl
-            {
-                return Ok::<_, mosaic_mesh::ServiceError>(posts);
+        let mut found: HashMap<UserId, Arc<Vec<PostRef>>> = HashMap::new();
+        let mut misses: Vec<UserId> = Vec::new();
+        for author in authors {
+            match self.pulled.get(author) {
+                Some((at, posts)) if at.elapsed() < ttl => {
+                    found.insert(author.clone(), posts);
+                }
+                _ => misses.push(author.clone()),
             }
-            let query = RecentByAuthors { authors: vec![author.clone()], limit: self.config.pull_posts_per_author };
-            let posts = Arc::new(self.mesh.call::<RecentPosts>(ctx, &query).await?);
-            self.pulled.insert(author.clone(), (Instant::now(), posts.clone()));
-            Ok(posts)
+        }
+        let fetches = misses.chunks(MAX_RECENT_AUTHORS_EACH).map(|chunk| {
+            let query =
+                RecentByAuthors { authors: chunk.to_vec(), limit: self.config.pull_posts_per_author, each: true };
+            async move { self.mesh.call::<RecentPosts>(ctx, &query).await }
         });
-        futures::future::try_join_all(fetches).await
+        let fetched: Vec<PostRef> = futures::future::try_join_all(fetches).await?.into_iter().flatten().collect();
+        let mut by_author: HashMap<UserId, Vec<PostRef>> = misses.iter().map(|a| (a.clone(), Vec::new())).collect();
+        for post in fetched {
+            if let Some(posts) = by_author.get_mut(&post.author) {
+                posts.push(post);
+            }
+        }
+        let now = Instant::now();
+        for (author, posts) in by_author {
+            let posts = Arc::new(posts);
+            self.pulled.insert(author.clone(), (now, posts.clone()));
+            found.insert(author, posts);
+        }
+        Ok(authors.iter().filter_map(|a| found.get(a).cloned()).collect())
     }
 
     /// Counts of a page of posts, for the reader.

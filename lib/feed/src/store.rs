@@ -143,7 +143,10 @@ impl FeedService {
         for chunk in authors.chunks(1000) {
             let recent = self
                 .mesh
-                .call::<RecentPosts>(ctx, &RecentByAuthors { authors: chunk.to_vec(), limit: self.config.cap as u32 })
+                .call::<RecentPosts>(
+                    ctx,
+                    &RecentByAuthors { authors: chunk.to_vec(), limit: self.config.cap as u32, each: false },
+                )
                 .await?;
             doc.merge(recent.iter().map(entry), self.config.cap);
         }
