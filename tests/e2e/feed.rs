@@ -115,20 +115,20 @@ async fn authors_over_the_threshold_are_pulled_at_read_time() {
     w.stop().await;
 }
 
-/// How many `recent_posts` requests the (one) content instance has served over NATS.
-async fn recent_posts_served(nats: &async_nats::Client) -> u64 {
-    let reply = tokio::time::timeout(Duration::from_secs(5), nats.request("$SRV.STATS.content", "".into()))
+/// How many requests the (one) instance of `service` has served on `endpoint` over NATS.
+async fn served(nats: &async_nats::Client, service: &str, endpoint: &str) -> u64 {
+    let reply = tokio::time::timeout(Duration::from_secs(5), nats.request(format!("$SRV.STATS.{service}"), "".into()))
         .await
-        .expect("content answers $SRV.STATS")
+        .expect("the service answers $SRV.STATS")
         .unwrap();
     let stats: Value = serde_json::from_slice(&reply.payload).unwrap();
     stats["endpoints"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|e| e["name"] == "recent_posts")
+        .find(|e| e["name"] == endpoint)
         .and_then(|e| e["num_requests"].as_u64())
-        .expect("content serves recent_posts")
+        .unwrap_or_else(|| panic!("{service} serves {endpoint}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,10 +145,33 @@ async fn a_read_asks_once_for_the_recent_posts_of_all_its_pulled_authors() {
     }
     eventually(&w, &reader, "the three pulled posts", |ids| ids.len() == 3).await;
     let nats = async_nats::connect(w.nats.url()).await.unwrap();
-    let before = recent_posts_served(&nats).await;
+    let before = served(&nats, "content", "recent_posts").await;
     assert_eq!(feed_ids(&w, &reader, "").await.len(), 3);
-    let after = recent_posts_served(&nats).await;
+    let after = served(&nats, "content", "recent_posts").await;
     assert_eq!(after - before, 1, "one request for three pulled authors, not one each");
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_read_asks_for_counts_once_and_checks_no_relations_twice() {
+    // No post body is served from the feed's cache, so each read hydrates its page.
+    let w = World::start_with(WorldOptions::default().set("feed.post_cache_ms", 0)).await;
+    let reader = w.client.signup("reader").await;
+    let author = w.client.signup("author").await;
+    feed_ids(&w, &reader, "").await;
+    follow(&w, &reader, &author).await;
+    let post = w.client.create_post(&author.access_token, "hello", &[]).await;
+    eventually(&w, &reader, "the post", |ids| ids == [id(&post)]).await;
+    let nats = async_nats::connect(w.nats.url()).await.unwrap();
+    let (signals, relations, posts) = (
+        served(&nats, "interaction", "signals").await,
+        served(&nats, "user", "relations").await,
+        served(&nats, "content", "posts").await,
+    );
+    assert_eq!(feed_ids(&w, &reader, "").await, [id(&post)]);
+    assert_eq!(served(&nats, "content", "posts").await - posts, 1, "the page's bodies in one request");
+    assert_eq!(served(&nats, "interaction", "signals").await - signals, 1, "counts read once, by the feed");
+    assert_eq!(served(&nats, "user", "relations").await - relations, 0, "the feed applied the graph already");
     w.stop().await;
 }
 

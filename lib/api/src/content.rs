@@ -280,7 +280,9 @@ crate::endpoint! {
     pub CreatePost => "content" . "create_post" : CreatePostRequest => Post;
     /// A post.
     pub GetPost => "content" . "post" : ByPost => Post;
-    /// Posts by id, in the order asked, leaving out missing or hidden ones.
+    /// Post bodies by id, in the order asked, leaving out missing, deleted and suspended
+    /// authors' posts; counts are zero and no relation is checked (the feed, its one caller,
+    /// applies the reader's graph and reads counts itself).
     pub GetPosts => "content" . "posts" : PostsByIds => Vec<Post>;
     /// Deletes a post (author or admin).
     pub DeletePost => "content" . "delete_post" : ByPost => Empty;
