@@ -14,7 +14,7 @@ use mosaic_api::user::{self as users, Profile, ProfilesByIds, ProfilesByUsername
 use mosaic_api::ws::ServerFrame;
 use mosaic_api::{ApiError, CommentId, Id, Page, PostId, UserId};
 use mosaic_mesh::outbox::Staged;
-use mosaic_mesh::write::{NoRefusal, WriteError};
+use mosaic_mesh::write::{NoRefusal, Write, WriteError};
 use mosaic_mesh::{Ctx, ServiceResult};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -88,35 +88,21 @@ impl InteractionService {
                 comment_id: None,
             }));
         }
-        // Conflicts with concurrent writers of the same post are retried, which is what keeps
-        // the counter exact.
-        self.outbox
-            .write(
-                "BEGIN TRANSACTION;
-                 IF !record::exists($like) {
-                    CREATE $like SET post = $post, user = $user, created_at = time::now();
-                    IF !record::exists($stats) { CREATE $stats SET owner = $owner; };
-                    UPDATE $stats SET likes += 1;
-                    IF $user != $owner {
-                        IF !record::exists($affinity) { CREATE $affinity SET reader = $user; };
-                        UPDATE $affinity SET likes += 1;
-                    };
-                    INSERT INTO outbox $events;
-                 };
-                 COMMIT TRANSACTION;",
-            )
-            .bind("like", like_rid(&post.post_id, &user))
-            .bind("stats", stats_rid(&post.post_id))
-            .bind("affinity", affinity_rid(&user, &post.author))
-            .bind("post", post.post_id.to_string())
-            .bind("user", user.to_string())
-            .bind("owner", post.author.to_string())
-            .stage(events)
-            .run::<NoRefusal>()
-            .await
-            .context("recording like")?;
-        self.changed(&post.post_id, std::slice::from_ref(&user)).await;
-        Ok(Empty {})
+        let write = self.outbox.write(
+            "BEGIN TRANSACTION;
+             IF !record::exists($like) {
+                CREATE $like SET post = $post, user = $user, created_at = time::now();
+                IF !record::exists($stats) { CREATE $stats SET owner = $owner; };
+                UPDATE $stats SET likes += 1;
+                IF $user != $owner {
+                    IF !record::exists($affinity) { CREATE $affinity SET reader = $user; };
+                    UPDATE $affinity SET likes += 1;
+                };
+                INSERT INTO outbox $events;
+             };
+             COMMIT TRANSACTION;",
+        );
+        self.record_like(write, &post, &user, events).await
     }
 
     pub(crate) async fn unlike(self: Arc<Self>, ctx: Ctx, req: OnPost) -> ServiceResult<Empty> {
@@ -127,24 +113,34 @@ impl InteractionService {
             owner: post.author.clone(),
             user: user.clone(),
         })];
-        // Conflicts with concurrent writers of the same post are retried, which is what keeps
-        // the counter exact.
-        self.outbox
-            .write(
-                "BEGIN TRANSACTION;
-                 IF record::exists($like) {
-                    DELETE $like;
-                    UPDATE $stats SET likes -= 1;
-                    IF $user != $owner AND record::exists($affinity) {
-                        UPDATE $affinity SET likes = math::max([likes - 1, 0]);
-                    };
-                    INSERT INTO outbox $events;
-                 };
-                 COMMIT TRANSACTION;",
-            )
-            .bind("like", like_rid(&post.post_id, &user))
+        let write = self.outbox.write(
+            "BEGIN TRANSACTION;
+             IF record::exists($like) {
+                DELETE $like;
+                UPDATE $stats SET likes -= 1;
+                IF $user != $owner AND record::exists($affinity) {
+                    UPDATE $affinity SET likes = math::max([likes - 1, 0]);
+                };
+                INSERT INTO outbox $events;
+             };
+             COMMIT TRANSACTION;",
+        );
+        self.record_like(write, &post, &user, events).await
+    }
+
+    /// Runs a like's or unlike's transaction on the post's records for `user`. Conflicts with
+    /// concurrent writers of the same post are retried, which is what keeps the counter exact.
+    async fn record_like(
+        &self,
+        write: Write<'_>,
+        post: &PostRef,
+        user: &UserId,
+        events: Vec<Staged>,
+    ) -> ServiceResult<Empty> {
+        write
+            .bind("like", like_rid(&post.post_id, user))
             .bind("stats", stats_rid(&post.post_id))
-            .bind("affinity", affinity_rid(&user, &post.author))
+            .bind("affinity", affinity_rid(user, &post.author))
             .bind("post", post.post_id.to_string())
             .bind("user", user.to_string())
             .bind("owner", post.author.to_string())
@@ -152,7 +148,7 @@ impl InteractionService {
             .run::<NoRefusal>()
             .await
             .context("recording like")?;
-        self.changed(&post.post_id, std::slice::from_ref(&user)).await;
+        self.changed(&post.post_id, std::slice::from_ref(user)).await;
         Ok(Empty {})
     }
 

@@ -313,7 +313,7 @@ impl MessagingService {
     pub(crate) async fn mark_read(self: Arc<Self>, ctx: Ctx, req: Receipt) -> ServiceResult<Empty> {
         let me = ctx.require_user()?.clone();
         let conv = req.conversation_id;
-        let result = Write::new(
+        let receipt = Write::new(
             &self.db,
             "BEGIN TRANSACTION;
              LET $mine = (SELECT active, read_seq FROM ONLY $member);
@@ -329,21 +329,8 @@ impl MessagingService {
              COMMIT TRANSACTION;
              SELECT read_seq, delivered_seq, unread FROM $member;",
         )
-        .bind("member", member_rid(&conv, &me))
-        .bind("message", message_rid(&req.up_to))
-        .bind("cid", conv.to_string())
-        .bind("me", me.to_string())
-        .run::<Refused>()
-        .await;
-        let mut res = match result {
-            Ok(r) => r,
-            Err(WriteError::Refused(Refused::NotMember)) => return Err(no_such_conversation().into()),
-            Err(WriteError::Refused(Refused::NoMessage)) => {
-                return Err(ApiError::not_found("no such message in this conversation").into());
-            }
-            Err(e) => return Err(anyhow::Error::new(e).context("marking read").into()),
-        };
-        let after: Vec<ReadState> = res.take(res.num_statements() - 1).context("reading receipt state")?;
+        .bind("me", me.to_string());
+        let after = self.receipt(receipt, &conv, &me, &req.up_to, "marking read").await?;
         let Some(after) = after.into_iter().next() else { return Ok(Empty {}) };
         // Every member's devices learn the receipt (kept, so a reconnecting device catches
         // up); the reader's own devices also get their new unread count.
@@ -366,7 +353,7 @@ impl MessagingService {
     pub(crate) async fn mark_delivered(self: Arc<Self>, ctx: Ctx, req: Receipt) -> ServiceResult<Empty> {
         let me = ctx.require_user()?.clone();
         let conv = req.conversation_id;
-        let result = Write::new(
+        let receipt = Write::new(
             &self.db,
             "BEGIN TRANSACTION;
              LET $mine = (SELECT active, delivered_seq FROM ONLY $member);
@@ -376,21 +363,8 @@ impl MessagingService {
              IF $msg.seq > $mine.delivered_seq { UPDATE $member SET delivered_seq = $msg.seq; };
              COMMIT TRANSACTION;
              SELECT read_seq, delivered_seq, unread FROM $member;",
-        )
-        .bind("member", member_rid(&conv, &me))
-        .bind("message", message_rid(&req.up_to))
-        .bind("cid", conv.to_string())
-        .run::<Refused>()
-        .await;
-        let mut res = match result {
-            Ok(r) => r,
-            Err(WriteError::Refused(Refused::NotMember)) => return Err(no_such_conversation().into()),
-            Err(WriteError::Refused(Refused::NoMessage)) => {
-                return Err(ApiError::not_found("no such message in this conversation").into());
-            }
-            Err(e) => return Err(anyhow::Error::new(e).context("marking delivered").into()),
-        };
-        let after: Vec<ReadState> = res.take(res.num_statements() - 1).context("reading receipt state")?;
+        );
+        let after = self.receipt(receipt, &conv, &me, &req.up_to, "marking delivered").await?;
         let Some(after) = after.into_iter().next() else { return Ok(Empty {}) };
         let (_, members) = self.send_state(&conv).await?;
         let frame = ServerFrame::ChatDelivered {
@@ -403,6 +377,33 @@ impl MessagingService {
             let _ = self.mesh.push(member, &frame).await;
         }
         Ok(Empty {})
+    }
+
+    /// Runs a receipt's transaction (bound here to `me`'s membership, the message and the
+    /// conversation) and returns `me`'s receipt state after it.
+    async fn receipt(
+        &self,
+        write: Write<'_>,
+        conv: &ConversationId,
+        me: &UserId,
+        up_to: &MessageId,
+        what: &'static str,
+    ) -> ServiceResult<Vec<ReadState>> {
+        let result = write
+            .bind("member", member_rid(conv, me))
+            .bind("message", message_rid(up_to))
+            .bind("cid", conv.to_string())
+            .run::<Refused>()
+            .await;
+        let mut res = match result {
+            Ok(r) => r,
+            Err(WriteError::Refused(Refused::NotMember)) => return Err(no_such_conversation().into()),
+            Err(WriteError::Refused(Refused::NoMessage)) => {
+                return Err(ApiError::not_found("no such message in this conversation").into());
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(what).into()),
+        };
+        Ok(res.take(res.num_statements() - 1).context("reading receipt state")?)
     }
 
     pub(crate) async fn typing(self: Arc<Self>, ctx: Ctx, req: ByConversation) -> ServiceResult<Empty> {
