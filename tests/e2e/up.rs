@@ -132,3 +132,78 @@ async fn mosaic_up_runs_every_service_and_serves_a_creator_report() {
     let status = up.stop().await;
     assert!(status.success(), "mosaic up exited with {status}");
 }
+
+/// Reads a component process's JSON log lines until its "ready" line; returns the edge's
+/// listening address when it logged one.
+async fn wait_ready(child: &mut Child, name: &str) -> Option<String> {
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut addr = None;
+    let ready = tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(line) = lines.next_line().await.expect("reading the component's log") {
+            let Ok(v) = serde_json::from_str::<Value>(&line) else { continue };
+            if v["message"] == "edge listening" {
+                addr = v["addr"].as_str().map(str::to_owned);
+            }
+            if v["message"] == "ready" {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(matches!(ready, Ok(true)), "{name} never logged that it was ready");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_component_runs_as_a_process_of_its_own() {
+    mosaic_tests::init_logs();
+    let nats = NatsServer::start().await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut children = Vec::new();
+    let mut edge = None;
+    for component in mosaic::COMPONENTS {
+        let mut child = Command::new(mosaic_bin())
+            .args(["serve", component.name, "--http", "127.0.0.1:0", "--nats-url", nats.url(), "--data-dir"])
+            .arg(data.path())
+            .env("MOSAIC_LOG_JSON", "true")
+            .env("RUST_LOG", "warn,mosaic_mesh=info,mosaic_edge=info")
+            .env("MOSAIC_USER__ARGON2_MEMORY_KIB", "4096")
+            .env("MOSAIC_USER__ARGON2_ITERATIONS", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("mosaic serve starts");
+        if let Some(addr) = wait_ready(&mut child, component.name).await {
+            edge = Some(addr);
+        }
+        children.push((component.name, child));
+    }
+    let edge = edge.expect("the edge logged its address");
+
+    let raw = async_nats::connect(nats.url()).await.unwrap();
+    let services: BTreeSet<&str> = mosaic::COMPONENTS.iter().filter(|c| !c.serves.is_empty()).map(|c| c.name).collect();
+    let seen = ping_until(&raw, &services, Duration::from_secs(20)).await;
+    assert!(services.iter().all(|s| seen.contains(*s)), "answered $SRV.PING: {seen:?}");
+
+    // A post made through one process is read back through the others.
+    let client = Client::new(format!("http://{edge}"));
+    let author = client.signup("apart").await;
+    let post = client.create_post(&author.access_token, "from separate processes", &[]).await;
+    let read = client.get(&format!("/v1/posts/{}", post["id"].as_str().unwrap()), &author.access_token).await;
+    read.assert_status(200);
+    assert_eq!(read.body["caption"], "from separate processes");
+
+    // Each stops cleanly on SIGTERM, the edge first.
+    for (name, mut child) in children.into_iter().rev() {
+        let pid = child.id().expect("still running").to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
+        let status = tokio::time::timeout(Duration::from_secs(40), child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{name} stops within 40 s of SIGTERM"))
+            .unwrap();
+        assert!(status.success(), "{name} exited with {status}");
+    }
+}
