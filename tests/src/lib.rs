@@ -266,7 +266,7 @@ impl World {
     pub async fn add_instance(&mut self, component: &str) -> anyhow::Result<()> {
         let component = mosaic::component(component).with_context(|| format!("no component {component}"))?;
         let mesh = Mesh::connect(&self.nats.config(), &format!("test-{}", component.name)).await?;
-        let handle = (component.start)(self.host.unit(component, mesh)).await?;
+        let handle = component.run(self.host.unit(component, mesh)).await?;
         self.running.push(component, handle);
         Ok(())
     }

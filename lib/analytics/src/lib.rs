@@ -24,7 +24,7 @@ use chrono::Duration as ChronoDuration;
 use mosaic_api::ApiError;
 use mosaic_api::analytics::{self as api, CreatorReport, DailyQuery, IngestStatus, PlatformReport, ReportRun, SERVICE};
 use mosaic_api::endpoint::Empty;
-use mosaic_api::stream::{ANALYTICS_LEASES, NOTIFY_JOBS};
+use mosaic_api::stream::ANALYTICS_LEASES;
 use mosaic_mesh::component::{self, Component, Unit};
 use mosaic_mesh::{Ctx, Lifecycle, Mesh, ServiceHandle, ServiceResult};
 use std::sync::Arc;
@@ -69,7 +69,6 @@ async fn start(unit: Unit) -> anyhow::Result<ServiceHandle> {
 
     let storage = unit.storage()?;
     let mesh = unit.mesh();
-    mesh.ensure_stream(&NOTIFY_JOBS).await?;
     let warehouse = warehouse::Warehouse::open(storage.store.clone(), &config.prefix).await?;
     let lifecycle = Lifecycle::new();
     let ingest = if config.ingest {

@@ -21,7 +21,7 @@ pub use config::Config;
 use mosaic_api::Event as _;
 
 use mosaic_api::content::{self as api, SERVICE};
-use mosaic_api::stream::{ConsumerSpec, EVENTS_POST, MEDIA_JOBS};
+use mosaic_api::stream::{ConsumerSpec, MEDIA_JOBS};
 use mosaic_mesh::component::{self, Component, Unit};
 use mosaic_mesh::db::{Db, Migration};
 use mosaic_mesh::outbox::Outbox;
@@ -100,8 +100,6 @@ async fn start(unit: Unit) -> anyhow::Result<ServiceHandle> {
     let db = unit.database().await?;
     let storage = unit.storage()?;
     let mesh = unit.mesh();
-    mesh.ensure_stream(&EVENTS_POST).await?;
-    mesh.ensure_stream(&MEDIA_JOBS).await?;
 
     let lifecycle = Lifecycle::new();
     let outbox = Outbox::spawn(db.clone(), mesh.clone(), &lifecycle);

@@ -24,7 +24,7 @@ pub use config::Config;
 
 use mosaic_api::content::{Post, PostRef};
 use mosaic_api::feed::{self as api, SERVICE};
-use mosaic_api::stream::{EVENTS_POST, EVENTS_USER, FEED_PULL_AUTHORS, FEEDS};
+use mosaic_api::stream::{FEED_PULL_AUTHORS, FEEDS};
 use mosaic_api::{Id, PostId, UserId};
 use mosaic_mesh::component::{self, Component, Unit};
 use mosaic_mesh::kv::Bucket;
@@ -92,8 +92,6 @@ async fn start(unit: Unit) -> anyhow::Result<ServiceHandle> {
     let config: Config = unit.config()?;
 
     let mesh = unit.mesh();
-    mesh.ensure_stream(&EVENTS_POST).await?;
-    mesh.ensure_stream(&EVENTS_USER).await?;
     let lifecycle = Lifecycle::new();
     // Names this instance to the others: in cursors, and in notices of the feeds it wrote.
     let instance = mosaic_api::EventId::generate().to_string();

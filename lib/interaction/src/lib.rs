@@ -19,7 +19,6 @@ use mosaic_api::Event as _;
 
 use mosaic_api::content::PostCreated;
 use mosaic_api::interaction::{self as api, SERVICE};
-use mosaic_api::stream::{EVENTS_INTERACTION, NOTIFY_JOBS};
 use mosaic_mesh::component::{self, Component, Unit};
 use mosaic_mesh::db::{Db, Migration};
 use mosaic_mesh::outbox::Outbox;
@@ -83,8 +82,6 @@ async fn start(unit: Unit) -> anyhow::Result<ServiceHandle> {
     unit.config::<Config>()?;
     let db = unit.database().await?;
     let mesh = unit.mesh();
-    mesh.ensure_stream(&EVENTS_INTERACTION).await?;
-    mesh.ensure_stream(&NOTIFY_JOBS).await?;
     let lifecycle = Lifecycle::new();
     let outbox = Outbox::spawn(db.clone(), mesh.clone(), &lifecycle);
     let state = Arc::new(InteractionService { db, mesh: mesh.clone(), outbox, cache: signals::SignalCache::new() });

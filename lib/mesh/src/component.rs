@@ -82,6 +82,16 @@ pub fn check<C: Section>(host: &Host, component: &'static Component) -> anyhow::
 }
 
 impl Component {
+    /// Starts one instance from `unit`: every stream the component declares exists first
+    /// (events it stages leave through the outbox without creating their stream), then its
+    /// own start runs.
+    pub async fn run(&'static self, unit: Unit) -> anyhow::Result<ServiceHandle> {
+        for stream in self.streams {
+            unit.mesh().ensure_stream(stream).await?;
+        }
+        (self.start)(unit).await
+    }
+
     /// Whether the component keeps state in a database of its own.
     pub fn has_database(&self) -> bool {
         self.migrations.is_some()
@@ -347,7 +357,7 @@ impl Unit {
 pub async fn start_all(host: &Host, mesh: &Mesh, components: &[&'static Component]) -> anyhow::Result<Running> {
     let mut running = Running::default();
     for &component in components {
-        match (component.start)(host.unit(component, mesh.clone())).await {
+        match component.run(host.unit(component, mesh.clone())).await {
             Ok(handle) => running.push(component, handle),
             Err(e) => {
                 running.stop().await;

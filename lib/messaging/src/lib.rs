@@ -21,7 +21,7 @@ pub use config::Config;
 use mosaic_api::Event as _;
 
 use mosaic_api::messaging::{self as api, SERVICE};
-use mosaic_api::stream::{ConsumerSpec, EVENTS_USER, NOTIFY_JOBS, USER_FRAMES};
+use mosaic_api::stream::{ConsumerSpec, EVENTS_USER};
 use mosaic_api::user::{Blocked, Unblocked};
 use mosaic_api::{Envelope, EventSet as _, UserId};
 use mosaic_mesh::component::{self, Component, Unit};
@@ -105,8 +105,6 @@ async fn start(unit: Unit) -> anyhow::Result<ServiceHandle> {
     let config: Config = unit.config()?;
     let db = unit.database().await?;
     let mesh = unit.mesh();
-    mesh.ensure_stream(&USER_FRAMES).await?;
-    mesh.ensure_stream(&NOTIFY_JOBS).await?;
     let lifecycle = Lifecycle::new();
     let outbox = Outbox::spawn(db.clone(), mesh.clone(), &lifecycle);
     let presence = PresenceMirror::spawn(mesh, &lifecycle).await?;

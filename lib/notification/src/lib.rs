@@ -31,7 +31,7 @@ use mosaic_api::Event as _;
 use anyhow::Context as _;
 use base64::Engine as _;
 use mosaic_api::notification::{self as api, SERVICE};
-use mosaic_api::stream::{DELIVERY_JOBS, NOTIFY_JOBS, NOTIFY_LIMITS, USER_FRAMES};
+use mosaic_api::stream::NOTIFY_LIMITS;
 use mosaic_mesh::component::{self, Component, Unit};
 use mosaic_mesh::db::{Db, Migration};
 use mosaic_mesh::directory::Directory;
@@ -114,9 +114,6 @@ async fn start(unit: Unit) -> anyhow::Result<ServiceHandle> {
     }
     let db = unit.database().await?;
     let mesh = unit.mesh();
-    for stream in [&NOTIFY_JOBS, &DELIVERY_JOBS, &USER_FRAMES] {
-        mesh.ensure_stream(stream).await?;
-    }
     let unsubscribe_secret = if config.unsubscribe_secret.expose().is_empty() {
         let stored = store::shared_secret(&db, "unsubscribe", || {
             let bytes: [u8; 32] = rand::random();

@@ -22,7 +22,7 @@ pub use config::Config;
 use mosaic_api::Event as _;
 
 use keys::Keys;
-use mosaic_api::stream::{EVENTS_USER, LOGIN_THROTTLE, REVOCATIONS};
+use mosaic_api::stream::{LOGIN_THROTTLE, REVOCATIONS};
 use mosaic_api::user::{self as api, SERVICE};
 use mosaic_mesh::component::{self, Component, Unit};
 use mosaic_mesh::db::{Db, Migration};
@@ -118,7 +118,6 @@ async fn start(unit: Unit) -> anyhow::Result<ServiceHandle> {
     let config: Config = unit.config()?;
     let db = unit.database().await?;
     let mesh = unit.mesh();
-    mesh.ensure_stream(&EVENTS_USER).await?;
     let revocations = mesh.bucket(&REVOCATIONS).await?;
     let throttle = Throttle::new(
         mesh.bucket(&LOGIN_THROTTLE).await?,
