@@ -79,26 +79,22 @@ impl UserService {
             return Err(ApiError::forbidden("you cannot follow this user").into());
         }
         let events = vec![Staged::new(Followed { follower: me.clone(), followee: them.clone() })];
-        self.outbox
-            .write(
-                "BEGIN TRANSACTION;
-                 IF !record::exists($edge) {
-                    CREATE $edge SET follower = $me, followee = $them, created_at = time::now();
-                    UPDATE $me SET following += 1;
-                    UPDATE $them SET followers += 1;
-                    INSERT INTO outbox $events;
-                 };
-                 COMMIT TRANSACTION;",
-            )
-            .bind("edge", pair_rid("follows", &me, &them))
-            .bind("me", user_rid(&me))
-            .bind("them", user_rid(&them))
-            .stage(events)
-            .run::<NoRefusal>()
-            .await
-            .context("following")?;
-        self.graph_changed(&me, &them).await;
-        Ok(Empty {})
+        self.pair_write(
+            "BEGIN TRANSACTION;
+             IF !record::exists($edge) {
+                CREATE $edge SET follower = $me, followee = $them, created_at = time::now();
+                UPDATE $me SET following += 1;
+                UPDATE $them SET followers += 1;
+                INSERT INTO outbox $events;
+             };
+             COMMIT TRANSACTION;",
+            "follows",
+            &me,
+            &them,
+            events,
+            "following",
+        )
+        .await
     }
 
     pub(crate) async fn unfollow(self: Arc<Self>, ctx: Ctx, req: ByUser) -> ServiceResult<Empty> {
@@ -108,26 +104,22 @@ impl UserService {
             return Err(ApiError::validation("you cannot unfollow yourself").into());
         }
         let events = vec![Staged::new(Unfollowed { follower: me.clone(), followee: them.clone() })];
-        self.outbox
-            .write(
-                "BEGIN TRANSACTION;
-                 LET $gone = (DELETE $edge RETURN BEFORE);
-                 IF array::len($gone) > 0 {
-                    UPDATE $me SET following -= 1;
-                    UPDATE $them SET followers -= 1;
-                    INSERT INTO outbox $events;
-                 };
-                 COMMIT TRANSACTION;",
-            )
-            .bind("edge", pair_rid("follows", &me, &them))
-            .bind("me", user_rid(&me))
-            .bind("them", user_rid(&them))
-            .stage(events)
-            .run::<NoRefusal>()
-            .await
-            .context("unfollowing")?;
-        self.graph_changed(&me, &them).await;
-        Ok(Empty {})
+        self.pair_write(
+            "BEGIN TRANSACTION;
+             LET $gone = (DELETE $edge RETURN BEFORE);
+             IF array::len($gone) > 0 {
+                UPDATE $me SET following -= 1;
+                UPDATE $them SET followers -= 1;
+                INSERT INTO outbox $events;
+             };
+             COMMIT TRANSACTION;",
+            "follows",
+            &me,
+            &them,
+            events,
+            "unfollowing",
+        )
+        .await
     }
 
     pub(crate) async fn followers(self: Arc<Self>, _ctx: Ctx, req: ListGraph) -> ServiceResult<Page<Profile>> {
@@ -243,24 +235,20 @@ impl UserService {
             return Err(ApiError::not_found("no such user").into());
         }
         let events = vec![Staged::new(Muted { muter: me.clone(), muted: them.clone() })];
-        self.outbox
-            .write(
-                "BEGIN TRANSACTION;
-                 IF !record::exists($edge) {
-                    CREATE $edge SET muter = $me, muted = $them, created_at = time::now();
-                    INSERT INTO outbox $events;
-                 };
-                 COMMIT TRANSACTION;",
-            )
-            .bind("edge", pair_rid("mutes", &me, &them))
-            .bind("me", user_rid(&me))
-            .bind("them", user_rid(&them))
-            .stage(events)
-            .run::<NoRefusal>()
-            .await
-            .context("muting")?;
-        self.graph_changed(&me, &them).await;
-        Ok(Empty {})
+        self.pair_write(
+            "BEGIN TRANSACTION;
+             IF !record::exists($edge) {
+                CREATE $edge SET muter = $me, muted = $them, created_at = time::now();
+                INSERT INTO outbox $events;
+             };
+             COMMIT TRANSACTION;",
+            "mutes",
+            &me,
+            &them,
+            events,
+            "muting",
+        )
+        .await
     }
 
     pub(crate) async fn unmute(self: Arc<Self>, ctx: Ctx, req: ByUser) -> ServiceResult<Empty> {
@@ -270,19 +258,33 @@ impl UserService {
     }
 
     async fn remove_pair(&self, table: &str, me: &UserId, them: &UserId, event: Staged) -> ServiceResult<Empty> {
-        let events = vec![event];
+        let sql = "BEGIN TRANSACTION;
+             LET $gone = (DELETE $edge RETURN BEFORE);
+             IF array::len($gone) > 0 { INSERT INTO outbox $events; };
+             COMMIT TRANSACTION;";
+        self.pair_write(sql, table, me, them, vec![event], "removing an edge").await
+    }
+
+    /// Runs a write of the `table` edge from `me` to `them` (bound as `$edge`, `$me` and
+    /// `$them`) that stages `events`, then tells every instance the pair's relations changed.
+    async fn pair_write(
+        &self,
+        sql: &'static str,
+        table: &str,
+        me: &UserId,
+        them: &UserId,
+        events: Vec<Staged>,
+        what: &'static str,
+    ) -> ServiceResult<Empty> {
         self.outbox
-            .write(
-                "BEGIN TRANSACTION;
-                 LET $gone = (DELETE $edge RETURN BEFORE);
-                 IF array::len($gone) > 0 { INSERT INTO outbox $events; };
-                 COMMIT TRANSACTION;",
-            )
+            .write(sql)
             .bind("edge", pair_rid(table, me, them))
+            .bind("me", user_rid(me))
+            .bind("them", user_rid(them))
             .stage(events)
             .run::<NoRefusal>()
             .await
-            .with_context(|| format!("removing {table} edge"))?;
+            .context(what)?;
         self.graph_changed(me, them).await;
         Ok(Empty {})
     }
