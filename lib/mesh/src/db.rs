@@ -223,3 +223,61 @@ impl Checked for surrealdb::IndexedResults {
         Err(errors.swap_remove(pick).1)
     }
 }
+
+/// A list read a page at a time in (time, key) order: the keyset query behind every
+/// cursor-paged list. A list names its columns and its `SELECT … WHERE …`; the cursor
+/// condition, the order, the one-row look-ahead and the next cursor are the same for all.
+#[derive(Debug, Clone, Copy)]
+pub struct Keyset {
+    /// The time column.
+    time: &'static str,
+    /// The tie-breaker as the condition reads it (a column, or `record::id(id)`).
+    key_expr: &'static str,
+    /// The tie-breaker as the rows name it (`ORDER BY` takes output fields only).
+    key_field: &'static str,
+    descending: bool,
+}
+
+impl Keyset {
+    /// Newest first; ties on `time` broken by the key, also descending.
+    pub const fn newest_first(time: &'static str, key_expr: &'static str, key_field: &'static str) -> Self {
+        Self { time, key_expr, key_field, descending: true }
+    }
+
+    /// Oldest first; ties broken by the key, ascending.
+    pub const fn oldest_first(time: &'static str, key_expr: &'static str, key_field: &'static str) -> Self {
+        Self { time, key_expr, key_field, descending: false }
+    }
+
+    /// Reads the page of `select` (a `SELECT … FROM … WHERE …` statement, without order or
+    /// limit) that `page` asks for. `bind` binds the statement's own parameters; `$at`,
+    /// `$after_key` and `$limit` are this helper's. `cursor` gives a row's time and key,
+    /// from which the next page's cursor is made. A cursor that is not one of ours is a
+    /// validation error.
+    pub async fn page<R: SurrealValue>(
+        &self,
+        db: &Db,
+        select: &str,
+        page: &mosaic_api::page::PageRequest,
+        bind: impl FnOnce(surrealdb::method::Query<'_, Any>) -> surrealdb::method::Query<'_, Any>,
+        cursor: impl FnOnce(&R) -> mosaic_api::page::TimeCursor,
+    ) -> crate::ServiceResult<(Vec<R>, Option<String>)> {
+        use mosaic_api::page::{TimeCursor, cut, fetch_limit};
+        let limit = page.limit() as usize;
+        let after = page.cursor.as_deref().map(TimeCursor::decode).transpose()?;
+        let (cmp, dir) = if self.descending { ('<', "DESC") } else { ('>', "ASC") };
+        let Self { time, key_expr, key_field, .. } = *self;
+        let condition = if after.is_some() {
+            format!(" AND ({time} {cmp} $at OR ({time} = $at AND {key_expr} {cmp} $after_key))")
+        } else {
+            String::new()
+        };
+        let sql = format!("{select}{condition} ORDER BY {time} {dir}, {key_field} {dir} LIMIT $limit");
+        let after = after.unwrap_or_else(|| TimeCursor::new(chrono::Utc::now(), ""));
+        let query =
+            db.query(sql).bind(("at", after.at)).bind(("after_key", after.key)).bind(("limit", fetch_limit(limit)));
+        let mut res = bind(query).await.with_context(|| format!("reading a page of {select}"))?;
+        let rows: Vec<R> = res.take(0).with_context(|| format!("reading a page of {select}"))?;
+        Ok(cut(rows, limit, |r| cursor(r).encode()))
+    }
+}
