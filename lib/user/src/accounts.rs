@@ -1,6 +1,8 @@
 //! Accounts, sessions and profiles.
 
 use crate::UserService;
+use crate::store::accounts::ProfileEdit;
+use crate::store::sessions::Refused;
 use crate::store::{self, UserRow, user_rid};
 use crate::validate;
 use anyhow::Context as _;
@@ -21,30 +23,10 @@ use mosaic_mesh::{Ctx, ServiceError, ServiceResult};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
-use surrealdb::types::{RecordId, SurrealValue};
+use surrealdb::types::RecordId;
 
 /// Most ids a batch profile lookup accepts.
 const MAX_BATCH: usize = 500;
-
-mosaic_mesh::refusals! {
-    /// Why a session transaction refuses.
-    pub(crate) enum Refused {
-        /// The account was suspended after it was read.
-        Suspended = "account_suspended",
-        /// A concurrent refresh spent the token first.
-        RefreshTokenReused = "refresh_token_reused",
-    }
-}
-
-#[derive(Debug, SurrealValue)]
-#[surreal(crate = "surrealdb::types")]
-struct TokenRow {
-    session: String,
-    user: String,
-    used: bool,
-    revoked: bool,
-    expires_at: DateTime<Utc>,
-}
 
 /// A refresh token as handed to the client, and the hash it is stored under.
 struct NewRefresh {
@@ -98,17 +80,7 @@ impl UserService {
         let events = vec![Staged::new(SignedUp { user_id: user_id.clone(), username: username.clone() })];
         let result = self
             .outbox
-            .write(
-                "BEGIN TRANSACTION;
-                 CREATE $uid SET username = $username, email = $email, password_hash = $hash,
-                    display_name = $display_name, bio = '', role = $role, topics = [],
-                    followers = 0, following = 0, posts = 0, suspended = false,
-                    created_at = time::now(), password_changed_at = time::now();
-                 CREATE $sid SET user = $uid, created_at = time::now(), last_used_at = time::now(), revoked = false;
-                 CREATE $rid SET session = $sid, user = $uid, used = false, created_at = time::now(), expires_at = $expires;
-                 INSERT INTO outbox $events;
-                 COMMIT TRANSACTION;",
-            )
+            .write(store::accounts::SIGNUP)
             .bind("uid", user_rid(&user_id))
             .bind("username", username.clone())
             .bind("email", email.clone())
@@ -160,22 +132,14 @@ impl UserService {
         self.throttle.succeeded(&login).await;
         let session = SessionId::generate();
         let refresh = NewRefresh::generate();
-        // The suspension check is repeated inside the transaction: a suspension committed
-        // between the read above and this write conflicts with it instead of slipping by.
-        let created = Write::new(
-            &self.db,
-            "BEGIN TRANSACTION;
-             IF (SELECT VALUE suspended FROM ONLY $uid) == true { THROW 'account_suspended'; };
-             CREATE $sid SET user = $uid, created_at = time::now(), last_used_at = time::now(), revoked = false;
-             CREATE $rid SET session = $sid, user = $uid, used = false, created_at = time::now(), expires_at = $expires;
-             COMMIT TRANSACTION;",
-        )
-        .bind("uid", user_rid(&user.id()))
-        .bind("sid", RecordId::new("session", session.as_str()))
-        .bind("rid", RecordId::new("refresh_token", refresh.hash.as_str()))
-        .bind("expires", self.refresh_expiry())
-        .run::<Refused>()
-        .await;
+        // The transaction checks the suspension again (see `store::sessions::OPEN`).
+        let created = Write::new(&self.db, store::sessions::OPEN)
+            .bind("uid", user_rid(&user.id()))
+            .bind("sid", RecordId::new("session", session.as_str()))
+            .bind("rid", RecordId::new("refresh_token", refresh.hash.as_str()))
+            .bind("expires", self.refresh_expiry())
+            .run::<Refused>()
+            .await;
         match created {
             Ok(_) => self.auth_reply(&user, &session, refresh.token),
             Err(WriteError::Refused(Refused::Suspended)) => Err(suspended()),
@@ -185,7 +149,7 @@ impl UserService {
 
     pub(crate) async fn refresh(self: Arc<Self>, _ctx: Ctx, req: RefreshRequest) -> ServiceResult<AuthReply> {
         let old_hash = token_hash(req.refresh_token.trim());
-        let Some(token) = self.token(&old_hash).await? else {
+        let Some(token) = store::sessions::refresh_token(&self.db, &old_hash).await? else {
             return Err(ApiError::unauthorized("refresh token is not valid").into());
         };
         let session = SessionId::from_trusted(token.session.clone());
@@ -207,27 +171,18 @@ impl UserService {
             return Err(suspended());
         }
         let refresh = NewRefresh::generate();
-        // Spending the old token and minting the new one is one transaction that only
-        // succeeds if the old token was still unspent: of two concurrent refreshes with the
-        // same token, one wins and the other is a reuse.
-        // Run once: a conflict is the concurrent refresh that won, not something to retry.
-        let outcome = Write::new(
-            &self.db,
-            "BEGIN TRANSACTION;
-             LET $spent = (UPDATE $old SET used = true WHERE used = false RETURN AFTER);
-             IF array::len($spent) == 0 { THROW 'refresh_token_reused'; };
-             CREATE $new SET session = $sid, user = $uid, used = false, created_at = time::now(), expires_at = $expires;
-             UPDATE $sid SET last_used_at = time::now();
-             COMMIT TRANSACTION;",
-        )
-        .bind("old", RecordId::new("refresh_token", old_hash.as_str()))
-        .bind("new", RecordId::new("refresh_token", refresh.hash.as_str()))
-        .bind("sid", RecordId::new("session", session.as_str()))
-        .bind("uid", user_rid(&user_id))
-        .bind("expires", self.refresh_expiry())
-        .once()
-        .run::<Refused>()
-        .await;
+        // Of two concurrent refreshes with the same token, one wins and the other is a reuse
+        // (see `store::sessions::ROTATE`). Run once: a conflict is the concurrent refresh
+        // that won, not something to retry.
+        let outcome = Write::new(&self.db, store::sessions::ROTATE)
+            .bind("old", RecordId::new("refresh_token", old_hash.as_str()))
+            .bind("new", RecordId::new("refresh_token", refresh.hash.as_str()))
+            .bind("sid", RecordId::new("session", session.as_str()))
+            .bind("uid", user_rid(&user_id))
+            .bind("expires", self.refresh_expiry())
+            .once()
+            .run::<Refused>()
+            .await;
         match outcome {
             Ok(_) => self.auth_reply(&user, &session, refresh.token),
             Err(WriteError::Refused(Refused::RefreshTokenReused)) => {
@@ -246,7 +201,7 @@ impl UserService {
         let caller = ctx.require_user()?;
         // Unknown or foreign tokens are not an error: logging out is idempotent and must not
         // reveal which tokens exist.
-        if let Some(token) = self.token(&token_hash(req.refresh_token.trim())).await?
+        if let Some(token) = store::sessions::refresh_token(&self.db, &token_hash(req.refresh_token.trim())).await?
             && token.user == caller.as_str()
             && !token.revoked
         {
@@ -272,46 +227,19 @@ impl UserService {
 
     /// Every active administrator.
     pub(crate) async fn admins(self: Arc<Self>, _ctx: Ctx, _req: Empty) -> ServiceResult<Vec<UserId>> {
-        let mut res = self
-            .db
-            .query("SELECT VALUE record::id(id) FROM user WHERE role = 'admin' AND suspended = false")
-            .await
-            .context("listing administrators")?;
-        let ids: Vec<String> = res.take(0).context("listing administrators")?;
-        Ok(ids.into_iter().map(UserId::from_trusted).collect())
+        Ok(store::admins(&self.db).await?)
     }
 
     pub(crate) async fn update_me(self: Arc<Self>, ctx: Ctx, req: UpdateProfileRequest) -> ServiceResult<Me> {
         let id = ctx.require_user()?.clone();
-        let mut sets = Vec::new();
-        let display_name = req.display_name.as_deref().map(validate::display_name).transpose()?;
-        let bio = req.bio.as_deref().map(validate::bio).transpose()?;
-        let topics = req.preferences.as_ref().map(|p| validate::topics(&p.topics)).transpose()?;
-        if display_name.is_some() {
-            sets.push("display_name = $display_name");
-        }
-        if bio.is_some() {
-            sets.push("bio = $bio");
-        }
-        if topics.is_some() {
-            sets.push("topics = $topics");
-        }
-        if !sets.is_empty() {
+        let edit = ProfileEdit {
+            display_name: req.display_name.as_deref().map(validate::display_name).transpose()?,
+            bio: req.bio.as_deref().map(validate::bio).transpose()?,
+            topics: req.preferences.as_ref().map(|p| validate::topics(&p.topics)).transpose()?,
+        };
+        if let Some(write) = store::accounts::edit_profile(&self.outbox, &id, edit) {
             let events = vec![Staged::new(ProfileUpdated { user_id: id.clone() })];
-            let sql = format!(
-                "BEGIN TRANSACTION; UPDATE $uid SET {}; INSERT INTO outbox $events; COMMIT TRANSACTION;",
-                sets.join(", ")
-            );
-            self.outbox
-                .write(sql)
-                .bind("uid", user_rid(&id))
-                .bind("display_name", display_name.unwrap_or_default())
-                .bind("bio", bio.unwrap_or_default())
-                .bind("topics", topics.unwrap_or_default())
-                .stage(events)
-                .run::<NoRefusal>()
-                .await
-                .context("updating profile")?;
+            write.stage(events).run::<NoRefusal>().await.context("updating profile")?;
         }
         Ok(store::active_user(&self.db, &id).await?.me())
     }
@@ -327,20 +255,13 @@ impl UserService {
         validate::password(&req.new_password, &user.username, &user.email)?;
         let hash = self.passwords.hash(req.new_password).await?;
         let keep = ctx.session.clone();
-        Write::new(
-            &self.db,
-            "BEGIN TRANSACTION;
-             UPDATE $uid SET password_hash = $hash, password_changed_at = time::now();
-             UPDATE session SET revoked = true, revoked_reason = 'password changed'
-                WHERE user = $uid AND revoked = false AND id != $keep;
-             COMMIT TRANSACTION;",
-        )
-        .bind("uid", user_rid(&id))
-        .bind("hash", hash)
-        .bind("keep", keep.as_ref().map(|s| RecordId::new("session", s.as_str())))
-        .run::<NoRefusal>()
-        .await
-        .context("changing password")?;
+        Write::new(&self.db, store::sessions::CHANGE_PASSWORD)
+            .bind("uid", user_rid(&id))
+            .bind("hash", hash)
+            .bind("keep", keep.as_ref().map(|s| RecordId::new("session", s.as_str())))
+            .run::<NoRefusal>()
+            .await
+            .context("changing password")?;
         // Access tokens of the other sessions die at every edge; this session's stay valid.
         self.revocations
             .put_json(
@@ -426,21 +347,6 @@ impl UserService {
         })
     }
 
-    async fn token(&self, hash: &str) -> anyhow::Result<Option<TokenRow>> {
-        let mut res = self
-            .db
-            .query(
-                "SELECT record::id(session) AS session, record::id(user) AS user, used, expires_at,
-                        session.revoked AS revoked
-                 FROM $rid",
-            )
-            .bind(("rid", RecordId::new("refresh_token", hash)))
-            .await
-            .context("reading refresh token")?;
-        let rows: Vec<TokenRow> = res.take(0).context("reading refresh token")?;
-        Ok(rows.into_iter().next())
-    }
-
     async fn reuse_detected(&self, session: &SessionId) -> anyhow::Result<()> {
         tracing::warn!(%session, "refresh token reused; revoking its session");
         self.revoke_sessions(std::slice::from_ref(session), "refresh token reused").await
@@ -450,7 +356,7 @@ impl UserService {
     /// edge (through the revocations bucket).
     pub(crate) async fn revoke_sessions(&self, sessions: &[SessionId], reason: &str) -> anyhow::Result<()> {
         let rids: Vec<RecordId> = sessions.iter().map(|s| RecordId::new("session", s.as_str())).collect();
-        Write::new(&self.db, "UPDATE $rids SET revoked = true, revoked_reason = $reason WHERE revoked = false")
+        Write::new(&self.db, store::sessions::REVOKE)
             .bind("rids", rids)
             .bind("reason", reason.to_owned())
             .run::<NoRefusal>()

@@ -26,13 +26,7 @@ impl UserService {
         }
         let events = vec![Staged::new(Suspended { user_id: req.user_id.clone() })];
         self.outbox
-            .write(
-                "BEGIN TRANSACTION;
-                 UPDATE $uid SET suspended = true;
-                 UPDATE session SET revoked = true, revoked_reason = 'suspended' WHERE user = $uid AND revoked = false;
-                 INSERT INTO outbox $events;
-                 COMMIT TRANSACTION;",
-            )
+            .write(store::accounts::SUSPEND)
             .bind("uid", user_rid(&req.user_id))
             .stage(events)
             .run::<NoRefusal>()
@@ -55,14 +49,7 @@ impl UserService {
         }
         let events = vec![Staged::new(Unsuspended { user_id: req.user_id.clone() })];
         self.outbox
-            .write(
-                "BEGIN TRANSACTION;
-                 IF (SELECT VALUE suspended FROM ONLY $uid) == true {
-                    UPDATE $uid SET suspended = false;
-                    INSERT INTO outbox $events;
-                 };
-                 COMMIT TRANSACTION;",
-            )
+            .write(store::accounts::UNSUSPEND)
             .bind("uid", user_rid(&req.user_id))
             .stage(events)
             .run::<NoRefusal>()

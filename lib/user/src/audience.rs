@@ -3,19 +3,11 @@
 //! followers is one request, not a hundred pages of profiles.
 
 use crate::UserService;
-use crate::store::user_rid;
-use anyhow::Context as _;
+use crate::store;
+use mosaic_api::ApiError;
 use mosaic_api::user::{AudiencePage, AudienceQuery, ByUser, FeedSeed, MAX_GRAPH_IDS};
-use mosaic_api::{ApiError, Id, UserId};
 use mosaic_mesh::{Ctx, ServiceResult};
 use std::sync::Arc;
-use surrealdb::types::SurrealValue;
-
-#[derive(Debug, SurrealValue)]
-#[surreal(crate = "surrealdb::types")]
-struct IdRow {
-    f: String,
-}
 
 impl UserService {
     pub(crate) async fn audience(self: Arc<Self>, _ctx: Ctx, req: AudienceQuery) -> ServiceResult<AudiencePage> {
@@ -37,55 +29,12 @@ impl UserService {
     }
 
     async fn audience_page(&self, req: &AudienceQuery) -> anyhow::Result<AudiencePage> {
-        let mut res = self
-            .db
-            .query(
-                "LET $muters = (SELECT VALUE muter FROM mutes WHERE muted = $uid);
-                 SELECT record::id(follower) AS f FROM follows
-                    WHERE followee = $uid AND record::id(follower) > $after AND follower NOT IN $muters
-                    ORDER BY f ASC LIMIT $limit;
-                 SELECT VALUE followers FROM $uid;",
-            )
-            .bind(("uid", user_rid(&req.author)))
-            .bind(("after", req.after.as_ref().map(|a| a.to_string()).unwrap_or_default()))
-            .bind(("limit", i64::from(req.limit)))
-            .await
-            .context("reading audience")?;
-        let rows: Vec<IdRow> = res.take(1).context("reading audience")?;
-        let followers: Vec<i64> = res.take(2).context("reading follower count")?;
-        let ids: Vec<UserId> = rows.into_iter().map(|r| UserId::from_trusted(r.f)).collect();
+        let (ids, followers) = store::graph::audience(&self.db, &req.author, req.after.as_ref(), req.limit).await?;
         let next = (ids.len() == req.limit as usize).then(|| ids.last().cloned()).flatten();
-        Ok(AudiencePage { ids, next, followers: followers.first().copied().unwrap_or(0).max(0) as u64 })
+        Ok(AudiencePage { ids, next, followers: followers.max(0) as u64 })
     }
 
     pub(crate) async fn feed_seed(self: Arc<Self>, _ctx: Ctx, req: ByUser) -> ServiceResult<FeedSeed> {
-        let mut res = self
-            .db
-            .query(
-                "SELECT record::id(followee) AS f, created_at FROM follows WHERE follower = $uid
-                    ORDER BY created_at DESC LIMIT $limit;
-                 SELECT VALUE record::id(blocked) FROM blocks WHERE blocker = $uid;
-                 SELECT VALUE record::id(blocker) FROM blocks WHERE blocked = $uid;
-                 SELECT VALUE record::id(muted) FROM mutes WHERE muter = $uid;
-                 SELECT VALUE topics FROM $uid;",
-            )
-            .bind(("uid", user_rid(&req.user_id)))
-            .bind(("limit", i64::from(MAX_GRAPH_IDS)))
-            .await
-            .context("reading feed seed")?;
-        let following: Vec<IdRow> = res.take(0).context("reading follows")?;
-        let mut hidden: Vec<String> = Vec::new();
-        for i in 1..=3 {
-            let ids: Vec<String> = res.take(i).context("reading blocks and mutes")?;
-            hidden.extend(ids);
-        }
-        hidden.sort();
-        hidden.dedup();
-        let topics: Vec<Vec<String>> = res.take(4).context("reading topics")?;
-        Ok(FeedSeed {
-            following: following.into_iter().map(|r| UserId::from_trusted(r.f)).collect(),
-            hidden: hidden.into_iter().map(UserId::from_trusted).collect(),
-            topics: topics.into_iter().next().unwrap_or_default(),
-        })
+        Ok(store::graph::feed_seed(&self.db, &req.user_id, MAX_GRAPH_IDS).await?)
     }
 }

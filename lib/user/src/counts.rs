@@ -5,16 +5,15 @@
 //! batches, one transaction each.
 
 use crate::UserService;
-use crate::store::user_rid;
+use crate::store::accounts::{COUNT_POSTS, Counted};
 use mosaic_api::content::{PostCreated, PostDeleted};
 use mosaic_api::stream::{ConsumerSpec, EVENTS_POST};
-use mosaic_api::{Envelope, EventSet as _, Id};
+use mosaic_api::{Envelope, EventSet as _};
 use mosaic_mesh::jetstream::HandlerError;
 use mosaic_mesh::write::{NoRefusal, Write};
 use mosaic_mesh::{Lifecycle, Mesh};
 use std::sync::Arc;
 use std::time::Duration;
-use surrealdb::types::{RecordId, SurrealValue};
 
 mosaic_api::event_set! {
     /// The events that move a profile's post count.
@@ -46,15 +45,6 @@ pub(crate) async fn spawn(state: Arc<UserService>, mesh: &Mesh, lifecycle: &Life
     .await
 }
 
-/// One event as the counting statement takes it.
-#[derive(Debug, Clone, SurrealValue)]
-#[surreal(crate = "surrealdb::types")]
-struct Counted {
-    post: RecordId,
-    user: RecordId,
-    created: bool,
-}
-
 impl UserService {
     /// Counts a batch in one transaction, in delivery order.
     async fn count_posts(
@@ -68,33 +58,18 @@ impl UserService {
                     PostEvent::Created(e) => (e.post_id, e.author, true),
                     PostEvent::Deleted(e) => (e.post_id, e.author, false),
                 };
-                Counted { post: RecordId::new("counted_post", post.as_str()), user: user_rid(&author), created }
+                Counted::new(&post, &author, created)
             })
             .collect();
         if events.is_empty() {
             return Ok(Vec::new());
         }
         // No outbox: `$events` here are the counted posts, bound like any other value.
-        Write::new(
-            &self.db,
-            "BEGIN TRANSACTION;
-             FOR $e IN $events {
-                IF $e.created {
-                    IF !record::exists($e.post) AND record::exists($e.user) {
-                        CREATE $e.post SET author = $e.user;
-                        UPDATE $e.user SET posts += 1;
-                    };
-                } ELSE IF record::exists($e.post) {
-                    DELETE $e.post;
-                    UPDATE $e.user SET posts -= 1;
-                };
-             };
-             COMMIT TRANSACTION;",
-        )
-        .bind("events", events)
-        .run::<NoRefusal>()
-        .await
-        .map_err(|e| HandlerError::Transient(anyhow::Error::new(e).context("counting posts")))?;
+        Write::new(&self.db, COUNT_POSTS)
+            .bind("events", events)
+            .run::<NoRefusal>()
+            .await
+            .map_err(|e| HandlerError::Transient(anyhow::Error::new(e).context("counting posts")))?;
         Ok(Vec::new())
     }
 }

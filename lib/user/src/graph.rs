@@ -1,22 +1,20 @@
 //! The follow graph, blocks and mutes.
 
 use crate::UserService;
+use crate::store::graph::Direction;
 use crate::store::{self, pair_rid, user_rid};
 use anyhow::Context as _;
-use chrono::{DateTime, Utc};
 use mosaic_api::endpoint::Empty;
-use mosaic_api::page::TimeCursor;
 use mosaic_api::user::{
     Blocked, ByUser, Followed, GraphChanged, ListGraph, Muted, Profile, Relation, RelationEntry, RelationsQuery,
     SocialFilters, Unblocked, Unfollowed, Unmuted,
 };
-use mosaic_api::{ApiError, Id, Page, UserId};
+use mosaic_api::{ApiError, Page, UserId};
 use mosaic_mesh::outbox::Staged;
 use mosaic_mesh::write::NoRefusal;
 use mosaic_mesh::{Ctx, ServiceResult};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
-use surrealdb::types::{RecordId, SurrealValue};
 
 /// Viewers whose relations are cached per instance.
 pub(crate) const CACHED_VIEWERS: usize = 20_000;
@@ -53,19 +51,6 @@ pub(crate) const RELATIONS_TTL: std::time::Duration = std::time::Duration::from_
 /// Most users a relations query may ask about.
 const MAX_RELATIONS: usize = 500;
 
-#[derive(Debug, SurrealValue)]
-#[surreal(crate = "surrealdb::types")]
-struct Edge {
-    other: String,
-    created_at: DateTime<Utc>,
-}
-
-#[derive(Clone, Copy)]
-enum Direction {
-    Followers,
-    Following,
-}
-
 impl UserService {
     pub(crate) async fn follow(self: Arc<Self>, ctx: Ctx, req: ByUser) -> ServiceResult<Empty> {
         let me = ctx.require_user()?.clone();
@@ -79,22 +64,7 @@ impl UserService {
             return Err(ApiError::forbidden("you cannot follow this user").into());
         }
         let events = vec![Staged::new(Followed { follower: me.clone(), followee: them.clone() })];
-        self.pair_write(
-            "BEGIN TRANSACTION;
-             IF !record::exists($edge) {
-                CREATE $edge SET follower = $me, followee = $them, created_at = time::now();
-                UPDATE $me SET following += 1;
-                UPDATE $them SET followers += 1;
-                INSERT INTO outbox $events;
-             };
-             COMMIT TRANSACTION;",
-            "follows",
-            &me,
-            &them,
-            events,
-            "following",
-        )
-        .await
+        self.pair_write(store::graph::FOLLOW, "follows", &me, &them, events, "following").await
     }
 
     pub(crate) async fn unfollow(self: Arc<Self>, ctx: Ctx, req: ByUser) -> ServiceResult<Empty> {
@@ -104,22 +74,7 @@ impl UserService {
             return Err(ApiError::validation("you cannot unfollow yourself").into());
         }
         let events = vec![Staged::new(Unfollowed { follower: me.clone(), followee: them.clone() })];
-        self.pair_write(
-            "BEGIN TRANSACTION;
-             LET $gone = (DELETE $edge RETURN BEFORE);
-             IF array::len($gone) > 0 {
-                UPDATE $me SET following -= 1;
-                UPDATE $them SET followers -= 1;
-                INSERT INTO outbox $events;
-             };
-             COMMIT TRANSACTION;",
-            "follows",
-            &me,
-            &them,
-            events,
-            "unfollowing",
-        )
-        .await
+        self.pair_write(store::graph::UNFOLLOW, "follows", &me, &them, events, "unfollowing").await
     }
 
     pub(crate) async fn followers(self: Arc<Self>, _ctx: Ctx, req: ListGraph) -> ServiceResult<Page<Profile>> {
@@ -132,38 +87,7 @@ impl UserService {
 
     async fn graph_page(&self, req: ListGraph, direction: Direction) -> ServiceResult<Page<Profile>> {
         store::active_user(&self.db, &req.user_id).await?;
-        let limit = req.page.limit() as usize;
-        let cursor = req.page.cursor.as_deref().map(TimeCursor::decode).transpose()?.map(|c| (c.at, c.key));
-        let (anchor, other) = match direction {
-            Direction::Followers => ("followee", "follower"),
-            Direction::Following => ("follower", "followee"),
-        };
-        // Newest first; ties on the timestamp are broken by the other user's id so the order
-        // is total and a cursor never skips or repeats an edge.
-        let after = if cursor.is_some() {
-            "AND (created_at < $at OR (created_at = $at AND record::id(OTHER) < $other_id))"
-        } else {
-            ""
-        };
-        let sql = format!(
-            "SELECT record::id({other}) AS other, created_at FROM follows WHERE {anchor} = $uid {} \
-             ORDER BY created_at DESC, other DESC LIMIT $limit",
-            after.replace("OTHER", other)
-        );
-        let (at, other_id) = cursor.unwrap_or((Utc::now(), String::new()));
-        let mut res = self
-            .db
-            .query(sql)
-            .bind(("uid", user_rid(&req.user_id)))
-            .bind(("at", at))
-            .bind(("other_id", other_id))
-            .bind(("limit", mosaic_api::page::fetch_limit(limit)))
-            .await
-            .context("listing graph")?;
-        let edges: Vec<Edge> = res.take(0).context("listing graph")?;
-        let (edges, next_cursor) =
-            mosaic_api::page::cut(edges, limit, |e| TimeCursor::new(e.created_at, e.other.as_str()).encode());
-        let ids: Vec<UserId> = edges.iter().map(|e| UserId::from_trusted(e.other.clone())).collect();
+        let (ids, next_cursor) = store::graph::follows_page(&self.db, &req.user_id, direction, &req.page).await?;
         let profiles = store::users_by_ids(&self.db, &ids).await?;
         Ok(Page { items: profiles.iter().filter(|u| !u.suspended).map(|u| u.profile()).collect(), next_cursor })
     }
@@ -180,29 +104,8 @@ impl UserService {
         let blocked = vec![Staged::new(Blocked { blocker: me.clone(), blocked: them.clone() })];
         let unfollow_out = vec![Staged::new(Unfollowed { follower: me.clone(), followee: them.clone() })];
         let unfollow_in = vec![Staged::new(Unfollowed { follower: them.clone(), followee: me.clone() })];
-        // Three groups of events, each inserted on its own condition; all three are staged
-        // (and bound as `$events`, unused), for the relay to publish those that were inserted.
         self.outbox
-            .write(
-                "BEGIN TRANSACTION;
-                 IF !record::exists($block) {
-                    CREATE $block SET blocker = $me, blocked = $them, created_at = time::now();
-                    LET $out = (DELETE $follow_out RETURN BEFORE);
-                    IF array::len($out) > 0 {
-                        UPDATE $me SET following -= 1;
-                        UPDATE $them SET followers -= 1;
-                        INSERT INTO outbox $unfollow_out;
-                    };
-                    LET $in = (DELETE $follow_in RETURN BEFORE);
-                    IF array::len($in) > 0 {
-                        UPDATE $them SET following -= 1;
-                        UPDATE $me SET followers -= 1;
-                        INSERT INTO outbox $unfollow_in;
-                    };
-                    INSERT INTO outbox $blocked;
-                 };
-                 COMMIT TRANSACTION;",
-            )
+            .write(store::graph::BLOCK)
             .bind("block", pair_rid("blocks", &me, &them))
             .bind("follow_out", pair_rid("follows", &me, &them))
             .bind("follow_in", pair_rid("follows", &them, &me))
@@ -235,20 +138,7 @@ impl UserService {
             return Err(ApiError::not_found("no such user").into());
         }
         let events = vec![Staged::new(Muted { muter: me.clone(), muted: them.clone() })];
-        self.pair_write(
-            "BEGIN TRANSACTION;
-             IF !record::exists($edge) {
-                CREATE $edge SET muter = $me, muted = $them, created_at = time::now();
-                INSERT INTO outbox $events;
-             };
-             COMMIT TRANSACTION;",
-            "mutes",
-            &me,
-            &them,
-            events,
-            "muting",
-        )
-        .await
+        self.pair_write(store::graph::MUTE, "mutes", &me, &them, events, "muting").await
     }
 
     pub(crate) async fn unmute(self: Arc<Self>, ctx: Ctx, req: ByUser) -> ServiceResult<Empty> {
@@ -258,11 +148,7 @@ impl UserService {
     }
 
     async fn remove_pair(&self, table: &str, me: &UserId, them: &UserId, event: Staged) -> ServiceResult<Empty> {
-        let sql = "BEGIN TRANSACTION;
-             LET $gone = (DELETE $edge RETURN BEFORE);
-             IF array::len($gone) > 0 { INSERT INTO outbox $events; };
-             COMMIT TRANSACTION;";
-        self.pair_write(sql, table, me, them, vec![event], "removing an edge").await
+        self.pair_write(store::graph::REMOVE, table, me, them, vec![event], "removing an edge").await
     }
 
     /// Runs a write of the `table` edge from `me` to `them` (bound as `$edge`, `$me` and
@@ -306,8 +192,8 @@ impl UserService {
             .collect())
     }
 
-    /// `relations_of` through the per-viewer cache. Only for reads: decisions that write
-    /// (may this user follow that one?) read the database.
+    /// [`store::graph::relations`] through the per-viewer cache. Only for reads: decisions
+    /// that write (may this user follow that one?) read the database.
     async fn cached_relations(&self, viewer: &UserId, others: &[UserId]) -> anyhow::Result<Vec<Relation>> {
         // Taken before the database is read: see mosaic_mesh::cache.
         let slot = self.relations.slot(viewer);
@@ -321,7 +207,7 @@ impl UserService {
         if misses.is_empty() {
             return Ok(known.into_iter().map(Option::unwrap_or_default).collect());
         }
-        let loaded = self.relations_of(viewer, &misses).await?;
+        let loaded = store::graph::relations(&self.db, viewer, &misses).await?;
         let loaded: HashMap<UserId, Relation> = misses.into_iter().zip(loaded).collect();
         slot.write(|v| {
             if v.whole == Some(true) {
@@ -353,113 +239,27 @@ impl UserService {
     }
 
     pub(crate) async fn relation(&self, viewer: &UserId, other: &UserId) -> anyhow::Result<Relation> {
-        Ok(self.relations_of(viewer, std::slice::from_ref(other)).await?.pop().unwrap_or_default())
+        Ok(store::graph::relations(&self.db, viewer, std::slice::from_ref(other)).await?.pop().unwrap_or_default())
     }
 
     /// All of `viewer`'s relations, or, when there are too many to hold, an empty record
     /// that says so.
     async fn whole_relations(&self, viewer: &UserId) -> anyhow::Result<ViewerRelations> {
-        let mut res = self
-            .db
-            .query(
-                "SELECT VALUE record::id(followee) FROM follows WHERE follower = $uid LIMIT $limit;
-                 SELECT VALUE record::id(follower) FROM follows WHERE followee = $uid LIMIT $limit;
-                 SELECT VALUE record::id(blocked) FROM blocks WHERE blocker = $uid LIMIT $limit;
-                 SELECT VALUE record::id(blocker) FROM blocks WHERE blocked = $uid LIMIT $limit;
-                 SELECT VALUE record::id(muted) FROM mutes WHERE muter = $uid LIMIT $limit;",
-            )
-            .bind(("uid", user_rid(viewer)))
-            .bind(("limit", (WHOLE_VIEWER + 1) as i64))
-            .await
-            .context("reading relations")?;
-        let mut known: HashMap<UserId, Relation> = HashMap::new();
-        let marks: [fn(&mut Relation); 5] = [
-            |r| r.following = true,
-            |r| r.followed_by = true,
-            |r| r.blocking = true,
-            |r| r.blocked_by = true,
-            |r| r.muting = true,
-        ];
-        for (i, mark) in marks.iter().enumerate() {
-            let ids: Vec<String> = res.take(i).context("reading relations")?;
-            if ids.len() > WHOLE_VIEWER {
-                return Ok(ViewerRelations { whole: Some(false), known: HashMap::new() });
-            }
-            for id in ids {
-                mark(known.entry(UserId::from_trusted(id)).or_default());
-            }
-        }
-        Ok(ViewerRelations { whole: Some(true), known })
-    }
-
-    /// The viewer's relation to each of `others`, in order, in one round trip.
-    async fn relations_of(&self, viewer: &UserId, others: &[UserId]) -> anyhow::Result<Vec<Relation>> {
-        let ids = |table: &str, outgoing: bool| -> Vec<RecordId> {
-            others
-                .iter()
-                .map(|o| if outgoing { pair_rid(table, viewer, o) } else { pair_rid(table, o, viewer) })
-                .collect()
-        };
-        let mut res = self
-            .db
-            .query(
-                "SELECT VALUE record::id(id) FROM $following;
-                 SELECT VALUE record::id(id) FROM $followed_by;
-                 SELECT VALUE record::id(id) FROM $blocking;
-                 SELECT VALUE record::id(id) FROM $blocked_by;
-                 SELECT VALUE record::id(id) FROM $muting;",
-            )
-            .bind(("following", ids("follows", true)))
-            .bind(("followed_by", ids("follows", false)))
-            .bind(("blocking", ids("blocks", true)))
-            .bind(("blocked_by", ids("blocks", false)))
-            .bind(("muting", ids("mutes", true)))
-            .await
-            .context("reading relations")?;
-        let mut sets: Vec<HashSet<(String, String)>> = Vec::with_capacity(5);
-        for i in 0..5 {
-            let pairs: Vec<Vec<String>> = res.take(i).context("reading relations")?;
-            sets.push(pairs.into_iter().filter_map(|p| Some((p.first()?.clone(), p.get(1)?.clone()))).collect());
-        }
-        let v = viewer.to_string();
-        Ok(others
-            .iter()
-            .map(|o| {
-                let out = (v.clone(), o.to_string());
-                let inc = (o.to_string(), v.clone());
-                Relation {
-                    following: sets[0].contains(&out),
-                    followed_by: sets[1].contains(&inc),
-                    blocking: sets[2].contains(&out),
-                    blocked_by: sets[3].contains(&inc),
-                    muting: sets[4].contains(&out),
-                }
-            })
-            .collect())
+        Ok(match store::graph::all_relations(&self.db, viewer, WHOLE_VIEWER).await? {
+            Some(known) => ViewerRelations { whole: Some(true), known },
+            None => ViewerRelations { whole: Some(false), known: HashMap::new() },
+        })
     }
 
     pub(crate) async fn filters(self: Arc<Self>, _ctx: Ctx, req: ByUser) -> ServiceResult<SocialFilters> {
-        let mut res = self
-            .db
-            .query(
-                "SELECT VALUE record::id(blocked) FROM blocks WHERE blocker = $uid;
-                 SELECT VALUE record::id(blocker) FROM blocks WHERE blocked = $uid;
-                 SELECT VALUE record::id(muted) FROM mutes WHERE muter = $uid;",
-            )
-            .bind(("uid", user_rid(&req.user_id)))
-            .await
-            .context("reading filters")?;
-        let mut take = |i: usize| -> anyhow::Result<Vec<UserId>> {
-            let ids: Vec<String> = res.take(i).context("reading filters")?;
-            Ok(ids.into_iter().map(UserId::from_trusted).collect())
-        };
-        Ok(SocialFilters { blocking: take(0)?, blocked_by: take(1)?, muting: take(2)? })
+        Ok(store::graph::filters(&self.db, &req.user_id).await?)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mosaic_api::Id as _;
 
     #[test]
     fn a_whole_viewer_answers_for_anyone_a_partial_one_only_for_those_looked_up() {

@@ -8,6 +8,7 @@
 //! they stop signing, then are deleted.
 
 use crate::config::Config;
+use crate::store::{self, keys::KeyRow};
 use anyhow::{Context as _, anyhow};
 use arc_swap::ArcSwap;
 use base64::Engine as _;
@@ -16,11 +17,10 @@ use chrono::{DateTime, Utc};
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use mosaic_api::user::{AccessClaims, Jwk, Jwks};
-use mosaic_mesh::db::{Checked as _, Db, is_conflict};
+use mosaic_mesh::db::{Db, is_conflict};
 use mosaic_mesh::write::{NoRefusal, Write, WriteError};
 use std::sync::Arc;
 use std::time::Duration;
-use surrealdb::types::SurrealValue;
 
 struct Current {
     kid: String,
@@ -33,15 +33,6 @@ pub struct Keys {
     period_secs: i64,
     access_ttl_secs: i64,
     current: ArcSwap<Current>,
-}
-
-#[derive(Debug, SurrealValue)]
-#[surreal(crate = "surrealdb::types")]
-struct KeyRow {
-    kid: String,
-    private_pkcs8: String,
-    public_x: String,
-    created_at: DateTime<Utc>,
 }
 
 impl Keys {
@@ -75,13 +66,7 @@ impl Keys {
         }
         Self::ensure_period(&self.db, self.period_secs, period + 1).await?;
         let horizon = now - chrono::Duration::seconds(2 * self.period_secs + self.access_ttl_secs);
-        self.db
-            .query("DELETE signing_key WHERE created_at < $horizon")
-            .bind(("horizon", horizon))
-            .await
-            .and_then(|r| r.checked())
-            .context("pruning old signing keys")?;
-        Ok(())
+        store::keys::prune(&self.db, horizon).await
     }
 
     /// Signs access-token claims with the current key.
@@ -95,12 +80,7 @@ impl Keys {
     /// Every public key that may have signed a live token, read from the database so every
     /// instance answers the same.
     pub async fn jwks(&self) -> anyhow::Result<Jwks> {
-        let mut res = self
-            .db
-            .query("SELECT record::id(id) AS kid, private_pkcs8, public_x, created_at FROM signing_key ORDER BY created_at DESC")
-            .await
-            .context("reading signing keys")?;
-        let rows: Vec<KeyRow> = res.take(0).context("reading signing keys")?;
+        let rows = store::keys::all(&self.db).await?;
         Ok(Jwks {
             keys: rows
                 .into_iter()
@@ -118,41 +98,28 @@ impl Keys {
 
     async fn ensure_period(db: &Db, period_secs: i64, period: i64) -> anyhow::Result<Current> {
         let kid = kid_for(period_secs, period);
-        if let Some(row) = Self::read(db, &kid).await? {
+        if let Some(row) = store::keys::key(db, &kid).await? {
             return Self::decode(row);
         }
         let signing = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
         let der = signing.to_pkcs8_der().map_err(|e| anyhow!("encoding signing key: {e}"))?;
         let public_x = URL_SAFE_NO_PAD.encode(signing.verifying_key().as_bytes());
         // Once: a conflict or an existing record both mean another instance got there first.
-        let created = Write::new(
-            db,
-            "CREATE type::record('signing_key', $kid) SET private_pkcs8 = $private, public_x = $public, created_at = time::now()",
-        )
-        .bind("kid", kid.clone())
-        .bind("private", STANDARD.encode(der.as_bytes()))
-        .bind("public", public_x)
-        .once()
-        .run::<NoRefusal>()
-        .await;
+        let created = Write::new(db, store::keys::CREATE)
+            .bind("kid", kid.clone())
+            .bind("private", STANDARD.encode(der.as_bytes()))
+            .bind("public", public_x)
+            .once()
+            .run::<NoRefusal>()
+            .await;
         match created {
             Ok(_) => {}
             // Another instance created this period's key first; use theirs.
             Err(WriteError::Failed(e)) if e.is_already_exists() || is_conflict(&e) => {}
             Err(e) => return Err(anyhow!(e).context("storing signing key")),
         }
-        let row = Self::read(db, &kid).await?.ok_or_else(|| anyhow!("signing key {kid} vanished"))?;
+        let row = store::keys::key(db, &kid).await?.ok_or_else(|| anyhow!("signing key {kid} vanished"))?;
         Self::decode(row)
-    }
-
-    async fn read(db: &Db, kid: &str) -> anyhow::Result<Option<KeyRow>> {
-        let mut res = db
-            .query("SELECT record::id(id) AS kid, private_pkcs8, public_x, created_at FROM type::record('signing_key', $kid)")
-            .bind(("kid", kid.to_owned()))
-            .await
-            .context("reading signing key")?;
-        let rows: Vec<KeyRow> = res.take(0).context("reading signing key")?;
-        Ok(rows.into_iter().next())
     }
 
     fn decode(row: KeyRow) -> anyhow::Result<Current> {

@@ -1,10 +1,21 @@
-//! Rows of the `user` database and the queries several endpoints share.
+//! The `user` database: its rows, and every SurrealQL statement the service runs.
+//!
+//! Reads are functions that take typed arguments and return typed rows. Transactions that
+//! go through the one write path ([`mosaic_mesh::write`]) are documented constants (or, where
+//! the statement depends on the request, functions that build the `Write`); each says what
+//! it binds and what it `THROW`s. The handlers hold no SurrealQL.
+
+pub(crate) mod accounts;
+pub(crate) mod graph;
+pub(crate) mod keys;
+pub(crate) mod sessions;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use mosaic_api::user::{Me, Preferences, Profile, Role};
 use mosaic_api::{ApiError, Id, UserId};
 use mosaic_mesh::db::{Checked as _, Db};
+use surrealdb::engine::any::Any;
 use surrealdb::types::{Array, RecordId, SurrealValue};
 
 /// Columns of [`UserRow`]; the record key is selected as `key`.
@@ -82,14 +93,27 @@ pub fn pair_rid(table: &str, a: &UserId, b: &UserId) -> RecordId {
     RecordId::new(table, Array::from(vec![a.to_string(), b.to_string()]))
 }
 
+type Query<'a> = surrealdb::method::Query<'a, Any>;
+
+/// The rows of `query`'s first statement; `what` names the read in its errors.
+async fn rows<R: SurrealValue>(query: Query<'_>, what: &'static str) -> anyhow::Result<Vec<R>> {
+    let mut res = query.await.context(what)?;
+    res.take(0).context(what)
+}
+
+/// The first row of `query`'s first statement, if any.
+async fn first<R: SurrealValue>(query: Query<'_>, what: &'static str) -> anyhow::Result<Option<R>> {
+    Ok(rows(query, what).await?.into_iter().next())
+}
+
+/// Runs `query`, a write whose results nobody reads, failing if any statement failed.
+async fn exec(query: Query<'_>, what: &'static str) -> anyhow::Result<()> {
+    query.await.and_then(|r| r.checked()).context(what)?;
+    Ok(())
+}
+
 pub async fn user_by_id(db: &Db, id: &UserId) -> anyhow::Result<Option<UserRow>> {
-    let mut res = db
-        .query(format!("SELECT {USER_FIELDS} FROM $rid"))
-        .bind(("rid", user_rid(id)))
-        .await
-        .context("reading user")?;
-    let rows: Vec<UserRow> = res.take(0).context("reading user")?;
-    Ok(rows.into_iter().next())
+    first(db.query(format!("SELECT {USER_FIELDS} FROM $rid")).bind(("rid", user_rid(id))), "reading user").await
 }
 
 /// The user by id, or `not_found` if missing or suspended.
@@ -102,13 +126,10 @@ pub async fn active_user(db: &Db, id: &UserId) -> Result<UserRow, mosaic_mesh::S
 
 pub async fn user_by_field(db: &Db, field: &'static str, value: &str) -> anyhow::Result<Option<UserRow>> {
     debug_assert!(field == "username" || field == "email");
-    let mut res = db
+    let query = db
         .query(format!("SELECT {USER_FIELDS} FROM user WHERE {field} = $value LIMIT 1"))
-        .bind(("value", value.to_owned()))
-        .await
-        .context("looking up user")?;
-    let rows: Vec<UserRow> = res.take(0).context("looking up user")?;
-    Ok(rows.into_iter().next())
+        .bind(("value", value.to_owned()));
+    first(query, "looking up user").await
 }
 
 pub async fn users_by_ids(db: &Db, ids: &[UserId]) -> anyhow::Result<Vec<UserRow>> {
@@ -116,11 +137,10 @@ pub async fn users_by_ids(db: &Db, ids: &[UserId]) -> anyhow::Result<Vec<UserRow
         return Ok(Vec::new());
     }
     let rids: Vec<RecordId> = ids.iter().map(user_rid).collect();
-    let mut res =
-        db.query(format!("SELECT {USER_FIELDS} FROM $rids")).bind(("rids", rids)).await.context("reading users")?;
-    let rows: Vec<UserRow> = res.take(0).context("reading users")?;
+    let found: Vec<UserRow> =
+        rows(db.query(format!("SELECT {USER_FIELDS} FROM $rids")).bind(("rids", rids)), "reading users").await?;
     // Keep the caller's order; unknown ids drop out.
-    let mut by_id: std::collections::HashMap<String, UserRow> = rows.into_iter().map(|r| (r.key.clone(), r)).collect();
+    let mut by_id: std::collections::HashMap<String, UserRow> = found.into_iter().map(|r| (r.key.clone(), r)).collect();
     Ok(ids.iter().filter_map(|id| by_id.remove(id.as_str())).collect())
 }
 
@@ -128,12 +148,16 @@ pub async fn users_by_usernames(db: &Db, names: &[String]) -> anyhow::Result<Vec
     if names.is_empty() {
         return Ok(Vec::new());
     }
-    let mut res = db
-        .query(format!("SELECT {USER_FIELDS} FROM user WHERE username IN $names"))
-        .bind(("names", names.to_vec()))
-        .await
-        .context("looking up usernames")?;
-    res.take(0).context("looking up usernames")
+    let query =
+        db.query(format!("SELECT {USER_FIELDS} FROM user WHERE username IN $names")).bind(("names", names.to_vec()));
+    rows(query, "looking up usernames").await
+}
+
+/// Every active administrator.
+pub async fn admins(db: &Db) -> anyhow::Result<Vec<UserId>> {
+    let query = db.query("SELECT VALUE record::id(id) FROM user WHERE role = 'admin' AND suspended = false");
+    let ids: Vec<String> = rows(query, "listing administrators").await?;
+    Ok(ids.into_iter().map(UserId::from_trusted).collect())
 }
 
 pub async fn grant_admins(db: &Db, admins: &[String]) -> anyhow::Result<()> {
@@ -141,10 +165,7 @@ pub async fn grant_admins(db: &Db, admins: &[String]) -> anyhow::Result<()> {
         return Ok(());
     }
     let names: Vec<String> = admins.iter().map(|a| a.trim().to_lowercase()).collect();
-    db.query("UPDATE user SET role = 'admin' WHERE username IN $names AND role != 'admin'")
-        .bind(("names", names))
-        .await
-        .and_then(|r| r.checked())
-        .context("granting configured admin roles")?;
-    Ok(())
+    let query =
+        db.query("UPDATE user SET role = 'admin' WHERE username IN $names AND role != 'admin'").bind(("names", names));
+    exec(query, "granting configured admin roles").await
 }
