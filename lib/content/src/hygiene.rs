@@ -3,30 +3,23 @@
 //! conditional update or an idempotent delete.
 
 use crate::ContentService;
-use crate::store::{MEDIA_FIELDS, MediaRow};
+use crate::store::{self, MediaRow};
 use anyhow::Context as _;
 use chrono::Utc;
 use futures::TryStreamExt;
 use mosaic_api::content::{MediaError, ProcessMedia, layout};
 use mosaic_api::{Id, MediaId};
 use mosaic_mesh::Lifecycle;
-use mosaic_mesh::db::Checked as _;
 use mosaic_mesh::outbox::Staged;
 use mosaic_mesh::write::{NoRefusal, Write};
 use object_store::path::Path;
 use object_store::{ObjectStore as _, ObjectStoreExt as _};
 use std::sync::Arc;
 use std::time::Duration;
-use surrealdb::types::{RecordId, SurrealValue};
+use surrealdb::types::RecordId;
 
 /// Uploads abandoned mid-stream are removed after this long.
 const STAGING_TTL_SECS: i64 = 3600;
-
-#[derive(Debug, SurrealValue)]
-#[surreal(crate = "surrealdb::types")]
-struct BlobRow {
-    key: String,
-}
 
 pub(crate) fn spawn(state: Arc<ContentService>, lifecycle: &Lifecycle) {
     let shutdown = lifecycle.shutdown().clone();
@@ -58,16 +51,7 @@ impl ContentService {
     /// again, or failed once it has had its attempts.
     async fn watchdog(&self) -> anyhow::Result<()> {
         let horizon = Utc::now() - chrono::Duration::seconds(self.config.processing_timeout_secs as i64);
-        let mut res = self
-            .db
-            .query(format!(
-                "SELECT {MEDIA_FIELDS} FROM media WHERE status = 'processing' AND updated_at < $horizon LIMIT 100"
-            ))
-            .bind(("horizon", horizon))
-            .await
-            .context("finding stuck media")?;
-        let stuck: Vec<MediaRow> = res.take(0).context("finding stuck media")?;
-        for media in stuck {
+        for media in store::stuck_media(&self.db, horizon).await? {
             let id = media.id();
             if media.attempts >= i64::from(self.config.max_attempts) {
                 tracing::warn!(media = %id, attempts = media.attempts, "failing media stuck in processing");
@@ -77,12 +61,7 @@ impl ContentService {
             tracing::warn!(media = %id, attempts = media.attempts, "re-queueing media stuck in processing");
             let jobs = vec![Staged::new(ProcessMedia { media_id: id.clone() })];
             self.outbox
-                .write(
-                    "BEGIN TRANSACTION;
-                     UPDATE $rid SET updated_at = time::now() WHERE status = 'processing';
-                     INSERT INTO outbox $events;
-                     COMMIT TRANSACTION;",
-                )
+                .write(store::REQUEUE_MEDIA)
                 .bind("rid", RecordId::new("media", id.as_str()))
                 .stage_inserted(jobs)
                 .run::<NoRefusal>()
@@ -95,48 +74,22 @@ impl ContentService {
     async fn sweep(&self) -> anyhow::Result<()> {
         let now = Utc::now();
         // Media never attached to a post in time goes the way of deleted media.
-        self.db
-            .query("UPDATE media SET deleted = true WHERE post = NONE AND deleted = false AND created_at < $horizon")
-            .bind(("horizon", now - chrono::Duration::seconds(self.config.unattached_ttl_secs as i64)))
-            .await
-            .and_then(|r| r.checked())
-            .context("expiring unattached media")?;
+        let unattached = now - chrono::Duration::seconds(self.config.unattached_ttl_secs as i64);
+        store::expire_unattached_media(&self.db, unattached).await?;
 
-        let mut res = self
-            .db
-            .query(format!("SELECT {MEDIA_FIELDS} FROM media WHERE deleted = true LIMIT 200"))
-            .await
-            .context("finding deleted media")?;
-        let deleted: Vec<MediaRow> = res.take(0).context("finding deleted media")?;
-        for media in deleted {
+        for media in store::deleted_media(&self.db).await? {
             self.remove_media(&media).await?;
         }
 
-        let mut res = self
-            .db
-            .query("SELECT record::id(id) AS key FROM blob WHERE refs <= 0 LIMIT 200")
-            .await
-            .context("finding unused originals")?;
-        let unused: Vec<BlobRow> = res.take(0).context("finding unused originals")?;
-        for blob in unused {
-            delete_object(self, &Path::from(layout::blob(&blob.key))).await?;
+        for blob in store::unused_blobs(&self.db).await? {
+            delete_object(self, &Path::from(layout::blob(&blob))).await?;
             // Only if nobody re-used it meanwhile.
-            self.db
-                .query("DELETE $rid WHERE refs <= 0")
-                .bind(("rid", RecordId::new("blob", blob.key.as_str())))
-                .await
-                .and_then(|r| r.checked())
-                .context("forgetting unused original")?;
+            store::forget_blob(&self.db, &blob).await?;
         }
 
         // Uploads that never completed.
         let horizon = now - chrono::Duration::seconds(STAGING_TTL_SECS);
-        self.db
-            .query("DELETE upload WHERE created_at < $horizon")
-            .bind(("horizon", horizon))
-            .await
-            .and_then(|r| r.checked())
-            .context("expiring upload tickets")?;
+        store::expire_uploads(&self.db, horizon).await?;
         let staged: Vec<object_store::ObjectMeta> = self
             .storage
             .store
@@ -163,23 +116,14 @@ impl ContentService {
         for object in variants {
             delete_object(self, &object.location).await?;
         }
-        Write::new(
-            &self.db,
-            "BEGIN TRANSACTION;
-             IF record::exists($rid) {
-                UPDATE $blob SET refs -= 1;
-                UPDATE $usage SET bytes -= $bytes, media -= 1;
-                DELETE $rid;
-             };
-             COMMIT TRANSACTION;",
-        )
-        .bind("rid", RecordId::new("media", id.as_str()))
-        .bind("blob", RecordId::new("blob", media.blob.as_str()))
-        .bind("usage", RecordId::new("usage", media.owner.as_str()))
-        .bind("bytes", media.bytes)
-        .run::<NoRefusal>()
-        .await
-        .context("releasing media")?;
+        Write::new(&self.db, store::RELEASE_MEDIA)
+            .bind("rid", RecordId::new("media", id.as_str()))
+            .bind("blob", RecordId::new("blob", media.blob.as_str()))
+            .bind("usage", RecordId::new("usage", media.owner.as_str()))
+            .bind("bytes", media.bytes)
+            .run::<NoRefusal>()
+            .await
+            .context("releasing media")?;
         tracing::debug!(media = %id, "media removed from storage");
         Ok(())
     }

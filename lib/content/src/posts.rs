@@ -2,7 +2,7 @@
 
 use crate::ContentService;
 use crate::cache::TIMELINE_HEAD;
-use crate::store::{self, MEDIA_FIELDS, MediaRow, MentionRow, POST_FIELDS, PostRow, Refused, media_rid, post_rid};
+use crate::store::{self, MentionRow, PostRow, Refused, post_rid};
 use anyhow::Context as _;
 use chrono::Utc;
 use mosaic_api::content::{
@@ -60,39 +60,22 @@ impl ContentService {
         events.extend(mentions.iter().map(|m| {
             Staged::new(PostMentioned { post_id: post_id.clone(), author: author.clone(), mentioned: m.id.clone() })
         }));
-        let mention_rows: Vec<MentionRow> =
-            mentions.iter().map(|m| MentionRow { id: m.id.to_string(), username: m.username.clone() }).collect();
-        let media_rids: Vec<RecordId> = req.media_ids.iter().map(media_rid).collect();
-        let media_keys: Vec<String> = req.media_ids.iter().map(|m| m.to_string()).collect();
-        // The transaction is the check: it claims the media only if each is the author's,
-        // ready, live and in no post, and returns them. Why it refused is looked up after,
-        // so a post that goes through costs one statement batch.
-        let result = self
-            .outbox
-            .write(format!(
-                "BEGIN TRANSACTION;
-                 LET $claimed = (UPDATE $media SET post = $key, updated_at = time::now()
-                    WHERE post = NONE AND owner = $author AND status = 'ready' AND deleted = false
-                    RETURN {MEDIA_FIELDS});
-                 IF array::len($claimed) != array::len($media) {{ THROW 'media_taken'; }};
-                 CREATE $post SET author = $author, caption = $caption, tags = $tags, mentions = $mentions,
-                    media = $media_keys, deleted = false, created_at = $now;
-                 INSERT INTO outbox $events;
-                 $claimed;
-                 COMMIT TRANSACTION;"
-            ))
-            .bind("media", media_rids)
-            .bind("key", post_id.to_string())
-            .bind("author", author.to_string())
-            .bind("post", post_rid(&post_id))
-            .bind("caption", caption.clone())
-            .bind("tags", tags.clone())
-            .bind("mentions", mention_rows.clone())
-            .bind("media_keys", media_keys.clone())
-            .bind("now", now)
-            .stage_inserted(events)
-            .run::<Refused>()
-            .await;
+        let row = PostRow {
+            key: post_id.to_string(),
+            author: author.to_string(),
+            caption,
+            tags,
+            mentions: mentions
+                .iter()
+                .map(|m| MentionRow { id: m.id.to_string(), username: m.username.clone() })
+                .collect(),
+            media: req.media_ids.iter().map(|m| m.to_string()).collect(),
+            deleted: false,
+            created_at: now,
+        };
+        // The transaction is the check (see `store::create_post`). Why it refused is looked
+        // up after, so a post that goes through costs one statement batch.
+        let result = store::create_post(&self.outbox, &row).stage_inserted(events).run::<Refused>().await;
         let mut res = match result {
             Ok(res) => res,
             Err(WriteError::Refused(Refused::MediaTaken)) => {
@@ -100,9 +83,7 @@ impl ContentService {
             }
             Err(e) => return Err(anyhow::Error::new(e).context("creating post").into()),
         };
-        // BEGIN and COMMIT have results too: `$claimed` is the one before COMMIT.
-        let claimed = res.num_statements().saturating_sub(2);
-        let media: Vec<MediaRow> = res.take(claimed).context("creating post")?;
+        let media = store::claimed_media(&mut res)?;
         for (id, slot) in req.media_ids.iter().zip(&media_slots) {
             if let Some(m) = media.iter().find(|m| &m.id() == id) {
                 slot.write(|v| *v = Some(m.to_api()));
@@ -110,16 +91,6 @@ impl ContentService {
         }
         // What was just written, without reading it back; followers' feeds ask for it next,
         // and the author's cached timeline takes it from here.
-        let row = PostRow {
-            key: post_id.to_string(),
-            author: author.to_string(),
-            caption,
-            tags,
-            mentions: mention_rows,
-            media: media_keys,
-            deleted: false,
-            created_at: now,
-        };
         self.cache.posts.slot(&post_id).write(|v| *v = Some(row.clone()));
         self.posts_changed(&author, Some(post_id), Vec::new(), Vec::new()).await;
         // Nobody can have liked or commented on it yet: no need to ask for its counts.
@@ -187,15 +158,7 @@ impl ContentService {
         let events = vec![Staged::new(PostDeleted { post_id: req.post_id.clone(), author: row.author() })];
         let media_rids: Vec<RecordId> = row.media.iter().map(|m| RecordId::new("media", m.as_str())).collect();
         self.outbox
-            .write(
-                "BEGIN TRANSACTION;
-                 IF (SELECT VALUE deleted FROM ONLY $post) == false {
-                    UPDATE $post SET deleted = true;
-                    UPDATE $media SET deleted = true, updated_at = time::now();
-                    INSERT INTO outbox $events;
-                 };
-                 COMMIT TRANSACTION;",
-            )
+            .write(store::DELETE_POST)
             .bind("post", post_rid(&req.post_id))
             .bind("media", media_rids)
             .stage(events)
@@ -222,28 +185,7 @@ impl ContentService {
                 mosaic_api::page::cut(head, limit, |p| TimeCursor::new(p.created_at, p.key.as_str()).encode());
             return Ok(Page { items: self.hydrate(&ctx, rows).await?, next_cursor });
         }
-        let cursor = req.page.cursor.as_deref().map(TimeCursor::decode).transpose()?.map(|c| (c.at, c.key));
-        let after = if cursor.is_some() {
-            "AND (created_at < $at OR (created_at = $at AND record::id(id) < $after_id))"
-        } else {
-            ""
-        };
-        let (at, after_id) = cursor.unwrap_or((Utc::now(), String::new()));
-        let mut res = self
-            .db
-            .query(format!(
-                "SELECT {POST_FIELDS} FROM post WHERE author = $author AND deleted = false {after}
-                 ORDER BY created_at DESC, key DESC LIMIT $limit"
-            ))
-            .bind(("author", req.user_id.to_string()))
-            .bind(("at", at))
-            .bind(("after_id", after_id))
-            .bind(("limit", mosaic_api::page::fetch_limit(limit)))
-            .await
-            .context("reading timeline")?;
-        let rows: Vec<PostRow> = res.take(0).context("reading timeline")?;
-        let (rows, next_cursor) =
-            mosaic_api::page::cut(rows, limit, |p| TimeCursor::new(p.created_at, p.key.as_str()).encode());
+        let (rows, next_cursor) = store::timeline_page(&self.db, &req.user_id, &req.page).await?;
         Ok(Page { items: self.hydrate(&ctx, rows).await?, next_cursor })
     }
 
@@ -253,17 +195,7 @@ impl ContentService {
         if let Some(head) = slot.read(Clone::clone) {
             return Ok(head);
         }
-        let mut res = self
-            .db
-            .query(format!(
-                "SELECT {POST_FIELDS} FROM post WHERE author = $author AND deleted = false
-                 ORDER BY created_at DESC, key DESC LIMIT $limit"
-            ))
-            .bind(("author", author.to_string()))
-            .bind(("limit", (TIMELINE_HEAD + 1) as i64))
-            .await
-            .context("reading timeline")?;
-        let head: Arc<Vec<PostRow>> = Arc::new(res.take(0).context("reading timeline")?);
+        let head = Arc::new(store::timeline_head(&self.db, author, TIMELINE_HEAD + 1).await?);
         slot.write(|v| *v = Some(head.clone()));
         Ok(head)
     }
@@ -287,39 +219,10 @@ impl ContentService {
             if req.authors.len() > MAX_RECENT_AUTHORS_EACH {
                 return Err(ApiError::validation(format!("at most {MAX_RECENT_AUTHORS_EACH} authors with each")).into());
             }
-            // One statement per author, each a bounded scan of that author's newest posts,
-            // all in one round trip.
-            let statement = |i: usize| {
-                format!(
-                    "SELECT {POST_FIELDS} FROM post WHERE author = $a{i} AND deleted = false
-                     ORDER BY created_at DESC LIMIT $limit;"
-                )
-            };
-            let sql: String = (0..req.authors.len()).map(statement).collect();
-            let mut query = self.db.query(sql).bind(("limit", i64::from(req.limit)));
-            for (i, author) in req.authors.iter().enumerate() {
-                query = query.bind((format!("a{i}"), author.to_string()));
-            }
-            let mut res = query.await.context("reading recent posts")?;
-            let mut refs = Vec::new();
-            for i in 0..req.authors.len() {
-                let rows: Vec<PostRow> = res.take(i).context("reading recent posts")?;
-                refs.extend(rows.into_iter().map(|p| p.to_ref()));
-            }
-            return Ok(refs);
+            let rows = store::newest_posts_of_each(&self.db, &req.authors, req.limit).await?;
+            return Ok(rows.into_iter().map(|p| p.to_ref()).collect());
         }
-        let authors: Vec<String> = req.authors.iter().map(|a| a.to_string()).collect();
-        let mut res = self
-            .db
-            .query(format!(
-                "SELECT {POST_FIELDS} FROM post WHERE author IN $authors AND deleted = false
-                 ORDER BY created_at DESC LIMIT $limit"
-            ))
-            .bind(("authors", authors))
-            .bind(("limit", i64::from(req.limit)))
-            .await
-            .context("reading recent posts")?;
-        let rows: Vec<PostRow> = res.take(0).context("reading recent posts")?;
+        let rows = store::newest_posts(&self.db, &req.authors, req.limit).await?;
         Ok(rows.into_iter().map(|p| p.to_ref()).collect())
     }
 

@@ -8,30 +8,14 @@ use mosaic_api::content::{
     StorageUsage, UploadTicket, layout, sniff,
 };
 use mosaic_api::endpoint::Empty;
-use mosaic_api::{ApiError, ErrorCode, Id, MediaId, UploadId, UserId};
-use mosaic_mesh::db::Checked as _;
+use mosaic_api::{ApiError, ErrorCode, Id, MediaId, UploadId};
 use mosaic_mesh::outbox::Staged;
 use mosaic_mesh::write::NoRefusal;
 use mosaic_mesh::{Ctx, ServiceResult};
 use object_store::ObjectStoreExt as _;
 use object_store::path::Path;
 use std::sync::Arc;
-use surrealdb::types::{RecordId, SurrealValue};
-
-#[derive(Debug, SurrealValue)]
-#[surreal(crate = "surrealdb::types")]
-struct TicketRow {
-    owner: String,
-    mime: String,
-    max_bytes: i64,
-}
-
-#[derive(Debug, Default, SurrealValue)]
-#[surreal(crate = "surrealdb::types")]
-struct UsageRow {
-    bytes: i64,
-    media: i64,
-}
+use surrealdb::types::RecordId;
 
 impl ContentService {
     pub(crate) async fn begin_upload(self: Arc<Self>, ctx: Ctx, req: BeginUpload) -> ServiceResult<UploadTicket> {
@@ -49,21 +33,14 @@ impl ContentService {
         if req.declared_bytes.is_some_and(|n| n > limit) {
             return Err(too_large(limit).into());
         }
-        let remaining = self.config.quota_bytes.saturating_sub(self.usage(&owner).await?.bytes.max(0) as u64);
+        let remaining =
+            self.config.quota_bytes.saturating_sub(store::usage(&self.db, &owner).await?.bytes.max(0) as u64);
         if remaining == 0 || req.declared_bytes.is_some_and(|n| n > remaining) {
             return Err(quota_exceeded().into());
         }
         let upload_id = UploadId::generate();
         let max_bytes = limit.min(remaining);
-        self.db
-            .query("CREATE $rid SET owner = $owner, mime = $mime, max_bytes = $max, created_at = time::now()")
-            .bind(("rid", RecordId::new("upload", upload_id.as_str())))
-            .bind(("owner", owner.to_string()))
-            .bind(("mime", req.mime.clone()))
-            .bind(("max", max_bytes as i64))
-            .await
-            .and_then(|r| r.checked())
-            .context("creating upload ticket")?;
+        store::create_upload(&self.db, &upload_id, &owner, &req.mime, max_bytes as i64).await?;
         Ok(UploadTicket { staging_key: layout::staging(&upload_id), upload_id, max_bytes })
     }
 
@@ -74,7 +51,7 @@ impl ContentService {
     ) -> ServiceResult<MediaAccepted> {
         let owner = ctx.require_user()?.clone();
         let staging = Path::from(layout::staging(&req.upload_id));
-        let ticket = self.ticket(&req.upload_id).await?;
+        let ticket = store::upload(&self.db, &req.upload_id).await?;
         let Some(ticket) = ticket.filter(|t| t.owner == owner.as_str()) else {
             return Err(ApiError::not_found("no such upload").into());
         };
@@ -115,7 +92,7 @@ impl ContentService {
                 .await;
             }
         }
-        if self.usage(&owner).await?.bytes.max(0) as u64 + req.bytes > self.config.quota_bytes {
+        if store::usage(&self.db, &owner).await?.bytes.max(0) as u64 + req.bytes > self.config.quota_bytes {
             return reject(quota_exceeded()).await;
         }
 
@@ -135,18 +112,7 @@ impl ContentService {
         let kind = MediaKind::of_mime(&req.mime).unwrap_or(MediaKind::Image);
         let jobs = vec![Staged::new(ProcessMedia { media_id: media_id.clone() })];
         self.outbox
-            .write(
-                "BEGIN TRANSACTION;
-                 IF record::exists($blob) { UPDATE $blob SET refs += 1; }
-                 ELSE { CREATE $blob SET bytes = $bytes, mime = $mime, refs = 1, created_at = time::now(); };
-                 CREATE $media SET owner = $owner, kind = $kind, mime = $mime, blob = $sha, bytes = $bytes,
-                    status = 'processing', attempts = 0, variants = [], deleted = false,
-                    created_at = time::now(), updated_at = time::now();
-                 UPSERT $usage SET bytes = (bytes ?? 0) + $bytes, media = (media ?? 0) + 1;
-                 DELETE $upload;
-                 INSERT INTO outbox $events;
-                 COMMIT TRANSACTION;",
-            )
+            .write(store::REGISTER_MEDIA)
             .bind("blob", RecordId::new("blob", req.sha256.as_str()))
             .bind("sha", req.sha256.clone())
             .bind("bytes", req.bytes as i64)
@@ -176,7 +142,7 @@ impl ContentService {
 
     pub(crate) async fn storage_usage(self: Arc<Self>, ctx: Ctx, _req: Empty) -> ServiceResult<StorageUsage> {
         let owner = ctx.require_user()?;
-        let usage = self.usage(owner).await?;
+        let usage = store::usage(&self.db, owner).await?;
         Ok(StorageUsage {
             used_bytes: usage.bytes.max(0) as u64,
             limit_bytes: self.config.quota_bytes,
@@ -184,32 +150,10 @@ impl ContentService {
         })
     }
 
-    async fn usage(&self, owner: &UserId) -> anyhow::Result<UsageRow> {
-        let mut res = self
-            .db
-            .query("SELECT bytes, media FROM $rid")
-            .bind(("rid", RecordId::new("usage", owner.as_str())))
-            .await
-            .context("reading storage usage")?;
-        let rows: Vec<UsageRow> = res.take(0).context("reading storage usage")?;
-        Ok(rows.into_iter().next().unwrap_or_default())
-    }
-
-    async fn ticket(&self, upload: &UploadId) -> anyhow::Result<Option<TicketRow>> {
-        let mut res = self
-            .db
-            .query("SELECT owner, mime, max_bytes FROM $rid")
-            .bind(("rid", RecordId::new("upload", upload.as_str())))
-            .await
-            .context("reading upload ticket")?;
-        let rows: Vec<TicketRow> = res.take(0).context("reading upload ticket")?;
-        Ok(rows.into_iter().next())
-    }
-
     /// Drops a refused upload: its bytes and its ticket.
     async fn discard(&self, upload: &UploadId) {
         let _ = self.storage.store.delete(&Path::from(layout::staging(upload))).await;
-        let _ = self.db.query("DELETE $rid").bind(("rid", RecordId::new("upload", upload.as_str()))).await;
+        let _ = store::delete_upload(&self.db, upload).await;
     }
 }
 

@@ -92,12 +92,11 @@ impl ContentService {
     }
 
     async fn count_attempt(&self, id: &MediaId) -> anyhow::Result<i64> {
-        let mut res =
-            Write::new(&self.db, "UPDATE $rid SET attempts += 1, updated_at = time::now() RETURN VALUE attempts")
-                .bind("rid", media_rid(id))
-                .run::<NoRefusal>()
-                .await
-                .context("counting attempt")?;
+        let mut res = Write::new(&self.db, store::COUNT_ATTEMPT)
+            .bind("rid", media_rid(id))
+            .run::<NoRefusal>()
+            .await
+            .context("counting attempt")?;
         let attempts: Vec<i64> = res.take(0).context("counting attempt")?;
         Ok(attempts.first().copied().unwrap_or(1))
     }
@@ -220,34 +219,26 @@ impl ContentService {
     }
 
     async fn finish(&self, id: &MediaId, done: Done) -> anyhow::Result<()> {
-        Write::new(
-            &self.db,
-            "UPDATE $rid SET status = 'ready', error = NONE, variants = $variants, width = $width,
-                height = $height, blurhash = $blurhash, duration_ms = $duration, updated_at = time::now()
-             WHERE status = 'processing'",
-        )
-        .bind("rid", media_rid(id))
-        .bind("variants", done.variants)
-        .bind("width", i64::from(done.width))
-        .bind("height", i64::from(done.height))
-        .bind("blurhash", done.blurhash)
-        .bind("duration", done.duration_ms.map(|d| d as i64))
-        .run::<NoRefusal>()
-        .await
-        .context("recording processed media")?;
+        Write::new(&self.db, store::MEDIA_READY)
+            .bind("rid", media_rid(id))
+            .bind("variants", done.variants)
+            .bind("width", i64::from(done.width))
+            .bind("height", i64::from(done.height))
+            .bind("blurhash", done.blurhash)
+            .bind("duration", done.duration_ms.map(|d| d as i64))
+            .run::<NoRefusal>()
+            .await
+            .context("recording processed media")?;
         Ok(())
     }
 
     pub(crate) async fn fail(&self, id: &MediaId, reason: MediaError) -> anyhow::Result<()> {
-        Write::new(
-            &self.db,
-            "UPDATE $rid SET status = 'failed', error = $error, updated_at = time::now() WHERE status = 'processing'",
-        )
-        .bind("rid", media_rid(id))
-        .bind("error", error_name(reason))
-        .run::<NoRefusal>()
-        .await
-        .context("recording failed media")?;
+        Write::new(&self.db, store::MEDIA_FAILED)
+            .bind("rid", media_rid(id))
+            .bind("error", error_name(reason))
+            .run::<NoRefusal>()
+            .await
+            .context("recording failed media")?;
         Ok(())
     }
 }
