@@ -3,7 +3,7 @@
 
 use crate::MessagingService;
 use crate::store::Refused;
-use crate::store::{self, MEMBER_FIELDS, MemberRow, conversation_rid, direct_id, member_rid};
+use crate::store::{self, conversation_rid, direct_id, member_rid};
 use anyhow::Context as _;
 use chrono::Utc;
 use mosaic_api::endpoint::Empty;
@@ -11,7 +11,6 @@ use mosaic_api::messaging::{
     AddMembers, ByConversation, Conversation, ConversationKind, CreateConversationBody, CreatedConversation,
     ListConversations, MAX_GROUP_MEMBERS, MAX_TITLE_CHARS,
 };
-use mosaic_api::page::TimeCursor;
 use mosaic_api::user::{Relations, RelationsQuery};
 use mosaic_api::{ApiError, ConversationId, ErrorCode, Id as _, Page, UserId};
 use mosaic_mesh::write::{NoRefusal, Write, WriteError};
@@ -50,23 +49,15 @@ impl MessagingService {
         let id = if direct { direct_id(&me, &others[0]) } else { ConversationId::generate() };
         let users: Vec<UserId> = std::iter::once(&me).chain(&others).cloned().collect();
         let rows = store::new_members(&id, &users, now, 0);
-        let result = Write::new(
-            &self.db,
-            "BEGIN TRANSACTION;
-             IF record::exists($conv) { THROW 'conversation_exists'; };
-             CREATE $conv SET kind = $kind, title = $title, created_by = $me, created_at = $now,
-                last_seq = 0, last_activity_at = $now;
-             INSERT INTO member $rows;
-             COMMIT TRANSACTION;",
-        )
-        .bind("conv", conversation_rid(&id))
-        .bind("kind", if direct { "direct" } else { "group" })
-        .bind("title", title.clone())
-        .bind("me", me.to_string())
-        .bind("now", now)
-        .bind("rows", rows)
-        .run::<Refused>()
-        .await;
+        let result = Write::new(&self.db, store::CREATE_CONVERSATION)
+            .bind("conv", conversation_rid(&id))
+            .bind("kind", if direct { "direct" } else { "group" })
+            .bind("title", title.clone())
+            .bind("me", me.to_string())
+            .bind("now", now)
+            .bind("rows", rows)
+            .run::<Refused>()
+            .await;
         let created = match result {
             Ok(_) => true,
             // Someone started the same 1:1 at the same moment: it is the one to return.
@@ -123,31 +114,7 @@ impl MessagingService {
         req: ListConversations,
     ) -> ServiceResult<Page<Conversation>> {
         let me = ctx.require_user()?.clone();
-        let limit = req.page.limit() as usize;
-        let cursor = req.page.cursor.as_deref().map(TimeCursor::decode).transpose()?;
-        let after = if cursor.is_some() {
-            "AND (activity_at < $at OR (activity_at = $at AND conversation < $after_key))"
-        } else {
-            ""
-        };
-        let cursor = cursor.unwrap_or_else(|| TimeCursor::new(Utc::now(), ""));
-        let mut res = self
-            .db
-            .query(format!(
-                "SELECT {MEMBER_FIELDS} FROM member WHERE user = $me AND active = true {after}
-                 ORDER BY activity_at DESC, conversation DESC LIMIT $limit"
-            ))
-            .bind(("me", me.to_string()))
-            .bind(("at", cursor.at))
-            .bind(("after_key", cursor.key))
-            .bind(("limit", mosaic_api::page::fetch_limit(limit)))
-            .await
-            .context("listing conversations")?;
-        let mine: Vec<MemberRow> = res.take(0).context("listing conversations")?;
-        let (mine, next_cursor) =
-            mosaic_api::page::cut(mine, limit, |m| TimeCursor::new(m.activity_at, m.conversation.clone()).encode());
-        let ids: Vec<ConversationId> =
-            mine.iter().map(|m| ConversationId::from_trusted(m.conversation.clone())).collect();
+        let (ids, next_cursor) = store::conversations_page(&self.db, &me, &req.page).await?;
         let loaded = store::load_many(&self.db, &ids).await?;
         let mut people: Vec<UserId> = Vec::new();
         for (_, members, last) in loaded.values() {
@@ -188,16 +155,11 @@ impl MessagingService {
         let now = Utc::now();
         // Joining members start with nothing unread: what was said before is history.
         let rows = store::new_members(&req.conversation_id, &new, now, current.last_seq);
-        Write::new(
-            &self.db,
-            "INSERT INTO member $rows ON DUPLICATE KEY UPDATE active = true, joined_at = $input.joined_at,
-                activity_at = $input.activity_at, read_seq = $input.read_seq,
-                delivered_seq = $input.delivered_seq, unread = 0",
-        )
-        .bind("rows", rows)
-        .run::<NoRefusal>()
-        .await
-        .context("adding members")?;
+        Write::new(&self.db, store::ADD_MEMBERS)
+            .bind("rows", rows)
+            .run::<NoRefusal>()
+            .await
+            .context("adding members")?;
         self.view(&ctx, &me, &req.conversation_id).await
     }
 
@@ -207,7 +169,7 @@ impl MessagingService {
         if current.kind == ConversationKind::Direct {
             return Err(ApiError::new(ErrorCode::ValidationFailed, "a 1:1 conversation cannot be left").into());
         }
-        Write::new(&self.db, "UPDATE $member SET active = false, unread = 0")
+        Write::new(&self.db, store::LEAVE)
             .bind("member", member_rid(&req.conversation_id, &me))
             .run::<NoRefusal>()
             .await

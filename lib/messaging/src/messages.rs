@@ -4,10 +4,8 @@ use crate::MessagingService;
 use crate::conversations::no_such_conversation;
 use crate::store::Refused;
 use crate::store::{
-    self, MESSAGE_FIELDS, MemberRow, MessageRow, block_rid, client_message_rid, conversation_rid, member_rid,
-    message_rid,
+    self, MemberRow, ReadState, block_rid, client_message_rid, conversation_rid, member_rid, message_rid,
 };
-use anyhow::Context as _;
 use base64::Engine as _;
 use chrono::Utc;
 use dashmap::DashMap;
@@ -24,7 +22,7 @@ use mosaic_mesh::write::{Write, WriteError};
 use mosaic_mesh::{Ctx, ServiceResult};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use surrealdb::types::{RecordId, SurrealValue};
+use surrealdb::types::RecordId;
 
 /// Attempts at taking the next sequence number before giving up (each failure means
 /// another message took it first).
@@ -75,21 +73,6 @@ impl SendLimits {
     }
 }
 
-#[derive(Debug, SurrealValue)]
-#[surreal(crate = "surrealdb::types")]
-struct SendState {
-    kind: String,
-    last_seq: i64,
-}
-
-#[derive(Debug, SurrealValue)]
-#[surreal(crate = "surrealdb::types")]
-struct ReadState {
-    read_seq: i64,
-    delivered_seq: i64,
-    unread: i64,
-}
-
 fn validate_text(text: &str) -> Result<String, ApiError> {
     let text = text.trim();
     if text.is_empty() || text.chars().count() > MAX_MESSAGE_CHARS {
@@ -136,7 +119,7 @@ impl MessagingService {
         let sender = self.directory.author(&ctx, &me).await?.ok_or_else(|| ApiError::forbidden("unknown sender"))?;
 
         for _ in 0..SEND_ATTEMPTS {
-            let (state, members) = self.send_state(&conv).await?;
+            let (state, members) = store::send_state(&self.db, &conv).await?;
             let Some(state) = state else { return Err(no_such_conversation().into()) };
             if !members.contains(&me) {
                 return Err(no_such_conversation().into());
@@ -167,25 +150,7 @@ impl MessagingService {
             }
             let result = self
                 .outbox
-                .write(
-                    "BEGIN TRANSACTION;
-                     LET $c = (SELECT last_seq FROM ONLY $conv);
-                     IF $c == NONE OR $c.last_seq != $expected { THROW 'seq_moved'; };
-                     IF $client_key != NONE AND record::exists($client_key) { THROW 'duplicate_client_id'; };
-                     IF $block_a != NONE AND (record::exists($block_a) OR record::exists($block_b)) { THROW 'blocked'; };
-                     LET $mine = (SELECT active FROM ONLY $member);
-                     IF $mine == NONE OR $mine.active != true { THROW 'not_member'; };
-                     UPDATE $conv SET last_seq = $seq, last_message = $mid, last_activity_at = $now;
-                     CREATE $message SET conversation = $cid, seq = $seq, sender = $me, text = $text,
-                        client_id = $client_id, created_at = $now;
-                     IF $client_key != NONE { CREATE $client_key SET message = $mid, created_at = $now; };
-                     UPDATE member SET unread += 1, activity_at = $now
-                        WHERE conversation = $cid AND active = true AND user != $me;
-                     UPDATE $member SET read_seq = $seq, delivered_seq = math::max([delivered_seq, $seq]), unread = 0,
-                        activity_at = $now;
-                     INSERT INTO outbox $events;
-                     COMMIT TRANSACTION;",
-                )
+                .write(store::SEND)
                 .bind("conv", conversation_rid(&conv))
                 .bind("expected", state.last_seq)
                 .bind("client_key", client_key.clone())
@@ -235,41 +200,9 @@ impl MessagingService {
         Err(ApiError::new(ErrorCode::Conflict, "the conversation is too busy; retry").into())
     }
 
-    /// The conversation's kind and last sequence number, and its active members.
-    async fn send_state(&self, conv: &ConversationId) -> anyhow::Result<(Option<SendState>, Vec<UserId>)> {
-        let mut res = self
-            .db
-            .query(
-                "SELECT kind, last_seq FROM $conv;
-                 SELECT VALUE user FROM member WHERE conversation = $cid AND active = true;",
-            )
-            .bind(("conv", conversation_rid(conv)))
-            .bind(("cid", conv.to_string()))
-            .await
-            .context("reading conversation state")?;
-        let state: Vec<SendState> = res.take(0).context("reading conversation state")?;
-        let members: Vec<String> = res.take(1).context("reading members")?;
-        Ok((state.into_iter().next(), members.into_iter().map(UserId::from_trusted).collect()))
-    }
-
     /// The message a `client_id` already produced, if any.
     async fn by_client_key(&self, ctx: &Ctx, key: &RecordId) -> ServiceResult<Option<Message>> {
-        let mut res = self
-            .db
-            .query("SELECT VALUE message FROM $key")
-            .bind(("key", key.clone()))
-            .await
-            .context("reading a retry")?;
-        let ids: Vec<String> = res.take(0).context("reading a retry")?;
-        let Some(id) = ids.into_iter().next() else { return Ok(None) };
-        let mut res = self
-            .db
-            .query(format!("SELECT {MESSAGE_FIELDS} FROM $message"))
-            .bind(("message", RecordId::new("message", id.as_str())))
-            .await
-            .context("reading a retried message")?;
-        let rows: Vec<MessageRow> = res.take(0).context("reading a retried message")?;
-        let Some(row) = rows.into_iter().next() else { return Ok(None) };
+        let Some(row) = store::message_by_client_key(&self.db, key).await? else { return Ok(None) };
         let sender = UserId::from_trusted(row.sender.clone());
         let authors = self.directory.authors(ctx, &[sender]).await?;
         Ok(Some(row.message(&authors)))
@@ -277,14 +210,8 @@ impl MessagingService {
 
     /// The caller's membership row; `not_found` unless they are an active member.
     async fn membership(&self, conv: &ConversationId, me: &UserId) -> ServiceResult<MemberRow> {
-        let mut res = self
-            .db
-            .query(format!("SELECT {} FROM $member", store::MEMBER_FIELDS))
-            .bind(("member", member_rid(conv, me)))
-            .await
-            .context("reading membership")?;
-        let rows: Vec<MemberRow> = res.take(0).context("reading membership")?;
-        rows.into_iter().find(|m| m.active).ok_or_else(|| no_such_conversation().into())
+        let member = store::member(&self.db, conv, me).await?;
+        member.filter(|m| m.active).ok_or_else(|| no_such_conversation().into())
     }
 
     pub(crate) async fn history(self: Arc<Self>, ctx: Ctx, req: HistoryQuery) -> ServiceResult<Page<Message>> {
@@ -292,18 +219,13 @@ impl MessagingService {
         self.membership(&req.conversation_id, &me).await?;
         let limit = req.page.limit() as usize;
         let before = req.page.cursor.as_deref().map(decode_seq_cursor).transpose()?;
-        let mut res = self
-            .db
-            .query(format!(
-                "SELECT {MESSAGE_FIELDS} FROM message WHERE conversation = $cid AND seq < $before
-                 ORDER BY seq DESC LIMIT $limit"
-            ))
-            .bind(("cid", req.conversation_id.to_string()))
-            .bind(("before", before.unwrap_or(i64::MAX)))
-            .bind(("limit", mosaic_api::page::fetch_limit(limit)))
-            .await
-            .context("reading history")?;
-        let rows: Vec<MessageRow> = res.take(0).context("reading history")?;
+        let rows = store::messages_before(
+            &self.db,
+            &req.conversation_id,
+            before.unwrap_or(i64::MAX),
+            mosaic_api::page::fetch_limit(limit),
+        )
+        .await?;
         let (rows, next_cursor) = mosaic_api::page::cut(rows, limit, |r| encode_seq_cursor(r.seq));
         let senders: Vec<UserId> = rows.iter().map(|r| UserId::from_trusted(r.sender.clone())).collect();
         let authors = self.directory.authors(&ctx, &senders).await?;
@@ -313,28 +235,12 @@ impl MessagingService {
     pub(crate) async fn mark_read(self: Arc<Self>, ctx: Ctx, req: Receipt) -> ServiceResult<Empty> {
         let me = ctx.require_user()?.clone();
         let conv = req.conversation_id;
-        let receipt = Write::new(
-            &self.db,
-            "BEGIN TRANSACTION;
-             LET $mine = (SELECT active, read_seq FROM ONLY $member);
-             IF $mine == NONE OR $mine.active != true { THROW 'not_member'; };
-             LET $msg = (SELECT conversation, seq FROM ONLY $message);
-             IF $msg == NONE OR $msg.conversation != $cid { THROW 'no_message'; };
-             IF $msg.seq > $mine.read_seq {
-                LET $unread = count(SELECT id FROM message WHERE conversation = $cid AND seq > $msg.seq
-                    AND sender != $me);
-                UPDATE $member SET read_seq = $msg.seq, delivered_seq = math::max([delivered_seq, $msg.seq]),
-                    unread = $unread;
-             };
-             COMMIT TRANSACTION;
-             SELECT read_seq, delivered_seq, unread FROM $member;",
-        )
-        .bind("me", me.to_string());
+        let receipt = Write::new(&self.db, store::MARK_READ).bind("me", me.to_string());
         let after = self.receipt(receipt, &conv, &me, &req.up_to, "marking read").await?;
         let Some(after) = after.into_iter().next() else { return Ok(Empty {}) };
         // Every member's devices learn the receipt (kept, so a reconnecting device catches
         // up); the reader's own devices also get their new unread count.
-        let (_, members) = self.send_state(&conv).await?;
+        let (_, members) = store::send_state(&self.db, &conv).await?;
         for member in &members {
             let frame = ServerFrame::ChatRead {
                 conversation_id: conv.clone(),
@@ -353,20 +259,10 @@ impl MessagingService {
     pub(crate) async fn mark_delivered(self: Arc<Self>, ctx: Ctx, req: Receipt) -> ServiceResult<Empty> {
         let me = ctx.require_user()?.clone();
         let conv = req.conversation_id;
-        let receipt = Write::new(
-            &self.db,
-            "BEGIN TRANSACTION;
-             LET $mine = (SELECT active, delivered_seq FROM ONLY $member);
-             IF $mine == NONE OR $mine.active != true { THROW 'not_member'; };
-             LET $msg = (SELECT conversation, seq FROM ONLY $message);
-             IF $msg == NONE OR $msg.conversation != $cid { THROW 'no_message'; };
-             IF $msg.seq > $mine.delivered_seq { UPDATE $member SET delivered_seq = $msg.seq; };
-             COMMIT TRANSACTION;
-             SELECT read_seq, delivered_seq, unread FROM $member;",
-        );
+        let receipt = Write::new(&self.db, store::MARK_DELIVERED);
         let after = self.receipt(receipt, &conv, &me, &req.up_to, "marking delivered").await?;
         let Some(after) = after.into_iter().next() else { return Ok(Empty {}) };
-        let (_, members) = self.send_state(&conv).await?;
+        let (_, members) = store::send_state(&self.db, &conv).await?;
         let frame = ServerFrame::ChatDelivered {
             conversation_id: conv.clone(),
             user_id: me.clone(),
@@ -403,7 +299,7 @@ impl MessagingService {
             }
             Err(e) => return Err(anyhow::Error::new(e).context(what).into()),
         };
-        Ok(res.take(res.num_statements() - 1).context("reading receipt state")?)
+        Ok(store::receipt_state(&mut res)?)
     }
 
     pub(crate) async fn typing(self: Arc<Self>, ctx: Ctx, req: ByConversation) -> ServiceResult<Empty> {
@@ -412,7 +308,7 @@ impl MessagingService {
         if !self.limits.typing_allowed(&me, &req.conversation_id, interval) {
             return Ok(Empty {});
         }
-        let (_, members) = self.send_state(&req.conversation_id).await?;
+        let (_, members) = store::send_state(&self.db, &req.conversation_id).await?;
         if !members.contains(&me) {
             return Err(no_such_conversation().into());
         }

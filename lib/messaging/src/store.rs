@@ -1,14 +1,23 @@
-//! Rows of the `messaging` database and the record ids that name them.
+//! The `messaging` database: its rows, the record ids that name them, and every SurrealQL
+//! statement the service runs.
+//!
+//! Reads are functions that take typed arguments and return typed rows. Transactions that
+//! go through the one write path ([`mosaic_mesh::write`]) are documented constants; each
+//! says what it binds and what it `THROW`s. The handlers hold no SurrealQL.
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use mosaic_api::content::Author;
 use mosaic_api::messaging::{Conversation, ConversationKind, Member, Message};
+use mosaic_api::page::{PageRequest, TimeCursor};
 use mosaic_api::{ConversationId, Id as _, MessageId, UserId};
-use mosaic_mesh::db::Db;
+use mosaic_mesh::ServiceResult;
+use mosaic_mesh::db::{Db, Keyset};
 use mosaic_mesh::write::{NoRefusal, Write};
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
+use surrealdb::IndexedResults;
+use surrealdb::engine::any::Any;
 use surrealdb::types::{Array, RecordId, SurrealValue};
 
 mosaic_mesh::refusals! {
@@ -73,7 +82,7 @@ pub(crate) struct ConversationRow {
     pub last_activity_at: DateTime<Utc>,
 }
 
-pub(crate) const CONVERSATION_FIELDS: &str =
+const CONVERSATION_FIELDS: &str =
     "record::id(id) AS key, kind, title, created_by, created_at, last_seq, last_message, last_activity_at";
 
 impl ConversationRow {
@@ -95,8 +104,7 @@ pub(crate) struct MemberRow {
     pub unread: i64,
 }
 
-pub(crate) const MEMBER_FIELDS: &str =
-    "conversation, user, active, joined_at, activity_at, read_seq, delivered_seq, unread";
+const MEMBER_FIELDS: &str = "conversation, user, active, joined_at, activity_at, read_seq, delivered_seq, unread";
 
 #[derive(Debug, Clone, SurrealValue)]
 #[surreal(crate = "surrealdb::types")]
@@ -110,7 +118,7 @@ pub(crate) struct MessageRow {
     pub created_at: DateTime<Utc>,
 }
 
-pub(crate) const MESSAGE_FIELDS: &str = "record::id(id) AS key, conversation, seq, sender, text, client_id, created_at";
+const MESSAGE_FIELDS: &str = "record::id(id) AS key, conversation, seq, sender, text, client_id, created_at";
 
 impl MessageRow {
     /// The wire form, if its sender can still be shown.
@@ -206,6 +214,95 @@ pub(crate) fn new_members(
         .collect()
 }
 
+type Query<'a> = surrealdb::method::Query<'a, Any>;
+
+/// The rows of `query`'s first statement; `what` names the read in its errors.
+async fn rows<R: SurrealValue>(query: Query<'_>, what: &'static str) -> anyhow::Result<Vec<R>> {
+    let mut res = query.await.context(what)?;
+    res.take(0).context(what)
+}
+
+/// The first row of `query`'s first statement, if any.
+async fn first<R: SurrealValue>(query: Query<'_>, what: &'static str) -> anyhow::Result<Option<R>> {
+    Ok(rows(query, what).await?.into_iter().next())
+}
+
+// Conversations and members.
+
+/// Creates the conversation `$conv` (`$kind`, `$title`, started by `$me` at `$now`) with the
+/// members `$rows` (see [`new_members`]). Throws `conversation_exists` if `$conv` exists.
+pub(crate) const CREATE_CONVERSATION: &str = "BEGIN TRANSACTION;
+     IF record::exists($conv) { THROW 'conversation_exists'; };
+     CREATE $conv SET kind = $kind, title = $title, created_by = $me, created_at = $now,
+        last_seq = 0, last_activity_at = $now;
+     INSERT INTO member $rows;
+     COMMIT TRANSACTION;";
+
+/// Adds the members `$rows` (see [`new_members`]), making those who left active again with
+/// the new row's state. Throws nothing.
+pub(crate) const ADD_MEMBERS: &str =
+    "INSERT INTO member $rows ON DUPLICATE KEY UPDATE active = true, joined_at = $input.joined_at,
+        activity_at = $input.activity_at, read_seq = $input.read_seq,
+        delivered_seq = $input.delivered_seq, unread = 0";
+
+/// Makes the membership `$member` inactive, with nothing unread. Throws nothing.
+pub(crate) const LEAVE: &str = "UPDATE $member SET active = false, unread = 0";
+
+/// The page of `user`'s active conversations that `page` asks for, most recently active
+/// first (ties broken by id), and the next page's cursor.
+pub(crate) async fn conversations_page(
+    db: &Db,
+    user: &UserId,
+    page: &PageRequest,
+) -> ServiceResult<(Vec<ConversationId>, Option<String>)> {
+    let select = format!("SELECT {MEMBER_FIELDS} FROM member WHERE user = $me AND active = true");
+    let (mine, next_cursor) = Keyset::newest_first("activity_at", "conversation", "conversation")
+        .page(
+            db,
+            &select,
+            page,
+            |q| q.bind(("me", user.to_string())),
+            |m: &MemberRow| TimeCursor::new(m.activity_at, m.conversation.clone()),
+        )
+        .await?;
+    Ok((mine.into_iter().map(|m| ConversationId::from_trusted(m.conversation)).collect(), next_cursor))
+}
+
+/// `user`'s membership of `conversation`, active or not, if they ever joined.
+pub(crate) async fn member(db: &Db, conversation: &ConversationId, user: &UserId) -> anyhow::Result<Option<MemberRow>> {
+    let query =
+        db.query(format!("SELECT {MEMBER_FIELDS} FROM $member")).bind(("member", member_rid(conversation, user)));
+    first(query, "reading membership").await
+}
+
+/// A conversation's kind and last sequence number.
+#[derive(Debug, SurrealValue)]
+#[surreal(crate = "surrealdb::types")]
+pub(crate) struct SendState {
+    pub kind: String,
+    pub last_seq: i64,
+}
+
+/// The conversation's kind and last sequence number (`None`: no such conversation), and
+/// its active members.
+pub(crate) async fn send_state(
+    db: &Db,
+    conversation: &ConversationId,
+) -> anyhow::Result<(Option<SendState>, Vec<UserId>)> {
+    let mut res = db
+        .query(
+            "SELECT kind, last_seq FROM $conv;
+             SELECT VALUE user FROM member WHERE conversation = $cid AND active = true;",
+        )
+        .bind(("conv", conversation_rid(conversation)))
+        .bind(("cid", conversation.to_string()))
+        .await
+        .context("reading conversation state")?;
+    let state: Vec<SendState> = res.take(0).context("reading conversation state")?;
+    let members: Vec<String> = res.take(1).context("reading members")?;
+    Ok((state.into_iter().next(), members.into_iter().map(UserId::from_trusted).collect()))
+}
+
 /// A conversation, its active members and its last message, in one round trip.
 pub(crate) async fn load(
     db: &Db,
@@ -262,6 +359,110 @@ pub(crate) async fn load_many(
         })
         .collect())
 }
+
+// Messages and receipts.
+
+/// Stores the message `$message` (`$mid`, number `$seq` of the conversation `$conv`, named
+/// `$cid`, from `$me` at `$now`: `$text`, `$client_id`) and inserts `$events`, if the
+/// conversation's last number is still `$expected`: the sender's membership `$member` reads
+/// everything up to it, every other active member has one more unread. Throws `seq_moved`
+/// if another message took the number, `duplicate_client_id` if `$client_key` (may be
+/// `NONE`) exists, `blocked` if `$block_a` or `$block_b` (`NONE` outside 1:1s) exists, and
+/// `not_member` unless `$member` is active.
+pub(crate) const SEND: &str = "BEGIN TRANSACTION;
+     LET $c = (SELECT last_seq FROM ONLY $conv);
+     IF $c == NONE OR $c.last_seq != $expected { THROW 'seq_moved'; };
+     IF $client_key != NONE AND record::exists($client_key) { THROW 'duplicate_client_id'; };
+     IF $block_a != NONE AND (record::exists($block_a) OR record::exists($block_b)) { THROW 'blocked'; };
+     LET $mine = (SELECT active FROM ONLY $member);
+     IF $mine == NONE OR $mine.active != true { THROW 'not_member'; };
+     UPDATE $conv SET last_seq = $seq, last_message = $mid, last_activity_at = $now;
+     CREATE $message SET conversation = $cid, seq = $seq, sender = $me, text = $text,
+        client_id = $client_id, created_at = $now;
+     IF $client_key != NONE { CREATE $client_key SET message = $mid, created_at = $now; };
+     UPDATE member SET unread += 1, activity_at = $now
+        WHERE conversation = $cid AND active = true AND user != $me;
+     UPDATE $member SET read_seq = $seq, delivered_seq = math::max([delivered_seq, $seq]), unread = 0,
+        activity_at = $now;
+     INSERT INTO outbox $events;
+     COMMIT TRANSACTION;";
+
+/// The message a `client_id` (its record `key`, see [`client_message_rid`]) already
+/// produced, if any.
+pub(crate) async fn message_by_client_key(db: &Db, key: &RecordId) -> anyhow::Result<Option<MessageRow>> {
+    let id: Option<String> =
+        first(db.query("SELECT VALUE message FROM $key").bind(("key", key.clone())), "reading a retry").await?;
+    let Some(id) = id else { return Ok(None) };
+    let query = db
+        .query(format!("SELECT {MESSAGE_FIELDS} FROM $message"))
+        .bind(("message", RecordId::new("message", id.as_str())));
+    first(query, "reading a retried message").await
+}
+
+/// Up to `limit` messages of `conversation` numbered below `before`, newest first.
+pub(crate) async fn messages_before(
+    db: &Db,
+    conversation: &ConversationId,
+    before: i64,
+    limit: i64,
+) -> anyhow::Result<Vec<MessageRow>> {
+    let query = db
+        .query(format!(
+            "SELECT {MESSAGE_FIELDS} FROM message WHERE conversation = $cid AND seq < $before
+             ORDER BY seq DESC LIMIT $limit"
+        ))
+        .bind(("cid", conversation.to_string()))
+        .bind(("before", before))
+        .bind(("limit", limit));
+    rows(query, "reading history").await
+}
+
+/// Marks the membership `$member` (of `$me`) read up to the message `$message` of the
+/// conversation `$cid`, and delivered as far, if it is further than before; recounts what
+/// is unread after it. Then reads the receipt state ([`receipt_state`]). Throws
+/// `not_member` unless `$member` is active, `no_message` unless `$message` is in `$cid`.
+pub(crate) const MARK_READ: &str = "BEGIN TRANSACTION;
+     LET $mine = (SELECT active, read_seq FROM ONLY $member);
+     IF $mine == NONE OR $mine.active != true { THROW 'not_member'; };
+     LET $msg = (SELECT conversation, seq FROM ONLY $message);
+     IF $msg == NONE OR $msg.conversation != $cid { THROW 'no_message'; };
+     IF $msg.seq > $mine.read_seq {
+        LET $unread = count(SELECT id FROM message WHERE conversation = $cid AND seq > $msg.seq
+            AND sender != $me);
+        UPDATE $member SET read_seq = $msg.seq, delivered_seq = math::max([delivered_seq, $msg.seq]),
+            unread = $unread;
+     };
+     COMMIT TRANSACTION;
+     SELECT read_seq, delivered_seq, unread FROM $member;";
+
+/// Marks the membership `$member` delivered up to the message `$message` of the
+/// conversation `$cid`, if it is further than before. Then reads the receipt state
+/// ([`receipt_state`]). Throws `not_member` unless `$member` is active, `no_message` unless
+/// `$message` is in `$cid`.
+pub(crate) const MARK_DELIVERED: &str = "BEGIN TRANSACTION;
+     LET $mine = (SELECT active, delivered_seq FROM ONLY $member);
+     IF $mine == NONE OR $mine.active != true { THROW 'not_member'; };
+     LET $msg = (SELECT conversation, seq FROM ONLY $message);
+     IF $msg == NONE OR $msg.conversation != $cid { THROW 'no_message'; };
+     IF $msg.seq > $mine.delivered_seq { UPDATE $member SET delivered_seq = $msg.seq; };
+     COMMIT TRANSACTION;
+     SELECT read_seq, delivered_seq, unread FROM $member;";
+
+/// A member's receipts and unread count.
+#[derive(Debug, SurrealValue)]
+#[surreal(crate = "surrealdb::types")]
+pub(crate) struct ReadState {
+    pub read_seq: i64,
+    pub delivered_seq: i64,
+    pub unread: i64,
+}
+
+/// The member's state after [`MARK_READ`] or [`MARK_DELIVERED`]: their last statement.
+pub(crate) fn receipt_state(res: &mut IndexedResults) -> anyhow::Result<Vec<ReadState>> {
+    res.take(res.num_statements() - 1).context("reading receipt state")
+}
+
+// Blocks.
 
 /// Mirrors a block (or its removal) from the user service.
 pub(crate) async fn set_block(db: &Db, blocker: &UserId, blocked: &UserId, on: bool) -> anyhow::Result<()> {
