@@ -26,16 +26,11 @@ fn spec(
     durable: &'static str,
     filters: &'static [&'static str],
 ) -> ConsumerSpec {
-    ConsumerSpec {
-        stream,
-        durable,
-        filter_subjects: filters,
-        max_deliver: 20,
-        backoff: BACKOFF,
-        // A batch waits for the flush that writes it, at most a flush interval and a write.
-        ack_wait: Duration::from_secs(60),
-        max_ack_pending: 200_000,
-    }
+    // A batch waits for the flush that writes it, at most a flush interval and a write.
+    ConsumerSpec::new(stream, durable, filters)
+        .retries(20, BACKOFF)
+        .ack_wait(Duration::from_secs(60))
+        .in_flight(200_000)
 }
 
 /// Messages per batch handed to the writer.

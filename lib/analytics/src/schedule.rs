@@ -10,7 +10,7 @@ use mosaic_api::analytics::ReportRun;
 use mosaic_api::user::ListAdmins;
 use mosaic_mesh::clock::at_local;
 use mosaic_mesh::kv::Bucket;
-use mosaic_mesh::{Ctx, Lifecycle};
+use mosaic_mesh::{Ctx, FirstRun, Lifecycle};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,14 +78,9 @@ impl Leases {
 pub(crate) fn spawn(state: Arc<AnalyticsService>, lifecycle: &Lifecycle) {
     if state.config.schedule {
         let schedule = state.clone();
-        let shutdown = lifecycle.shutdown().clone();
-        lifecycle.spawn(async move {
-            let mut tick = tokio::time::interval(TICK);
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
+        lifecycle.every(TICK, FirstRun::Now, move || {
+            let schedule = schedule.clone();
+            async move {
                 for date in schedule.due_dates() {
                     let key = format!("reports.{date}");
                     match schedule.leases.acquire(&key, RUN_LEASE).await {
@@ -106,16 +101,10 @@ pub(crate) fn spawn(state: Arc<AnalyticsService>, lifecycle: &Lifecycle) {
         });
     }
     if state.config.ingest {
-        let compactor = state;
-        let shutdown = lifecycle.shutdown().clone();
-        lifecycle.spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(compactor.config.compact_interval_secs));
-            tick.tick().await;
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
+        let period = Duration::from_secs(state.config.compact_interval_secs);
+        lifecycle.every(period, FirstRun::AfterPeriod, move || {
+            let compactor = state.clone();
+            async move {
                 if let Err(e) = compactor.compact_all().await {
                     tracing::warn!(error = format!("{e:#}"), "compaction failed");
                 }

@@ -10,13 +10,14 @@
 //! write and its acknowledgement); every count is over distinct event ids, and compaction
 //! also drops the duplicates it finds.
 
-use anyhow::{Context as _, anyhow};
+use anyhow::Context as _;
 use chrono::{DateTime, NaiveDate, Utc};
 pub use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder, TimestampMillisecondBuilder};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::ListingOptions;
+use datafusion::error::DataFusionError;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::parquet::arrow::AsyncArrowWriter;
@@ -265,20 +266,34 @@ impl Warehouse {
     /// Runs SQL over the `events` table. A file deleted under the query (compaction) makes
     /// it fail; it is retried once.
     pub async fn query(&self, sql: &str) -> anyhow::Result<Vec<RecordBatch>> {
-        match self.run(sql).await {
-            Ok(b) => Ok(b),
-            Err(e) if format!("{e:#}").contains("not found") || format!("{e:#}").contains("NotFound") => {
-                tracing::debug!(error = format!("{e:#}"), "a file vanished under a query; retrying");
+        let batches = match self.run(sql).await {
+            Err(e) if vanished(&e) => {
+                tracing::debug!(error = %e, "a file vanished under a query; retrying");
                 self.run(sql).await
             }
-            Err(e) => Err(e),
-        }
+            done => done,
+        };
+        batches.context("querying the warehouse")
     }
 
-    async fn run(&self, sql: &str) -> anyhow::Result<Vec<RecordBatch>> {
-        let frame = self.ctx.sql(sql).await.map_err(|e| anyhow!("planning: {e}"))?;
-        frame.collect().await.map_err(|e| anyhow!("executing: {e}"))
+    async fn run(&self, sql: &str) -> Result<Vec<RecordBatch>, DataFusionError> {
+        self.ctx.sql(sql).await?.collect().await
     }
+}
+
+/// Whether `e` comes from a file that is gone: the object store or the file system said
+/// "not found" somewhere down its chain of causes.
+fn vanished(e: &DataFusionError) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        let store_miss = matches!(c.downcast_ref::<object_store::Error>(), Some(object_store::Error::NotFound { .. }));
+        let file_miss = c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound);
+        if store_miss || file_miss {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// A string cell, whatever string layout the engine chose.
@@ -318,6 +333,23 @@ pub fn lit(s: &str) -> String {
 mod tests {
     use super::*;
     use object_store::memory::InMemory;
+
+    #[test]
+    fn a_missing_file_is_told_apart_from_other_failures() {
+        let gone = || object_store::Error::NotFound {
+            path: "events/date=2026-01-01/a.parquet".into(),
+            source: "no such object".into(),
+        };
+        assert!(vanished(&DataFusionError::ObjectStore(Box::new(gone()))));
+        let wrapped =
+            DataFusionError::Context("scanning".into(), Box::new(DataFusionError::ObjectStore(Box::new(gone()))));
+        assert!(vanished(&wrapped));
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "a.parquet");
+        assert!(vanished(&DataFusionError::External(Box::new(io))));
+        assert!(!vanished(&DataFusionError::Plan("no column named views".into())));
+        let denied = object_store::Error::PermissionDenied { path: "x".into(), source: "denied".into() };
+        assert!(!vanished(&DataFusionError::ObjectStore(Box::new(denied))));
+    }
 
     fn event(id: &str, at: &str, kind: Kind, user: &str, owner: Option<&str>, post: Option<&str>) -> Event {
         Event {

@@ -2,10 +2,9 @@
 //! store layout the content service and the edge share.
 
 use crate::endpoint::Empty;
-use crate::event::Event;
 use crate::ids::{MediaId, PostId, UploadId, UserId};
 use crate::page::{Page, PageRequest};
-use crate::stream::{EVENTS_POST, MEDIA_JOBS, StreamSpec};
+use crate::stream::{EVENTS_POST, MEDIA_JOBS};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -294,19 +293,7 @@ crate::endpoint! {
     pub RecentPosts => "content" . "recent_posts" : RecentByAuthors => Vec<PostRef>;
 }
 
-macro_rules! content_event {
-    ($($(#[$meta:meta])* $name:ident = $subject:literal on $stream:ident { $($field:ident : $ty:ty),* $(,)? })+) => {$(
-        $(#[$meta])*
-        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-        pub struct $name { $(pub $field: $ty),* }
-        impl Event for $name {
-            const SUBJECT: &'static str = $subject;
-            const STREAM: &'static StreamSpec = &$stream;
-        }
-    )+};
-}
-
-content_event! {
+crate::event::events! {
     /// A post was published.
     PostCreated = "events.post.created" on EVENTS_POST {
         post_id: PostId, author: UserId, tags: Vec<String>, created_at: DateTime<Utc>,

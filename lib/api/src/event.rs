@@ -83,6 +83,23 @@ macro_rules! event_set {
     };
 }
 
+/// Declares events: each a struct of public fields, published on `$subject` into the
+/// stream `$stream`.
+macro_rules! events {
+    ($($(#[$meta:meta])* $name:ident = $subject:literal on $stream:ident {
+        $($(#[$fmeta:meta])* $field:ident : $ty:ty),* $(,)?
+    })+) => {$(
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+        pub struct $name { $($(#[$fmeta])* pub $field: $ty),* }
+        impl $crate::event::Event for $name {
+            const SUBJECT: &'static str = $subject;
+            const STREAM: &'static $crate::stream::StreamSpec = &$stream;
+        }
+    )+};
+}
+pub(crate) use events;
+
 /// A notice every instance of a service hears at most once, over core NATS (no stream,
 /// no queue group): a change it must drop from its in-memory caches. Losing one costs
 /// freshness for at most the cache's time to live, never data, which is why these need no

@@ -1,10 +1,10 @@
 //! The interaction service: likes, comments, their counts, and what they tell the feed.
 
 use crate::content::Author;
-use crate::event::{Broadcast, Event};
+use crate::event::Broadcast;
 use crate::ids::{CommentId, PostId, UserId};
 use crate::page::{Page, PageRequest};
-use crate::stream::{EVENTS_INTERACTION, EVENTS_VIEW, NOTIFY_JOBS, StreamSpec};
+use crate::stream::{EVENTS_INTERACTION, EVENTS_VIEW, NOTIFY_JOBS};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -149,19 +149,7 @@ pub enum NotificationKind {
     Mention,
 }
 
-macro_rules! interaction_event {
-    ($($(#[$meta:meta])* $name:ident = $subject:literal on $stream:ident { $($field:ident : $ty:ty),* $(,)? })+) => {$(
-        $(#[$meta])*
-        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-        pub struct $name { $(pub $field: $ty),* }
-        impl Event for $name {
-            const SUBJECT: &'static str = $subject;
-            const STREAM: &'static StreamSpec = &$stream;
-        }
-    )+};
-}
-
-interaction_event! {
+crate::event::events! {
     /// `user` liked `post` of `owner`.
     Liked = "events.interaction.liked" on EVENTS_INTERACTION { post_id: PostId, owner: UserId, user: UserId }
     /// `user` took their like of `post` back.

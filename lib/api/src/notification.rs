@@ -3,10 +3,9 @@
 
 use crate::content::Author;
 use crate::endpoint::Empty;
-use crate::event::Event;
 use crate::ids::{CommentId, ConversationId, DeviceId, MessageId, NotificationId, PostId, UserId};
 use crate::page::{Page, PageRequest};
-use crate::stream::{DELIVERY_JOBS, NOTIFY_JOBS, StreamSpec};
+use crate::stream::{DELIVERY_JOBS, NOTIFY_JOBS};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -399,22 +398,6 @@ crate::endpoint! {
     pub GetVapidKey => "notification" . "vapid_key" : Empty => VapidKey;
 }
 
-/// Tell `recipient` that `actor` sent a message while the recipient had no socket open.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NotifyMessage {
-    pub recipient: UserId,
-    pub actor: UserId,
-    pub conversation_id: ConversationId,
-    pub message_id: MessageId,
-    /// The start of the message, for the push text.
-    pub preview: String,
-}
-
-impl Event for NotifyMessage {
-    const SUBJECT: &'static str = "jobs.notify.message";
-    const STREAM: &'static StreamSpec = &NOTIFY_JOBS;
-}
-
 /// An inline image of an email (a chart, say), referenced from the HTML as `cid:<cid>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InlineImage {
@@ -425,42 +408,40 @@ pub struct InlineImage {
     pub base64: String,
 }
 
-/// An email composed by another service (a daily report, say), sent through the
-/// notification service's email path: preferences, unsubscribe link, rate limits, retries,
-/// dead letters. The envelope id doubles as the de-duplication key, so a service that
-/// derives it from what the email is (report + day + recipient) never sends it twice.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SendEmail {
-    pub recipient: UserId,
-    /// Whose preference decides (`report` for reports).
-    pub kind: NotificationType,
-    /// What the inbox entry points at (the report's date, say).
-    pub subject_id: String,
-    pub subject: String,
-    pub text: String,
-    pub html: String,
-    #[serde(default)]
-    pub images: Vec<InlineImage>,
-    /// Also add an inbox entry with this text.
-    #[serde(default)]
-    pub inbox_text: Option<String>,
-}
-
-impl Event for SendEmail {
-    const SUBJECT: &'static str = "jobs.notify.email";
-    const STREAM: &'static StreamSpec = &NOTIFY_JOBS;
-}
-
-/// One channel's send of one notification (internal work queue of the notification
-/// service; any instance may pick it up).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Deliver {
-    /// The job the delivery belongs to (its event id, or a digest's id).
-    pub job: String,
-    pub channel: Channel,
-}
-
-impl Event for Deliver {
-    const SUBJECT: &'static str = "jobs.deliver.send";
-    const STREAM: &'static StreamSpec = &DELIVERY_JOBS;
+crate::event::events! {
+    /// Tell `recipient` that `actor` sent a message while the recipient had no socket open.
+    NotifyMessage = "jobs.notify.message" on NOTIFY_JOBS {
+        recipient: UserId,
+        actor: UserId,
+        conversation_id: ConversationId,
+        message_id: MessageId,
+        /// The start of the message, for the push text.
+        preview: String,
+    }
+    /// An email composed by another service (a daily report, say), sent through the
+    /// notification service's email path: preferences, unsubscribe link, rate limits, retries,
+    /// dead letters. The envelope id doubles as the de-duplication key, so a service that
+    /// derives it from what the email is (report + day + recipient) never sends it twice.
+    SendEmail = "jobs.notify.email" on NOTIFY_JOBS {
+        recipient: UserId,
+        /// Whose preference decides (`report` for reports).
+        kind: NotificationType,
+        /// What the inbox entry points at (the report's date, say).
+        subject_id: String,
+        subject: String,
+        text: String,
+        html: String,
+        #[serde(default)]
+        images: Vec<InlineImage>,
+        /// Also add an inbox entry with this text.
+        #[serde(default)]
+        inbox_text: Option<String>,
+    }
+    /// One channel's send of one notification (internal work queue of the notification
+    /// service; any instance may pick it up).
+    Deliver = "jobs.deliver.send" on DELIVERY_JOBS {
+        /// The job the delivery belongs to (its event id, or a digest's id).
+        job: String,
+        channel: Channel,
+    }
 }

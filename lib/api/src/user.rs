@@ -1,10 +1,9 @@
 //! The user service: accounts, tokens, profiles, the follow graph, blocks and mutes.
 
 use crate::endpoint::Empty;
-use crate::event::Event;
 use crate::ids::{SessionId, UserId};
 use crate::page::{Page, PageRequest};
-use crate::stream::{EVENTS_USER, StreamSpec};
+use crate::stream::EVENTS_USER;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -396,37 +395,25 @@ crate::endpoint! {
     pub ListAdmins => "user" . "admins" : Empty => Vec<UserId>;
 }
 
-macro_rules! user_event {
-    ($($(#[$meta:meta])* $name:ident = $subject:literal { $($field:ident : $ty:ty),* $(,)? })+) => {$(
-        $(#[$meta])*
-        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-        pub struct $name { $(pub $field: $ty),* }
-        impl Event for $name {
-            const SUBJECT: &'static str = $subject;
-            const STREAM: &'static StreamSpec = &EVENTS_USER;
-        }
-    )+};
-}
-
-user_event! {
+crate::event::events! {
     /// A new account exists.
-    SignedUp = "events.user.signed_up" { user_id: UserId, username: String }
+    SignedUp = "events.user.signed_up" on EVENTS_USER { user_id: UserId, username: String }
     /// `follower` now follows `followee`.
-    Followed = "events.user.followed" { follower: UserId, followee: UserId }
+    Followed = "events.user.followed" on EVENTS_USER { follower: UserId, followee: UserId }
     /// `follower` no longer follows `followee`.
-    Unfollowed = "events.user.unfollowed" { follower: UserId, followee: UserId }
+    Unfollowed = "events.user.unfollowed" on EVENTS_USER { follower: UserId, followee: UserId }
     /// `blocker` blocked `blocked` (follows both ways were removed).
-    Blocked = "events.user.blocked" { blocker: UserId, blocked: UserId }
+    Blocked = "events.user.blocked" on EVENTS_USER { blocker: UserId, blocked: UserId }
     /// `blocker` unblocked `blocked`.
-    Unblocked = "events.user.unblocked" { blocker: UserId, blocked: UserId }
+    Unblocked = "events.user.unblocked" on EVENTS_USER { blocker: UserId, blocked: UserId }
     /// `muter` muted `muted`.
-    Muted = "events.user.muted" { muter: UserId, muted: UserId }
+    Muted = "events.user.muted" on EVENTS_USER { muter: UserId, muted: UserId }
     /// `muter` unmuted `muted`.
-    Unmuted = "events.user.unmuted" { muter: UserId, muted: UserId }
+    Unmuted = "events.user.unmuted" on EVENTS_USER { muter: UserId, muted: UserId }
     /// An admin suspended the user.
-    Suspended = "events.user.suspended" { user_id: UserId }
+    Suspended = "events.user.suspended" on EVENTS_USER { user_id: UserId }
     /// An admin lifted the user's suspension.
-    Unsuspended = "events.user.unsuspended" { user_id: UserId }
+    Unsuspended = "events.user.unsuspended" on EVENTS_USER { user_id: UserId }
     /// The user changed profile or preferences.
-    ProfileUpdated = "events.user.profile_updated" { user_id: UserId }
+    ProfileUpdated = "events.user.profile_updated" on EVENTS_USER { user_id: UserId }
 }

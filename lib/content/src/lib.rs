@@ -115,26 +115,21 @@ async fn start(unit: Unit) -> anyhow::Result<ServiceHandle> {
     });
     cache::ContentCache::listen(&state, mesh, &lifecycle).await?;
 
-    let jobs = ConsumerSpec {
-        stream: &MEDIA_JOBS,
-        durable: "content-workers",
-        filter_subjects: &[],
-        // Our own attempt counter fails the media first; this bound parks what slips past it.
-        max_deliver: i64::from(state.config.max_attempts) + 2,
-        // Consumer specs are static data; the configured delays are leaked once per start
-        // (a few bytes) to become that.
-        backoff: Box::leak(
-            state
-                .config
-                .job_retry_backoff_ms
-                .iter()
-                .map(|ms| Duration::from_millis(*ms))
-                .collect::<Vec<_>>()
-                .into_boxed_slice(),
-        ),
-        ack_wait: Duration::from_secs(state.config.job_ack_wait_secs),
-        max_ack_pending: 256,
-    };
+    // Consumer specs are static data; the configured delays are leaked once per start (a
+    // few bytes) to become that.
+    let backoff: &'static [Duration] = Box::leak(
+        state
+            .config
+            .job_retry_backoff_ms
+            .iter()
+            .map(|ms| Duration::from_millis(*ms))
+            .collect::<Vec<_>>()
+            .into_boxed_slice(),
+    );
+    // Our own attempt counter fails the media first; this bound parks what slips past it.
+    let jobs = ConsumerSpec::new(&MEDIA_JOBS, "content-workers", &[])
+        .retries(i64::from(state.config.max_attempts) + 2, backoff)
+        .ack_wait(Duration::from_secs(state.config.job_ack_wait_secs));
     mesh.consume::<api::ProcessMedia, _, _, _>(
         jobs,
         state.config.workers,

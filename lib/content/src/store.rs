@@ -12,11 +12,11 @@ use mosaic_api::content::{Media, MediaError, MediaKind, MediaStatus, Variant, la
 use mosaic_api::page::{PageRequest, TimeCursor};
 use mosaic_api::{Id, MediaId, PostId, UploadId, UserId};
 use mosaic_mesh::ServiceResult;
-use mosaic_mesh::db::{Checked as _, Db, Keyset};
+use mosaic_mesh::db::{Db, Keyset};
+use mosaic_mesh::db::{exec, rows};
 use mosaic_mesh::outbox::Outbox;
 use mosaic_mesh::write::Write;
 use surrealdb::IndexedResults;
-use surrealdb::engine::any::Any;
 use surrealdb::types::{RecordId, SurrealValue};
 
 mosaic_mesh::refusals! {
@@ -161,20 +161,6 @@ pub fn media_rid(id: &MediaId) -> RecordId {
 
 pub fn post_rid(id: &PostId) -> RecordId {
     RecordId::new("post", id.as_str())
-}
-
-type Query<'a> = surrealdb::method::Query<'a, Any>;
-
-/// The rows of `query`'s first statement; `what` names the read in its errors.
-async fn rows<R: SurrealValue>(query: Query<'_>, what: &'static str) -> anyhow::Result<Vec<R>> {
-    let mut res = query.await.context(what)?;
-    res.take(0).context(what)
-}
-
-/// Runs `query`, a write whose results nobody reads, failing if any statement failed.
-async fn exec(query: Query<'_>, what: &'static str) -> anyhow::Result<()> {
-    query.await.and_then(|r| r.checked()).context(what)?;
-    Ok(())
 }
 
 // Media.

@@ -32,7 +32,7 @@ use mosaic_mesh::component::Section as _;
 use mosaic_mesh::kv::Bucket;
 use mosaic_mesh::presence::Presence;
 use mosaic_mesh::storage::Storage;
-use mosaic_mesh::{CancellationToken, Lifecycle, Mesh};
+use mosaic_mesh::{CancellationToken, FirstRun, Lifecycle, Mesh};
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::{Arc, OnceLock};
@@ -319,19 +319,11 @@ fn limiter(config: &Config, lifecycle: &Lifecycle) -> Option<Arc<middleware::Lim
     let burst = NonZeroU32::new(config.rate_limit_burst).unwrap_or(rate);
     let limiter = Arc::new(governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst)));
     let sweeper = limiter.clone();
-    let shutdown = lifecycle.shutdown().clone();
-    lifecycle.spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {
-                    // Forget clients whose buckets are full again, so memory tracks active clients.
-                    sweeper.retain_recent();
-                    sweeper.shrink_to_fit();
-                }
-            }
-        }
+    // Forget clients whose buckets are full again, so memory tracks active clients.
+    lifecycle.every(Duration::from_secs(60), FirstRun::AfterPeriod, move || {
+        sweeper.retain_recent();
+        sweeper.shrink_to_fit();
+        std::future::ready(())
     });
     Some(limiter)
 }

@@ -19,9 +19,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-const BACKOFF: &[Duration] =
-    &[Duration::from_millis(200), Duration::from_secs(1), Duration::from_secs(5), Duration::from_secs(30)];
-
 mosaic_api::event_set! {
     /// What the fan-out reads from the posts stream.
     enum PostEvent { Created(PostCreated), Deleted(PostDeleted) }
@@ -40,27 +37,13 @@ mosaic_api::event_set! {
     }
 }
 
-const POSTS: ConsumerSpec = ConsumerSpec {
-    stream: &EVENTS_POST,
-    durable: "feed-fanout",
-    filter_subjects: PostEvent::SUBJECTS,
-    max_deliver: 10,
-    backoff: BACKOFF,
-    // A fan-out to a few thousand feeds takes seconds; it must not be redelivered meanwhile.
-    ack_wait: Duration::from_secs(120),
-    // Two batches of up to `POST_BATCH` in flight.
-    max_ack_pending: 1024,
-};
+// A fan-out to a few thousand feeds takes seconds; it must not be redelivered meanwhile.
+// Two batches of up to `POST_BATCH` in flight.
+const POSTS: ConsumerSpec = ConsumerSpec::new(&EVENTS_POST, "feed-fanout", PostEvent::SUBJECTS)
+    .ack_wait(Duration::from_secs(120))
+    .in_flight(1024);
 
-const GRAPH: ConsumerSpec = ConsumerSpec {
-    stream: &EVENTS_USER,
-    durable: "feed-graph",
-    filter_subjects: GraphEvent::SUBJECTS,
-    max_deliver: 10,
-    backoff: BACKOFF,
-    ack_wait: Duration::from_secs(30),
-    max_ack_pending: 512,
-};
+const GRAPH: ConsumerSpec = ConsumerSpec::new(&EVENTS_USER, "feed-graph", GraphEvent::SUBJECTS).in_flight(512);
 
 /// New posts handled together at most (one fan-out batch).
 const POST_BATCH: usize = 256;

@@ -57,14 +57,35 @@ impl RankCursor {
     }
 }
 
+/// The posts of one page of a feed, in order, before they are hydrated.
+struct Listed {
+    page: Vec<PostId>,
+    next_cursor: Option<String>,
+    /// Counts the listing already read (ranking reads them).
+    counted: HashMap<PostId, PostCounts>,
+    /// Posts of the page whose counts are still to be read.
+    uncounted: Vec<PostId>,
+}
+
+impl Listed {
+    /// A page none of whose counts were read.
+    fn uncounted(page: Vec<PostId>, next_cursor: Option<String>) -> Self {
+        Self { uncounted: page.clone(), page, next_cursor, counted: HashMap::new() }
+    }
+}
+
 impl FeedService {
     pub(crate) async fn home(self: Arc<Self>, ctx: Ctx, q: FeedQuery) -> ServiceResult<Page<Post>> {
         let viewer = ctx.require_user()?.clone();
         let limit = q.page.limit() as usize;
-        match q.order {
-            FeedOrder::Latest => self.latest(&ctx, &viewer, limit, q.page.cursor.as_deref()).await,
-            FeedOrder::Ranked => self.ranked(&ctx, &viewer, limit, q.page.cursor.as_deref()).await,
-        }
+        let cursor = q.page.cursor.as_deref();
+        let listed = match q.order {
+            FeedOrder::Latest => self.latest(&ctx, &viewer, limit, cursor).await?,
+            FeedOrder::Ranked => self.ranked(&ctx, &viewer, limit, cursor).await?,
+        };
+        let mut counts = listed.counted;
+        counts.extend(self.counts(&ctx, &listed.uncounted).await?);
+        Ok(Page { items: self.hydrate(&ctx, &listed.page, &counts).await?, next_cursor: listed.next_cursor })
     }
 
     async fn latest(
@@ -73,7 +94,7 @@ impl FeedService {
         viewer: &UserId,
         limit: usize,
         cursor: Option<&str>,
-    ) -> ServiceResult<Page<Post>> {
+    ) -> ServiceResult<Listed> {
         let cursor = cursor.map(TimeCursor::decode).transpose()?;
         let candidates = self.candidates(ctx, viewer).await?;
         // One past the page tells whether there is a next one; the rest is never filtered.
@@ -90,9 +111,7 @@ impl FeedService {
             let at = chrono::DateTime::from_timestamp_millis(e.created_ms).unwrap_or_default();
             TimeCursor::new(at, e.post.as_str()).encode()
         });
-        let page: Vec<PostId> = after.iter().map(|e| e.post.clone()).collect();
-        let counts = self.counts(ctx, &page).await?;
-        Ok(Page { items: self.hydrate(ctx, &page, &counts).await?, next_cursor })
+        Ok(Listed::uncounted(after.iter().map(|e| e.post.clone()).collect(), next_cursor))
     }
 
     async fn ranked(
@@ -101,7 +120,7 @@ impl FeedService {
         viewer: &UserId,
         limit: usize,
         cursor: Option<&str>,
-    ) -> ServiceResult<Page<Post>> {
+    ) -> ServiceResult<Listed> {
         let cursor = cursor.map(RankCursor::decode).transpose()?;
         if let Some(c) = &cursor
             && let Some(maker) = &c.maker
@@ -110,8 +129,7 @@ impl FeedService {
             let page: Vec<PostId> = order.iter().skip(c.offset).take(limit).cloned().collect();
             let next_cursor =
                 (order.len() > c.offset + limit).then(|| RankCursor { offset: c.offset + limit, ..c.clone() }.encode());
-            let counts = self.counts(ctx, &page).await?;
-            return Ok(Page { items: self.hydrate(ctx, &page, &counts).await?, next_cursor });
+            return Ok(Listed::uncounted(page, next_cursor));
         }
 
         // A first page, or a snapshot that expired: rank as of the listing's clock.
@@ -172,10 +190,8 @@ impl FeedService {
         } else {
             None
         };
-        let mut counts: HashMap<PostId, PostCounts> =
-            signals.counts.into_iter().map(|c| (c.post_id.clone(), c)).collect();
-        counts.extend(self.counts(ctx, &unscored).await?);
-        Ok(Page { items: self.hydrate(ctx, &page, &counts).await?, next_cursor })
+        let counted = signals.counts.into_iter().map(|c| (c.post_id.clone(), c)).collect();
+        Ok(Listed { page, next_cursor, counted, uncounted: unscored })
     }
 
     /// The reader's candidate posts, newest first: the cached feed (rebuilt when missing or

@@ -1,15 +1,15 @@
 //! Likes and comments.
 
 use crate::InteractionService;
+use crate::store::{self, CommentRow, Refused};
 use anyhow::Context as _;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use mosaic_api::content::{Author, PostRef, PostRefs, PostsByIds};
 use mosaic_api::endpoint::Empty;
 use mosaic_api::interaction::{
     ByComment, Comment, CommentDeleted, Commented, Liked, MAX_COMMENT_CHARS, NewComment, NotificationKind, NotifyUser,
     OnPost, PostPage, SignalsChanged, Unliked,
 };
-use mosaic_api::page::TimeCursor;
 use mosaic_api::user::{self as users, Profile, ProfilesByIds, ProfilesByUsername, RelationsQuery, Role};
 use mosaic_api::ws::ServerFrame;
 use mosaic_api::{ApiError, CommentId, Id, Page, PostId, UserId};
@@ -18,60 +18,6 @@ use mosaic_mesh::write::{NoRefusal, Write, WriteError};
 use mosaic_mesh::{Ctx, ServiceResult};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use surrealdb::types::{Array, RecordId, SurrealValue};
-
-mosaic_mesh::refusals! {
-    /// What the interaction transactions refuse (the codes their SurrealQL `THROW`s).
-    pub(crate) enum Refused {
-        /// The comment a reply answers was deleted before the reply was written.
-        ThreadGone = "thread_gone",
-        /// The comment to delete was deleted already.
-        CommentGone = "comment_gone",
-    }
-}
-
-pub(crate) fn stats_rid(post: &PostId) -> RecordId {
-    RecordId::new("post_stats", post.as_str())
-}
-
-pub(crate) fn like_rid(post: &PostId, user: &UserId) -> RecordId {
-    RecordId::new("post_like", Array::from(vec![post.to_string(), user.to_string()]))
-}
-
-pub(crate) fn affinity_rid(reader: &UserId, author: &UserId) -> RecordId {
-    RecordId::new("affinity", Array::from(vec![reader.to_string(), author.to_string()]))
-}
-
-fn comment_rid(id: &CommentId) -> RecordId {
-    RecordId::new("comment", id.as_str())
-}
-
-#[derive(Debug, Clone, SurrealValue)]
-#[surreal(crate = "surrealdb::types")]
-struct CommentRow {
-    key: String,
-    post: String,
-    author: String,
-    text: String,
-    reply_to: Option<String>,
-    created_at: DateTime<Utc>,
-}
-
-const COMMENT_FIELDS: &str = "record::id(id) AS key, post, author, text, reply_to, created_at";
-
-#[derive(Debug, SurrealValue)]
-#[surreal(crate = "surrealdb::types")]
-struct Counters {
-    likes: i64,
-    comments: i64,
-}
-
-#[derive(Debug, SurrealValue)]
-#[surreal(crate = "surrealdb::types")]
-struct LikeRow {
-    user: String,
-    created_at: DateTime<Utc>,
-}
 
 impl InteractionService {
     pub(crate) async fn like(self: Arc<Self>, ctx: Ctx, req: OnPost) -> ServiceResult<Empty> {
@@ -88,20 +34,7 @@ impl InteractionService {
                 comment_id: None,
             }));
         }
-        let write = self.outbox.write(
-            "BEGIN TRANSACTION;
-             IF !record::exists($like) {
-                CREATE $like SET post = $post, user = $user, created_at = time::now();
-                IF !record::exists($stats) { CREATE $stats SET owner = $owner; };
-                UPDATE $stats SET likes += 1;
-                IF $user != $owner {
-                    IF !record::exists($affinity) { CREATE $affinity SET reader = $user; };
-                    UPDATE $affinity SET likes += 1;
-                };
-                INSERT INTO outbox $events;
-             };
-             COMMIT TRANSACTION;",
-        );
+        let write = self.outbox.write(store::LIKE);
         self.record_like(write, &post, &user, events).await
     }
 
@@ -113,18 +46,7 @@ impl InteractionService {
             owner: post.author.clone(),
             user: user.clone(),
         })];
-        let write = self.outbox.write(
-            "BEGIN TRANSACTION;
-             IF record::exists($like) {
-                DELETE $like;
-                UPDATE $stats SET likes -= 1;
-                IF $user != $owner AND record::exists($affinity) {
-                    UPDATE $affinity SET likes = math::max([likes - 1, 0]);
-                };
-                INSERT INTO outbox $events;
-             };
-             COMMIT TRANSACTION;",
-        );
+        let write = self.outbox.write(store::UNLIKE);
         self.record_like(write, &post, &user, events).await
     }
 
@@ -138,9 +60,9 @@ impl InteractionService {
         events: Vec<Staged>,
     ) -> ServiceResult<Empty> {
         write
-            .bind("like", like_rid(&post.post_id, user))
-            .bind("stats", stats_rid(&post.post_id))
-            .bind("affinity", affinity_rid(user, &post.author))
+            .bind("like", store::like_rid(&post.post_id, user))
+            .bind("stats", store::stats_rid(&post.post_id))
+            .bind("affinity", store::affinity_rid(user, &post.author))
             .bind("post", post.post_id.to_string())
             .bind("user", user.to_string())
             .bind("owner", post.author.to_string())
@@ -155,26 +77,7 @@ impl InteractionService {
     pub(crate) async fn likers(self: Arc<Self>, ctx: Ctx, req: PostPage) -> ServiceResult<Page<Profile>> {
         let viewer = ctx.require_user()?.clone();
         self.reachable_post(&ctx, &viewer, &req.post_id).await?;
-        let limit = req.page.limit() as usize;
-        let cursor = req.page.cursor.as_deref().map(TimeCursor::decode).transpose()?;
-        let after =
-            if cursor.is_some() { "AND (created_at < $at OR (created_at = $at AND user < $after_key))" } else { "" };
-        let cursor = cursor.unwrap_or_else(|| TimeCursor::new(Utc::now(), ""));
-        let mut res = self
-            .db
-            .query(format!(
-                "SELECT user, created_at FROM post_like WHERE post = $post {after}
-                 ORDER BY created_at DESC, user DESC LIMIT $limit"
-            ))
-            .bind(("post", req.post_id.to_string()))
-            .bind(("at", cursor.at))
-            .bind(("after_key", cursor.key))
-            .bind(("limit", mosaic_api::page::fetch_limit(limit)))
-            .await
-            .context("listing likes")?;
-        let rows: Vec<LikeRow> = res.take(0).context("listing likes")?;
-        let (rows, next_cursor) =
-            mosaic_api::page::cut(rows, limit, |r| TimeCursor::new(r.created_at, r.user.clone()).encode());
+        let (rows, next_cursor) = store::likers_page(&self.db, &req.post_id, &req.page).await?;
         let ids: Vec<UserId> = rows.iter().map(|r| UserId::from_trusted(r.user.clone())).collect();
         let mut profiles: HashMap<UserId, Profile> = self
             .mesh
@@ -200,7 +103,7 @@ impl InteractionService {
         // A reply to a reply answers the thread's top-level comment: threads are one level deep.
         let parent = match &req.body.reply_to {
             Some(id) => {
-                let row = self.comment_row(id).await?.filter(|c| c.post == post.post_id.as_str());
+                let row = store::comment(&self.db, id).await?.filter(|c| c.post == post.post_id.as_str());
                 let Some(row) = row else { return Err(ApiError::not_found("no such comment on this post").into()) };
                 Some(row)
             }
@@ -229,30 +132,17 @@ impl InteractionService {
         }));
         let result = self
             .outbox
-            .write(
-                "BEGIN TRANSACTION;
-                 IF $thread != NONE AND !record::exists($thread_rid) { THROW 'thread_gone'; };
-                 CREATE $comment SET post = $post, author = $user, text = $text, reply_to = $thread,
-                    created_at = $now;
-                 IF !record::exists($stats) { CREATE $stats SET owner = $owner; };
-                 UPDATE $stats SET comments += 1;
-                 IF $user != $owner {
-                    IF !record::exists($affinity) { CREATE $affinity SET reader = $user; };
-                    UPDATE $affinity SET comments += 1;
-                 };
-                 INSERT INTO outbox $events;
-                 COMMIT TRANSACTION;",
-            )
+            .write(store::ADD_COMMENT)
             .bind("thread", thread.as_ref().map(|t| t.to_string()))
-            .bind("thread_rid", thread.as_ref().map(comment_rid))
-            .bind("comment", comment_rid(&id))
+            .bind("thread_rid", thread.as_ref().map(store::comment_rid))
+            .bind("comment", store::comment_rid(&id))
             .bind("post", post.post_id.to_string())
             .bind("user", user.to_string())
             .bind("owner", post.author.to_string())
             .bind("text", text.clone())
             .bind("now", now)
-            .bind("stats", stats_rid(&post.post_id))
-            .bind("affinity", affinity_rid(&user, &post.author))
+            .bind("stats", store::stats_rid(&post.post_id))
+            .bind("affinity", store::affinity_rid(&user, &post.author))
             .stage_inserted(events)
             .run::<Refused>()
             .await;
@@ -312,29 +202,7 @@ impl InteractionService {
     pub(crate) async fn comments(self: Arc<Self>, ctx: Ctx, req: PostPage) -> ServiceResult<Page<Comment>> {
         let viewer = ctx.require_user()?.clone();
         self.reachable_post(&ctx, &viewer, &req.post_id).await?;
-        let limit = req.page.limit() as usize;
-        let cursor = req.page.cursor.as_deref().map(TimeCursor::decode).transpose()?;
-        let after = if cursor.is_some() {
-            "AND (created_at > $at OR (created_at = $at AND record::id(id) > $after_key))"
-        } else {
-            ""
-        };
-        let cursor = cursor.unwrap_or_else(|| TimeCursor::new(Utc::now(), ""));
-        let mut res = self
-            .db
-            .query(format!(
-                "SELECT {COMMENT_FIELDS} FROM comment WHERE post = $post {after}
-                 ORDER BY created_at ASC, key ASC LIMIT $limit"
-            ))
-            .bind(("post", req.post_id.to_string()))
-            .bind(("at", cursor.at))
-            .bind(("after_key", cursor.key))
-            .bind(("limit", mosaic_api::page::fetch_limit(limit)))
-            .await
-            .context("listing comments")?;
-        let rows: Vec<CommentRow> = res.take(0).context("listing comments")?;
-        let (rows, next_cursor) =
-            mosaic_api::page::cut(rows, limit, |r| TimeCursor::new(r.created_at, r.key.clone()).encode());
+        let (rows, next_cursor) = store::comments_page(&self.db, &req.post_id, &req.page).await?;
         let ids: Vec<UserId> = rows.iter().map(|r| UserId::from_trusted(r.author.clone())).collect();
         let authors = self.authors(&ctx, &ids).await?;
         let items = rows
@@ -357,13 +225,13 @@ impl InteractionService {
 
     pub(crate) async fn delete_comment(self: Arc<Self>, ctx: Ctx, req: ByComment) -> ServiceResult<Empty> {
         let caller = ctx.require_user()?.clone();
-        let Some(row) = self.comment_row(&req.comment_id).await? else {
+        let Some(row) = store::comment(&self.db, &req.comment_id).await? else {
             return Err(ApiError::not_found("no such comment").into());
         };
         let post_id = PostId::from_trusted(row.post.clone());
         // Every commented post has a stats row naming its owner (written with the first
         // comment), so the delete rules need no request to the content service.
-        let owner = self.stats_owner(&post_id).await?.context("commented post has no stats row")?;
+        let owner = store::stats_owner(&self.db, &post_id).await?.context("commented post has no stats row")?;
         let allowed = row.author == caller.as_str() || owner == caller || ctx.role == Role::Admin;
         if !allowed {
             return Err(ApiError::forbidden(
@@ -371,7 +239,7 @@ impl InteractionService {
             )
             .into());
         }
-        let replies = if row.reply_to.is_none() { self.reply_count(&req.comment_id).await? } else { 0 };
+        let replies = if row.reply_to.is_none() { store::reply_count(&self.db, &req.comment_id).await? } else { 0 };
         let events = vec![Staged::new(CommentDeleted {
             comment_id: req.comment_id.clone(),
             post_id: post_id.clone(),
@@ -381,26 +249,13 @@ impl InteractionService {
         })];
         let result = self
             .outbox
-            .write(
-                "BEGIN TRANSACTION;
-                 IF !record::exists($comment) { THROW 'comment_gone'; };
-                 LET $replies = (DELETE comment WHERE reply_to = $key RETURN BEFORE);
-                 DELETE $comment;
-                 IF record::exists($stats) {
-                    UPDATE $stats SET comments = math::max([comments - 1 - array::len($replies), 0]);
-                 };
-                 IF $author != $owner AND record::exists($affinity) {
-                    UPDATE $affinity SET comments = math::max([comments - 1, 0]);
-                 };
-                 INSERT INTO outbox $events;
-                 COMMIT TRANSACTION;",
-            )
-            .bind("comment", comment_rid(&req.comment_id))
+            .write(store::DELETE_COMMENT)
+            .bind("comment", store::comment_rid(&req.comment_id))
             .bind("key", req.comment_id.to_string())
-            .bind("stats", stats_rid(&post_id))
+            .bind("stats", store::stats_rid(&post_id))
             .bind("author", row.author.clone())
             .bind("owner", owner.to_string())
-            .bind("affinity", affinity_rid(&UserId::from_trusted(row.author.clone()), &owner))
+            .bind("affinity", store::affinity_rid(&UserId::from_trusted(row.author.clone()), &owner))
             .stage(events)
             .run::<Refused>()
             .await;
@@ -435,39 +290,6 @@ impl InteractionService {
         Ok(post)
     }
 
-    async fn stats_owner(&self, post: &PostId) -> anyhow::Result<Option<UserId>> {
-        let mut res = self
-            .db
-            .query("SELECT VALUE owner FROM $stats")
-            .bind(("stats", stats_rid(post)))
-            .await
-            .context("reading owner")?;
-        let owners: Vec<String> = res.take(0).context("reading owner")?;
-        Ok(owners.into_iter().next().map(UserId::from_trusted))
-    }
-
-    async fn comment_row(&self, id: &CommentId) -> anyhow::Result<Option<CommentRow>> {
-        let mut res = self
-            .db
-            .query(format!("SELECT {COMMENT_FIELDS} FROM $rid"))
-            .bind(("rid", comment_rid(id)))
-            .await
-            .context("reading comment")?;
-        let rows: Vec<CommentRow> = res.take(0).context("reading comment")?;
-        Ok(rows.into_iter().next())
-    }
-
-    async fn reply_count(&self, id: &CommentId) -> anyhow::Result<u64> {
-        let mut res = self
-            .db
-            .query("SELECT VALUE count() FROM comment WHERE reply_to = $key GROUP ALL")
-            .bind(("key", id.to_string()))
-            .await
-            .context("counting replies")?;
-        let n: Vec<i64> = res.take(0).context("counting replies")?;
-        Ok(n.first().copied().unwrap_or(0).max(0) as u64)
-    }
-
     async fn authors(&self, ctx: &Ctx, ids: &[UserId]) -> ServiceResult<HashMap<UserId, Author>> {
         let mut unique: Vec<UserId> = ids.to_vec();
         unique.sort();
@@ -496,17 +318,7 @@ impl InteractionService {
     /// Tells the sockets watching the post its new counts. Best effort: clients that miss it
     /// see the counts the next time they load the post.
     async fn announce_counts(&self, post: &PostId) {
-        let counts = async {
-            let mut res = self
-                .db
-                .query("SELECT likes, comments FROM $stats")
-                .bind(("stats", stats_rid(post)))
-                .await
-                .context("reading counts")?;
-            let rows: Vec<Counters> = res.take(0).context("reading counts")?;
-            anyhow::Ok(rows.into_iter().next())
-        };
-        let frame = match counts.await {
+        let frame = match store::counters(&self.db, post).await {
             Ok(Some(c)) => ServerFrame::PostCounts {
                 post_id: post.clone(),
                 like_count: c.likes.max(0) as u64,

@@ -12,6 +12,7 @@
 pub mod config;
 mod engage;
 mod signals;
+mod store;
 
 pub use config::Config;
 

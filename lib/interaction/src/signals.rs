@@ -11,8 +11,7 @@
 //! liked by its author ([`SignalCache::seed_new`]).
 
 use crate::InteractionService;
-use crate::engage::{affinity_rid, like_rid, stats_rid};
-use anyhow::Context as _;
+use crate::store;
 use mosaic_api::interaction::{Affinity, MAX_SIGNAL_ITEMS, PostCounts, Signals, SignalsChanged, SignalsQuery};
 use mosaic_api::{ApiError, Id, PostId, UserId};
 use mosaic_mesh::cache::Coherent;
@@ -20,7 +19,6 @@ use mosaic_mesh::{Ctx, ServiceResult};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
-use surrealdb::types::{RecordId, SurrealValue};
 
 /// Posts whose counters are cached per instance (two integers each).
 const COUNTED_POSTS: usize = 200_000;
@@ -127,22 +125,6 @@ impl SignalCache {
             });
         }
     }
-}
-
-#[derive(Debug, SurrealValue)]
-#[surreal(crate = "surrealdb::types")]
-struct StatsRow {
-    key: String,
-    likes: i64,
-    comments: i64,
-}
-
-#[derive(Debug, SurrealValue)]
-#[surreal(crate = "surrealdb::types")]
-struct AffinityRow {
-    author: String,
-    likes: i64,
-    comments: i64,
 }
 
 fn counters(likes: i64, comments: i64) -> Counters {
@@ -265,17 +247,7 @@ impl InteractionService {
     /// All of `viewer`'s affinity, or, when there is too much to hold, an empty record that
     /// says so.
     async fn load_viewer(&self, viewer: &UserId) -> anyhow::Result<Seen> {
-        let mut res = self
-            .db
-            .query(
-                "SELECT record::id(id)[1] AS author, likes, comments FROM affinity WHERE reader = $viewer
-                    LIMIT $limit;",
-            )
-            .bind(("viewer", viewer.to_string()))
-            .bind(("limit", (WHOLE_VIEWER + 1) as i64))
-            .await
-            .context("reading a viewer's affinity")?;
-        let affinity: Vec<AffinityRow> = res.take(0).context("reading affinity")?;
+        let affinity = store::affinity_of(&self.db, viewer, WHOLE_VIEWER + 1).await?;
         if affinity.len() > WHOLE_VIEWER {
             return Ok(Seen { whole: Some(false), ..Seen::default() });
         }
@@ -297,36 +269,8 @@ impl InteractionService {
         likes: &[&PostId],
         authors: &[&UserId],
     ) -> anyhow::Result<Loaded> {
-        let stats: Vec<RecordId> = posts.iter().map(|p| stats_rid(p)).collect();
-        let likes: Vec<RecordId> = likes.iter().map(|p| like_rid(p, viewer)).collect();
-        let affinity: Vec<RecordId> = authors.iter().map(|a| affinity_rid(viewer, a)).collect();
-        const COUNTS: &str = "SELECT record::id(id) AS key, likes, comments FROM $stats;";
-        // A viewer held whole misses only counters (of posts new to this instance): the one
-        // statement the database then needs to parse and plan.
-        let viewer_misses = !likes.is_empty() || !affinity.is_empty();
-        let sql = if !viewer_misses {
-            COUNTS.to_owned()
-        } else {
-            format!(
-                "{COUNTS}
-                 SELECT VALUE post FROM $likes;
-                 SELECT record::id(id)[1] AS author, likes, comments FROM $affinity;"
-            )
-        };
-        let mut res = self
-            .db
-            .query(sql)
-            .bind(("stats", stats))
-            .bind(("likes", likes))
-            .bind(("affinity", affinity))
-            .await
-            .context("reading signals")?;
-        let stats: Vec<StatsRow> = res.take(0).context("reading counts")?;
-        let (liked, affinity): (Vec<String>, Vec<AffinityRow>) = if viewer_misses {
-            (res.take(1).context("reading likes")?, res.take(2).context("reading affinity")?)
-        } else {
-            Default::default()
-        };
+        let store::SignalRows { stats, liked, affinity } =
+            store::signals(&self.db, viewer, posts, likes, authors).await?;
         Ok(Loaded {
             counts: stats.into_iter().map(|s| (s.key, counters(s.likes, s.comments))).collect(),
             liked: liked.into_iter().collect(),

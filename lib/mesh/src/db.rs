@@ -199,6 +199,27 @@ where
     }
 }
 
+/// A query being built against [`Db`].
+pub type Query<'a> = surrealdb::method::Query<'a, Any>;
+
+/// The rows of `query`'s first statement; `what` names the read in its errors.
+pub async fn rows<R: SurrealValue>(query: Query<'_>, what: &'static str) -> anyhow::Result<Vec<R>> {
+    let mut res = query.await.context(what)?;
+    res.take(0).context(what)
+}
+
+/// The first row of `query`'s first statement, if any.
+pub async fn first<R: SurrealValue>(query: Query<'_>, what: &'static str) -> anyhow::Result<Option<R>> {
+    Ok(rows(query, what).await?.into_iter().next())
+}
+
+/// Runs `query`, a write whose results nobody reads, failing with the most specific
+/// statement error (see [`Checked`]).
+pub async fn exec(query: Query<'_>, what: &'static str) -> anyhow::Result<()> {
+    query.await.and_then(|r| r.checked()).context(what)?;
+    Ok(())
+}
+
 /// Like `IndexedResults::check`, but reports the error that explains the failure.
 ///
 /// When one statement of a transaction fails, SurrealDB fails every statement of it, most

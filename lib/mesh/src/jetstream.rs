@@ -291,53 +291,15 @@ impl Mesh {
         F: Fn(Delivery) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
     {
-        self.ensure_stream(spec.stream).await?;
-        self.ensure_stream(&DEAD_LETTERS).await?;
         let consumer = self.durable_consumer(&spec).await?;
         let mesh = self.clone();
         let handler = Arc::new(handler);
-        let inner = lifecycle.clone();
-        let shutdown = lifecycle.shutdown().clone();
-        lifecycle.spawn(async move {
-            let limit = Arc::new(Semaphore::new(concurrency.max(1)));
-            loop {
-                let mut messages = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    m = consumer.messages() => match m {
-                        Ok(m) => m,
-                        Err(e) => {
-                            tracing::warn!(consumer = spec.durable, error = %e, "pull subscription failed; retrying");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                            continue;
-                        }
-                    },
-                };
-                loop {
-                    let next = tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        next = messages.next() => next,
-                    };
-                    let message = match next {
-                        Some(Ok(m)) => m,
-                        Some(Err(e)) => {
-                            tracing::debug!(consumer = spec.durable, error = %e, "pull error");
-                            continue;
-                        }
-                        None => break,
-                    };
-                    let Ok(permit) = limit.clone().acquire_owned().await else { return };
-                    let handler = handler.clone();
-                    let mesh = mesh.clone();
-                    let aborted = inner.aborted().clone();
-                    inner.spawn(async move {
-                        // An aborted instance leaves the message unacknowledged, as a
-                        // crashed process would; JetStream redelivers it after `ack_wait`.
-                        tokio::select! {
-                            _ = process(&mesh, spec, message, handler.as_ref()) => {}
-                            _ = aborted.cancelled() => {}
-                        }
-                        drop(permit);
-                    });
+        let groups = Grouping { pull: None, size: 1, linger: Duration::ZERO, in_flight: concurrency };
+        pull_loop(consumer, spec, groups, lifecycle, move |mut messages| {
+            let (mesh, handler) = (mesh.clone(), handler.clone());
+            async move {
+                if let Some(message) = messages.pop() {
+                    process(&mesh, spec, message, handler.as_ref()).await;
                 }
             }
         });
@@ -363,71 +325,23 @@ impl Mesh {
         F: Fn(Vec<Delivery>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Vec<(usize, String)>, HandlerError>> + Send + 'static,
     {
-        self.ensure_stream(spec.stream).await?;
-        self.ensure_stream(&DEAD_LETTERS).await?;
         let consumer = self.durable_consumer(&spec).await?;
         let mesh = self.clone();
         let handler = Arc::new(handler);
-        let inner = lifecycle.clone();
-        let shutdown = lifecycle.shutdown().clone();
         let batch = batch.max(1);
-        lifecycle.spawn(async move {
-            let limit = Arc::new(Semaphore::new(in_flight.max(1)));
-            loop {
-                let messages = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    m = consumer.stream().max_messages_per_batch(batch.min(10_000)).messages() => m,
-                };
-                let mut messages = match messages {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!(consumer = spec.durable, error = %e, "pull subscription failed; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        continue;
-                    }
-                };
-                loop {
-                    // The first message of a batch waits as long as it takes; the rest at
-                    // most `linger` after it.
-                    let first = tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        next = messages.next() => next,
-                    };
-                    let first = match first {
-                        Some(Ok(m)) => m,
-                        Some(Err(e)) => {
-                            tracing::debug!(consumer = spec.durable, error = %e, "pull error");
-                            continue;
-                        }
-                        None => break,
-                    };
-                    let mut chunk = vec![first];
-                    let until = tokio::time::Instant::now() + linger;
-                    while chunk.len() < batch {
-                        match tokio::time::timeout_at(until, messages.next()).await {
-                            Ok(Some(Ok(m))) => chunk.push(m),
-                            Ok(Some(Err(e))) => tracing::debug!(consumer = spec.durable, error = %e, "pull error"),
-                            Ok(None) | Err(_) => break,
-                        }
-                    }
-                    let Ok(permit) = limit.clone().acquire_owned().await else { return };
-                    let handler = handler.clone();
-                    let mesh = mesh.clone();
-                    let aborted = inner.aborted().clone();
-                    inner.spawn(async move {
-                        tokio::select! {
-                            _ = process_batch(&mesh, spec, chunk, handler.as_ref()) => {}
-                            _ = aborted.cancelled() => {}
-                        }
-                        drop(permit);
-                    });
-                }
-            }
+        let groups = Grouping { pull: Some(batch.min(10_000)), size: batch, linger, in_flight };
+        pull_loop(consumer, spec, groups, lifecycle, move |chunk| {
+            let (mesh, handler) = (mesh.clone(), handler.clone());
+            async move { process_batch(&mesh, spec, chunk, handler.as_ref()).await }
         });
         Ok(())
     }
 
+    /// The durable pull consumer `spec` declares, its stream and the dead-letter stream
+    /// created first.
     async fn durable_consumer(&self, spec: &ConsumerSpec) -> anyhow::Result<consumer::PullConsumer> {
+        self.ensure_stream(spec.stream).await?;
+        self.ensure_stream(&DEAD_LETTERS).await?;
         let stream = self
             .jetstream()
             .get_stream(spec.stream.name)
@@ -448,6 +362,93 @@ impl Mesh {
             .await
             .map_err(|e| anyhow!("declaring consumer {} on {}: {e}", spec.durable, spec.stream.name))
     }
+}
+
+/// How a pull loop groups messages for its handler.
+#[derive(Debug, Clone, Copy)]
+struct Grouping {
+    /// Messages asked of the server per pull request (`None`: the client's default).
+    pull: Option<usize>,
+    /// Most messages in one group.
+    size: usize,
+    /// How long a group waits for more after its first message.
+    linger: Duration,
+    /// Most groups handled at once.
+    in_flight: usize,
+}
+
+/// Reads `consumer` until shutdown, hands each group of messages to `dispatch` on a task of
+/// its own, at most `in_flight` at once. A failed pull is retried after a second. An
+/// aborted instance leaves its messages unacknowledged, as a crashed process would;
+/// JetStream redelivers them after `ack_wait`.
+fn pull_loop<D, Fut>(
+    consumer: consumer::PullConsumer,
+    spec: ConsumerSpec,
+    groups: Grouping,
+    lifecycle: &Lifecycle,
+    dispatch: D,
+) where
+    D: Fn(Vec<jetstream::Message>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let inner = lifecycle.clone();
+    let shutdown = lifecycle.shutdown().clone();
+    lifecycle.spawn(async move {
+        let limit = Arc::new(Semaphore::new(groups.in_flight.max(1)));
+        loop {
+            let mut request = consumer.stream().heartbeat(Duration::from_secs(15));
+            if let Some(pull) = groups.pull {
+                request = request.max_messages_per_batch(pull);
+            }
+            let messages = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                m = request.messages() => m,
+            };
+            let mut messages = match messages {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(consumer = spec.durable, error = %e, "pull subscription failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            loop {
+                // The first message of a group waits as long as it takes; the rest at most
+                // `linger` after it.
+                let first = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    next = messages.next() => next,
+                };
+                let first = match first {
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) => {
+                        tracing::debug!(consumer = spec.durable, error = %e, "pull error");
+                        continue;
+                    }
+                    None => break,
+                };
+                let mut group = vec![first];
+                let until = tokio::time::Instant::now() + groups.linger;
+                while group.len() < groups.size {
+                    match tokio::time::timeout_at(until, messages.next()).await {
+                        Ok(Some(Ok(m))) => group.push(m),
+                        Ok(Some(Err(e))) => tracing::debug!(consumer = spec.durable, error = %e, "pull error"),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                let Ok(permit) = limit.clone().acquire_owned().await else { return };
+                let handled = dispatch(group);
+                let aborted = inner.aborted().clone();
+                inner.spawn(async move {
+                    tokio::select! {
+                        _ = handled => {}
+                        _ = aborted.cancelled() => {}
+                    }
+                    drop(permit);
+                });
+            }
+        }
+    });
 }
 
 async fn process<F, Fut>(mesh: &Mesh, spec: ConsumerSpec, message: jetstream::Message, handler: &F)

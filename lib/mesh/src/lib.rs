@@ -43,6 +43,6 @@ pub use client::{Mesh, NatsConfig, PushSubscription};
 pub use component::{Component, Host, Unit};
 pub use ctx::Ctx;
 pub use error::{CallError, ServiceError, ServiceResult};
-pub use service::{Lifecycle, ServiceBuilder, ServiceHandle};
+pub use service::{FirstRun, Lifecycle, ServiceBuilder, ServiceHandle};
 pub use tokio_util::sync::CancellationToken;
 pub use tokio_util::task::TaskTracker;

@@ -68,16 +68,10 @@ impl Presence {
         F: Fn() -> Vec<UserId> + Send + Sync + 'static,
     {
         let this = self.clone();
-        let shutdown = lifecycle.shutdown().clone();
-        lifecycle.spawn(async move {
-            let mut tick = tokio::time::interval(REFRESH);
-            tick.tick().await;
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                for user in users() {
+        lifecycle.every(REFRESH, crate::FirstRun::AfterPeriod, move || {
+            let (this, users) = (this.clone(), users());
+            async move {
+                for user in users {
                     if let Err(e) = this.online(&user).await {
                         tracing::debug!(error = format!("{e:#}"), "presence refresh failed");
                         break;

@@ -399,6 +399,39 @@ impl Lifecycle {
     {
         self.tasks.spawn(task);
     }
+
+    /// Runs `run` every `period` until the instance stops, the first time as `first` says.
+    /// A run that overruns its period delays the next rather than causing a burst.
+    pub fn every<F, Fut>(&self, period: Duration, first: FirstRun, mut run: F)
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let shutdown = self.shutdown.clone();
+        self.spawn(async move {
+            let start = match first {
+                FirstRun::Now => tokio::time::Instant::now(),
+                FirstRun::AfterPeriod => tokio::time::Instant::now() + period,
+            };
+            let mut tick = tokio::time::interval_at(start, period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => run().await,
+                }
+            }
+        });
+    }
+}
+
+/// When [`Lifecycle::every`] first runs its task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstRun {
+    /// As the instance starts.
+    Now,
+    /// One period after it started.
+    AfterPeriod,
 }
 
 /// The uniform handle of a running service instance: its endpoints and its background

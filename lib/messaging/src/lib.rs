@@ -32,7 +32,6 @@ use mosaic_mesh::outbox::Outbox;
 use mosaic_mesh::presence::PresenceMirror;
 use mosaic_mesh::{Lifecycle, Mesh, ServiceHandle};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// The service's schema, applied in order by [`mosaic_mesh::db::migrate`].
 pub const MIGRATIONS: &[Migration] = mosaic_mesh::migrations!("messaging": "0001_init");
@@ -42,15 +41,7 @@ mosaic_api::event_set! {
     enum BlockEvent { Blocked(Blocked), Unblocked(Unblocked) }
 }
 
-const BLOCKS: ConsumerSpec = ConsumerSpec {
-    stream: &EVENTS_USER,
-    durable: "messaging-blocks",
-    filter_subjects: BlockEvent::SUBJECTS,
-    max_deliver: 10,
-    backoff: &[Duration::from_millis(200), Duration::from_secs(1), Duration::from_secs(5), Duration::from_secs(30)],
-    ack_wait: Duration::from_secs(30),
-    max_ack_pending: 256,
-};
+const BLOCKS: ConsumerSpec = ConsumerSpec::new(&EVENTS_USER, "messaging-blocks", BlockEvent::SUBJECTS);
 
 /// Shared state of one instance.
 pub(crate) struct MessagingService {

@@ -13,11 +13,11 @@ use mosaic_api::page::{PageRequest, TimeCursor};
 use mosaic_api::{ConversationId, Id as _, MessageId, UserId};
 use mosaic_mesh::ServiceResult;
 use mosaic_mesh::db::{Db, Keyset};
+use mosaic_mesh::db::{first, rows};
 use mosaic_mesh::write::{NoRefusal, Write};
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use surrealdb::IndexedResults;
-use surrealdb::engine::any::Any;
 use surrealdb::types::{Array, RecordId, SurrealValue};
 
 mosaic_mesh::refusals! {
@@ -214,19 +214,6 @@ pub(crate) fn new_members(
         .collect()
 }
 
-type Query<'a> = surrealdb::method::Query<'a, Any>;
-
-/// The rows of `query`'s first statement; `what` names the read in its errors.
-async fn rows<R: SurrealValue>(query: Query<'_>, what: &'static str) -> anyhow::Result<Vec<R>> {
-    let mut res = query.await.context(what)?;
-    res.take(0).context(what)
-}
-
-/// The first row of `query`'s first statement, if any.
-async fn first<R: SurrealValue>(query: Query<'_>, what: &'static str) -> anyhow::Result<Option<R>> {
-    Ok(rows(query, what).await?.into_iter().next())
-}
-
 // Conversations and members.
 
 /// Creates the conversation `$conv` (`$kind`, `$title`, started by `$me` at `$now`) with the
@@ -331,26 +318,22 @@ pub(crate) async fn load_many(
         .bind(("keys", keys))
         .await
         .context("loading conversations")?;
-    let rows: Vec<ConversationRow> = res.take(0).context("loading conversations")?;
+    let convs: Vec<ConversationRow> = res.take(0).context("loading conversations")?;
     let members: Vec<MemberRow> = res.take(1).context("loading members")?;
     let last_ids: Vec<RecordId> =
-        rows.iter().filter_map(|r| r.last_message.as_ref()).map(|m| RecordId::new("message", m.as_str())).collect();
+        convs.iter().filter_map(|r| r.last_message.as_ref()).map(|m| RecordId::new("message", m.as_str())).collect();
     let lasts: Vec<MessageRow> = if last_ids.is_empty() {
         Vec::new()
     } else {
-        let mut res = db
-            .query(format!("SELECT {MESSAGE_FIELDS} FROM $ids"))
-            .bind(("ids", last_ids))
-            .await
-            .context("loading last messages")?;
-        res.take(0).context("loading last messages")?
+        rows(db.query(format!("SELECT {MESSAGE_FIELDS} FROM $ids")).bind(("ids", last_ids)), "loading last messages")
+            .await?
     };
     let mut by_conv: HashMap<String, Vec<MemberRow>> = HashMap::new();
     for m in members {
         by_conv.entry(m.conversation.clone()).or_default().push(m);
     }
     let mut lasts: HashMap<String, MessageRow> = lasts.into_iter().map(|m| (m.key.clone(), m)).collect();
-    Ok(rows
+    Ok(convs
         .into_iter()
         .map(|row| {
             let members = by_conv.remove(&row.key).unwrap_or_default();

@@ -7,19 +7,17 @@
 use crate::NotificationService;
 use crate::email::{Mail, paragraph};
 use crate::push::{Outcome, PushMessage, Target};
-use crate::store::{
-    DEVICE_FIELDS, DeliveryRow, DeviceRow, NOTIFICATION_FIELDS, NotificationRow, delivery_rid, notification_rid,
-};
-use anyhow::Context as _;
+use crate::store::deliveries::{self, DeliveryRow};
+use crate::store::inbox::NotificationRow;
+use crate::store::{delivery_rid, devices, inbox};
 use chrono::Utc;
+use mosaic_api::content::Author;
 use mosaic_api::notification::{Channel, Deliver, DeliveryStatus, SendEmail};
 use mosaic_api::user::{ByUser, GetContact};
-use mosaic_api::{ApiError, Envelope, ErrorCode, Id as _, UserId};
-use mosaic_mesh::db::Checked as _;
+use mosaic_api::{ApiError, DeviceId, Envelope, ErrorCode, Id as _, UserId};
 use mosaic_mesh::jetstream::{Delivery, HandlerError};
-use mosaic_mesh::write::{NoRefusal, Write};
 use mosaic_mesh::{CallError, Ctx};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 use surrealdb::types::RecordId;
 
@@ -31,7 +29,7 @@ impl NotificationService {
         let job: Envelope<Deliver> = serde_json::from_slice(&d.payload)
             .map_err(|e| HandlerError::Permanent(format!("undecodable delivery job: {e}")))?;
         let Deliver { job, channel } = job.data;
-        let Some(row) = self.delivery(&job, channel).await.map_err(HandlerError::Transient)? else {
+        let Some(row) = deliveries::delivery(&self.db, &job, channel).await.map_err(HandlerError::Transient)? else {
             return Err(HandlerError::Permanent(format!("no delivery {job}/{}", channel.as_str())));
         };
         if row.status != "queued" {
@@ -59,7 +57,7 @@ impl NotificationService {
                     HandlerError::Transient(e) | HandlerError::RetryAfter(_, e) => format!("{e:#}"),
                     HandlerError::Permanent(r) => r.clone(),
                 };
-                self.attempted(&rid, &reason, last).await?;
+                deliveries::attempted(&self.db, &rid, &reason, last).await.map_err(HandlerError::Transient)?;
                 if last {
                     self.settle_digest(&job, &row, DeliveryStatus::Failed).await?;
                 }
@@ -70,30 +68,7 @@ impl NotificationService {
 
     /// Sets a delivery's final status.
     async fn finish(&self, rid: &RecordId, status: DeliveryStatus, detail: Option<String>) -> Result<(), HandlerError> {
-        Write::new(&self.db, "UPDATE $rid SET status = $status, detail = $detail, updated_at = time::now()")
-            .bind("rid", rid.clone())
-            .bind("status", crate::store::status_name(status))
-            .bind("detail", detail.clone())
-            .run::<NoRefusal>()
-            .await
-            .map_err(|e| HandlerError::Transient(anyhow::Error::new(e).context("recording a delivery")))?;
-        Ok(())
-    }
-
-    /// Records a failed attempt (and, on the last one, the failure).
-    async fn attempted(&self, rid: &RecordId, reason: &str, last: bool) -> Result<(), HandlerError> {
-        let status = if last { "failed" } else { "queued" };
-        Write::new(
-            &self.db,
-            "UPDATE $rid SET attempts += 1, detail = $detail, status = $status, updated_at = time::now()",
-        )
-        .bind("rid", rid.clone())
-        .bind("detail", reason.to_owned())
-        .bind("status", status)
-        .run::<NoRefusal>()
-        .await
-        .map_err(|e| HandlerError::Transient(anyhow::Error::new(e).context("recording an attempt")))?;
-        Ok(())
+        deliveries::finish(&self.db, rid, status, detail).await.map_err(HandlerError::Transient)
     }
 
     /// A digest's pushes share its outcome.
@@ -105,46 +80,41 @@ impl NotificationService {
             DeliveryStatus::Sent => "sent in the digest at the end of quiet hours",
             _ => "the quiet-hours digest could not be sent",
         };
-        Write::new(
-            &self.db,
-            "UPDATE delivery SET status = $status, detail = $detail, updated_at = time::now() WHERE digest = $job",
-        )
-        .bind("status", crate::store::status_name(status))
-        .bind("detail", detail)
-        .bind("job", job.to_owned())
-        .run::<NoRefusal>()
-        .await
-        .map_err(|e| HandlerError::Transient(anyhow::Error::new(e).context("settling a digest")))?;
-        Ok(())
+        deliveries::settle_digest(&self.db, job, status, detail).await.map_err(HandlerError::Transient)
     }
 
-    /// Counts one send against `user`'s limit in the current window; false when over it.
-    async fn within_limit(&self, what: &str, user: &UserId, window: String, limit: u64) -> Result<bool, HandlerError> {
-        let n = self.limits.increment(&format!("{what}.{user}.{window}")).await.map_err(HandlerError::Transient)?;
-        Ok(n <= limit)
+    /// Counts a first attempt of `row` against its recipient's limit of `what` sends in the
+    /// current window (`window` formats the time); true when over it. Retries were counted
+    /// on their first attempt.
+    async fn over_limit(&self, row: &DeliveryRow, what: &str, window: &str, limit: u64) -> Result<bool, HandlerError> {
+        if row.attempts > 0 {
+            return Ok(false);
+        }
+        let key = format!("{what}.{}.{}", row.recipient, Utc::now().format(window));
+        let n = self.limits.increment(&key).await.map_err(HandlerError::Transient)?;
+        Ok(n > limit)
     }
 
-    async fn notification_row(&self, id: &str) -> Result<Option<NotificationRow>, HandlerError> {
-        let mut res = self
-            .db
-            .query(format!("SELECT {NOTIFICATION_FIELDS} FROM $rid"))
-            .bind(("rid", notification_rid(id)))
-            .await
-            .context("reading an inbox entry")
-            .map_err(HandlerError::Transient)?;
-        let rows: Vec<NotificationRow> =
-            res.take(0).context("reading an inbox entry").map_err(HandlerError::Transient)?;
-        Ok(rows.into_iter().next())
+    /// The inbox entry `row` delivers and the profiles of its actors; `None` once the entry
+    /// is gone.
+    async fn entry(
+        &self,
+        ctx: &Ctx,
+        row: &DeliveryRow,
+    ) -> Result<Option<(NotificationRow, HashMap<UserId, Author>)>, HandlerError> {
+        let Some(entry) = inbox::entry(&self.db, &row.notification).await.map_err(HandlerError::Transient)? else {
+            return Ok(None);
+        };
+        let authors =
+            self.directory.authors(ctx, &entry.actor_ids()).await.map_err(|e| HandlerError::Transient(e.into()))?;
+        Ok(Some((entry, authors)))
     }
 
     async fn send_push(&self, job: &str, rid: &RecordId, row: &DeliveryRow) -> Result<(), HandlerError> {
-        let user = UserId::from_trusted(row.recipient.clone());
-        if row.attempts == 0 {
-            let hour = Utc::now().format("%Y%m%d%H").to_string();
-            if !self.within_limit("push", &user, hour, self.config.push_per_hour).await? {
-                return self.finish(rid, DeliveryStatus::RateLimited, Some("over the hourly push limit".into())).await;
-            }
+        if self.over_limit(row, "push", "%Y%m%d%H", self.config.push_per_hour).await? {
+            return self.finish(rid, DeliveryStatus::RateLimited, Some("over the hourly push limit".into())).await;
         }
+        let user = UserId::from_trusted(row.recipient.clone());
         let ctx = Ctx::new().with_timeout(Duration::from_secs(20));
         let mut data = BTreeMap::new();
         let (body, tag, urgent) = if row.items > 0 {
@@ -155,14 +125,9 @@ impl NotificationService {
             };
             (body, format!("digest-{}", row.recipient), false)
         } else {
-            let Some(entry) = self.notification_row(&row.notification).await? else {
+            let Some((entry, authors)) = self.entry(&ctx, row).await? else {
                 return self.finish(rid, DeliveryStatus::Expired, Some("the inbox entry is gone".into())).await;
             };
-            let authors = self
-                .directory
-                .authors(&ctx, &entry.actor_ids())
-                .await
-                .map_err(|e| HandlerError::Transient(e.into()))?;
             data.insert("type".to_owned(), entry.kind.clone());
             data.insert("notification_id".to_owned(), entry.key.clone());
             data.insert("subject_id".to_owned(), entry.subject_id.clone());
@@ -171,7 +136,7 @@ impl NotificationService {
         let remaining = (row.expires_at - Utc::now()).to_std().unwrap_or_default();
         let message = PushMessage { title: PUSH_TITLE.into(), body, data, tag, ttl: remaining, urgent };
 
-        let devices = self.devices_of(&user).await.map_err(HandlerError::Transient)?;
+        let devices = devices::of_user(&self.db, &user).await.map_err(HandlerError::Transient)?;
         if devices.is_empty() {
             self.finish(rid, DeliveryStatus::NoRecipient, Some("no push device registered".into())).await?;
             return self.settle_digest(job, row, DeliveryStatus::NoRecipient).await;
@@ -195,11 +160,13 @@ impl NotificationService {
             match sender.send(&target, &message).await {
                 Outcome::Sent => {
                     sent = true;
-                    self.device_sent(rid, &device.key).await?;
+                    deliveries::device_sent(&self.db, rid, &device.key).await.map_err(HandlerError::Transient)?;
                 }
                 Outcome::Gone(reason) => {
                     tracing::info!(device = %device.key, %reason, "removing a device the provider no longer knows");
-                    self.forget_device(&device.key).await?;
+                    devices::remove(&self.db, &DeviceId::from_trusted(device.key.clone()))
+                        .await
+                        .map_err(HandlerError::Transient)?;
                 }
                 Outcome::Retry { after, reason } => {
                     let longest = match &retry {
@@ -231,44 +198,11 @@ impl NotificationService {
         }
     }
 
-    async fn device_sent(&self, rid: &RecordId, device: &str) -> Result<(), HandlerError> {
-        Write::new(&self.db, "UPDATE $rid SET sent_devices += $device, updated_at = time::now()")
-            .bind("rid", rid.clone())
-            .bind("device", device.to_owned())
-            .run::<NoRefusal>()
-            .await
-            .map_err(|e| HandlerError::Transient(anyhow::Error::new(e).context("recording a push")))?;
-        Ok(())
-    }
-
-    async fn forget_device(&self, device: &str) -> Result<(), HandlerError> {
-        self.db
-            .query("DELETE $rid")
-            .bind(("rid", RecordId::new("device", device)))
-            .await
-            .and_then(|r| r.checked())
-            .map_err(|e| HandlerError::Transient(anyhow::Error::new(e).context("removing a device")))?;
-        Ok(())
-    }
-
-    pub(crate) async fn devices_of(&self, user: &UserId) -> anyhow::Result<Vec<DeviceRow>> {
-        let mut res = self
-            .db
-            .query(format!("SELECT {DEVICE_FIELDS} FROM device WHERE user = $user ORDER BY created_at"))
-            .bind(("user", user.to_string()))
-            .await
-            .context("reading devices")?;
-        res.take(0).context("reading devices")
-    }
-
     async fn send_email(&self, job: &str, rid: &RecordId, row: &DeliveryRow) -> Result<(), HandlerError> {
-        let user = UserId::from_trusted(row.recipient.clone());
-        if row.attempts == 0 {
-            let day = Utc::now().format("%Y%m%d").to_string();
-            if !self.within_limit("email", &user, day, self.config.email_per_day).await? {
-                return self.finish(rid, DeliveryStatus::RateLimited, Some("over the daily email limit".into())).await;
-            }
+        if self.over_limit(row, "email", "%Y%m%d", self.config.email_per_day).await? {
+            return self.finish(rid, DeliveryStatus::RateLimited, Some("over the daily email limit".into())).await;
         }
+        let user = UserId::from_trusted(row.recipient.clone());
         let ctx = Ctx::new().with_timeout(Duration::from_secs(20));
         let contact = match self.mesh.call::<GetContact>(&ctx, &ByUser { user_id: user.clone() }).await {
             Ok(c) => c,
@@ -286,14 +220,9 @@ impl NotificationService {
                 (composed.kind, composed.subject, composed.text, composed.html, composed.images)
             }
             None => {
-                let Some(entry) = self.notification_row(&row.notification).await? else {
+                let Some((entry, authors)) = self.entry(&ctx, row).await? else {
                     return self.finish(rid, DeliveryStatus::Expired, Some("the inbox entry is gone".into())).await;
                 };
-                let authors = self
-                    .directory
-                    .authors(&ctx, &entry.actor_ids())
-                    .await
-                    .map_err(|e| HandlerError::Transient(e.into()))?;
                 let summary = entry.text(&authors);
                 let link = format!("{}/v1/notifications", self.config.public_url.trim_end_matches('/'));
                 let text = format!("Hi {},\n\n{summary}.\n\nSee it in Mosaic: {link}", contact.display_name);

@@ -6,19 +6,17 @@
 //! transaction that claims the held pushes, so each user gets one digest per night.
 
 use crate::NotificationService;
-use crate::store::Refused;
-use crate::store::{delivery_rid, status_name};
-use anyhow::Context as _;
-use chrono::{DateTime, Utc};
-use mosaic_api::notification::{Channel, Deliver, DeliveryStatus};
-use mosaic_mesh::Lifecycle;
-use mosaic_mesh::db::Checked as _;
+use crate::store::deliveries::{self, Held};
+use crate::store::{Refused, delivery_rid};
+use chrono::Utc;
+use mosaic_api::notification::{Channel, Deliver};
 use mosaic_mesh::outbox::Staged;
 use mosaic_mesh::write::WriteError;
+use mosaic_mesh::{FirstRun, Lifecycle};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use surrealdb::types::{RecordId, SurrealValue};
+use surrealdb::types::RecordId;
 
 /// Held pushes released per pass, at most.
 const RELEASE_BATCH: i64 = 2000;
@@ -27,34 +25,21 @@ const JOB_MEMORY_DAYS: i64 = 8;
 /// Finished deliveries are kept this long for status queries.
 const DELIVERY_MEMORY_DAYS: i64 = 30;
 
-#[derive(Debug, SurrealValue)]
-#[surreal(crate = "surrealdb::types")]
-struct Held {
-    key: Vec<String>,
-    recipient: String,
-    expires_at: DateTime<Utc>,
-    hold_until: Option<DateTime<Utc>>,
-}
-
 pub(crate) fn spawn(state: Arc<NotificationService>, lifecycle: &Lifecycle) {
-    let shutdown = lifecycle.shutdown().clone();
-    let every = Duration::from_secs(state.config.digest_interval_secs);
-    lifecycle.spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        let mut last_sweep: Option<tokio::time::Instant> = None;
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
+    let digests = state.clone();
+    lifecycle.every(Duration::from_secs(state.config.digest_interval_secs), FirstRun::Now, move || {
+        let state = digests.clone();
+        async move {
             if let Err(e) = state.release_digests().await {
                 tracing::warn!(error = format!("{e:#}"), "releasing quiet-hours digests failed");
             }
-            if last_sweep.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
-                last_sweep = Some(tokio::time::Instant::now());
-                if let Err(e) = state.sweep().await {
-                    tracing::warn!(error = format!("{e:#}"), "notification sweep failed");
-                }
+        }
+    });
+    lifecycle.every(Duration::from_secs(3600), FirstRun::Now, move || {
+        let state = state.clone();
+        async move {
+            if let Err(e) = state.sweep().await {
+                tracing::warn!(error = format!("{e:#}"), "notification sweep failed");
             }
         }
     });
@@ -63,16 +48,7 @@ pub(crate) fn spawn(state: Arc<NotificationService>, lifecycle: &Lifecycle) {
 impl NotificationService {
     /// Releases held pushes whose quiet hours are over: one digest per user.
     pub(crate) async fn release_digests(&self) -> anyhow::Result<()> {
-        let mut res = self
-            .db
-            .query(
-                "SELECT record::id(id) AS key, recipient, expires_at, hold_until FROM delivery
-                 WHERE status = 'held' AND hold_until <= time::now() AND digest = NONE LIMIT $limit",
-            )
-            .bind(("limit", RELEASE_BATCH))
-            .await
-            .context("finding held pushes")?;
-        let held: Vec<Held> = res.take(0).context("finding held pushes")?;
+        let held = deliveries::held(&self.db, RELEASE_BATCH).await?;
         let now = Utc::now();
         let mut by_user: BTreeMap<String, Vec<Held>> = BTreeMap::new();
         for h in held {
@@ -80,17 +56,9 @@ impl NotificationService {
         }
         for (user, items) in by_user {
             let (live, expired): (Vec<Held>, Vec<Held>) = items.into_iter().partition(|h| h.expires_at > now);
-            let ids = |hs: &[Held]| -> Vec<RecordId> {
-                hs.iter().map(|h| RecordId::new("delivery", surrealdb::types::Array::from(h.key.clone()))).collect()
-            };
+            let ids = |hs: &[Held]| -> Vec<RecordId> { hs.iter().map(Held::rid).collect() };
             if !expired.is_empty() {
-                self.db
-                    .query("UPDATE $ids SET status = $status, detail = 'expired during quiet hours', updated_at = time::now()")
-                    .bind(("ids", ids(&expired)))
-                    .bind(("status", status_name(DeliveryStatus::Expired)))
-                    .await
-                    .and_then(|r| r.checked())
-                    .context("expiring held pushes")?;
+                deliveries::expire_held(&self.db, ids(&expired)).await?;
             }
             if live.is_empty() {
                 continue;
@@ -101,16 +69,7 @@ impl NotificationService {
             let events = vec![Staged::new(Deliver { job: job.clone(), channel: Channel::Push })];
             let outcome = self
                 .outbox
-                .write(
-                    "BEGIN TRANSACTION;
-                     IF record::exists($digest) { THROW 'digest_exists'; };
-                     CREATE $digest SET notification = '', recipient = $user, channel = 'push', status = 'queued',
-                        attempts = 0, urgent = false, expires_at = $expires_at, items = $items,
-                        sent_devices = [], created_at = time::now(), updated_at = time::now();
-                     UPDATE $held SET digest = $job, updated_at = time::now();
-                     INSERT INTO outbox $events;
-                     COMMIT TRANSACTION;",
-                )
+                .write(deliveries::QUEUE_DIGEST)
                 .bind("digest", delivery_rid(&job, Channel::Push))
                 .bind("user", user.clone())
                 .bind("expires_at", expires_at)
@@ -133,16 +92,12 @@ impl NotificationService {
 
     /// Forgets jobs older than their streams keep them, and finished deliveries after a month.
     async fn sweep(&self) -> anyhow::Result<()> {
-        self.db
-            .query(
-                "DELETE job WHERE created_at < $jobs;
-                 DELETE delivery WHERE updated_at < $deliveries AND status NOT IN ['queued', 'held'];",
-            )
-            .bind(("jobs", Utc::now() - chrono::Duration::days(JOB_MEMORY_DAYS)))
-            .bind(("deliveries", Utc::now() - chrono::Duration::days(DELIVERY_MEMORY_DAYS)))
-            .await
-            .and_then(|r| r.checked())
-            .context("sweeping old jobs and deliveries")?;
-        Ok(())
+        let now = Utc::now();
+        deliveries::sweep(
+            &self.db,
+            now - chrono::Duration::days(JOB_MEMORY_DAYS),
+            now - chrono::Duration::days(DELIVERY_MEMORY_DAYS),
+        )
+        .await
     }
 }

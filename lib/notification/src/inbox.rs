@@ -2,67 +2,32 @@
 
 use crate::NotificationService;
 use crate::quiet::Window;
-use crate::store::{
-    self, DELIVERY_FIELDS, DEVICE_FIELDS, DeliveryRow, DeviceRow, NOTIFICATION_FIELDS, NotificationRow,
-};
-use anyhow::Context as _;
+use crate::store::deliveries::DeliveryRow;
+use crate::store::devices::{self, DeviceRow, Registration};
+use crate::store::{self, inbox};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
-use chrono::Utc;
 use mosaic_api::endpoint::Empty;
 use mosaic_api::notification::{
     ByDevice, ByNotification, Device, DeviceRegistered, InboxQuery, MarkReadBody, Notification, NotificationDetail,
     NotificationPreferences, NotificationType, Platform, RegisterDeviceBody, UnreadCount, UnsubscribeRequest,
     Unsubscribed, VapidKey,
 };
-use mosaic_api::page::TimeCursor;
 use mosaic_api::ws::ServerFrame;
 use mosaic_api::{ApiError, DeviceId, Id as _, Page, UserId};
-use mosaic_mesh::db::Checked as _;
-use mosaic_mesh::write::{NoRefusal, Write};
 use mosaic_mesh::{Ctx, ServiceResult};
 use sha2::{Digest as _, Sha256};
 use std::sync::Arc;
-use surrealdb::types::SurrealValue;
 
 /// Devices one user may have; registering more forgets the oldest.
 const MAX_DEVICES: usize = 20;
 /// Ids one mark-read request may name.
 const MAX_MARK_IDS: usize = 500;
 
-#[derive(Debug, SurrealValue)]
-#[surreal(crate = "surrealdb::types")]
-struct Count {
-    count: i64,
-}
-
 impl NotificationService {
     pub(crate) async fn inbox(self: Arc<Self>, ctx: Ctx, req: InboxQuery) -> ServiceResult<Page<Notification>> {
         let me = ctx.require_user()?.clone();
-        let limit = req.page.limit() as usize;
-        let cursor = req.page.cursor.as_deref().map(TimeCursor::decode).transpose()?;
-        let after = if cursor.is_some() {
-            "AND (updated_at < $at OR (updated_at = $at AND record::id(id) < $after_key))"
-        } else {
-            ""
-        };
-        let unread = if req.unread_only { "AND read = false" } else { "" };
-        let cursor = cursor.unwrap_or_else(|| TimeCursor::new(Utc::now(), ""));
-        let mut res = self
-            .db
-            .query(format!(
-                "SELECT {NOTIFICATION_FIELDS} FROM notification WHERE recipient = $me AND visible = true {unread} {after}
-                 ORDER BY updated_at DESC, key DESC LIMIT $limit"
-            ))
-            .bind(("me", me.to_string()))
-            .bind(("at", cursor.at))
-            .bind(("after_key", cursor.key))
-            .bind(("limit", mosaic_api::page::fetch_limit(limit)))
-            .await
-            .context("reading the inbox")?;
-        let rows: Vec<NotificationRow> = res.take(0).context("reading the inbox")?;
-        let (rows, next_cursor) =
-            mosaic_api::page::cut(rows, limit, |r| TimeCursor::new(r.updated_at, r.key.clone()).encode());
+        let (rows, next_cursor) = inbox::page(&self.db, &me, req.unread_only, &req.page).await?;
         let people: Vec<UserId> = rows.iter().flat_map(|r| r.actor_ids()).collect();
         let authors = self.directory.authors(&ctx, &people).await?;
         Ok(Page { items: rows.iter().map(|r| r.wire(&authors)).collect(), next_cursor })
@@ -70,33 +35,15 @@ impl NotificationService {
 
     pub(crate) async fn unread_count(self: Arc<Self>, ctx: Ctx, _req: Empty) -> ServiceResult<UnreadCount> {
         let me = ctx.require_user()?.clone();
-        let mut res = self
-            .db
-            .query("SELECT count() AS count FROM notification WHERE recipient = $me AND visible = true AND read = false GROUP ALL")
-            .bind(("me", me.to_string()))
-            .await
-            .context("counting unread entries")?;
-        let rows: Vec<Count> = res.take(0).context("counting unread entries")?;
-        Ok(UnreadCount { unread: rows.first().map(|c| c.count.max(0) as u64).unwrap_or(0) })
+        Ok(UnreadCount { unread: inbox::unread_count(&self.db, &me).await? })
     }
 
     pub(crate) async fn get(self: Arc<Self>, ctx: Ctx, req: ByNotification) -> ServiceResult<NotificationDetail> {
         let me = ctx.require_user()?.clone();
-        let mut res = self
-            .db
-            .query(format!(
-                "SELECT {NOTIFICATION_FIELDS} FROM $rid;
-                 SELECT {DELIVERY_FIELDS} FROM delivery WHERE notification = $id ORDER BY created_at DESC LIMIT 100;"
-            ))
-            .bind(("rid", store::notification_rid(req.notification_id.as_str())))
-            .bind(("id", req.notification_id.to_string()))
-            .await
-            .context("reading an inbox entry")?;
-        let rows: Vec<NotificationRow> = res.take(0).context("reading an inbox entry")?;
-        let Some(row) = rows.into_iter().find(|r| r.recipient == me.as_str() && r.visible) else {
+        let (row, deliveries) = inbox::entry_with_deliveries(&self.db, &req.notification_id).await?;
+        let Some(row) = row.filter(|r| r.recipient == me.as_str() && r.visible) else {
             return Err(ApiError::not_found("no such notification").into());
         };
-        let deliveries: Vec<DeliveryRow> = res.take(1).context("reading deliveries")?;
         let authors = self.directory.authors(&ctx, &row.actor_ids()).await?;
         Ok(NotificationDetail {
             notification: row.wire(&authors),
@@ -113,19 +60,7 @@ impl NotificationService {
         if ids.len() > MAX_MARK_IDS {
             return Err(ApiError::validation(format!("at most {MAX_MARK_IDS} ids at once")).into());
         }
-        let rids: Vec<_> = ids.iter().map(|i| store::notification_rid(i.as_str())).collect();
-        let sql = if req.all {
-            "UPDATE notification SET read = true WHERE recipient = $me AND read = false"
-        } else {
-            // Only the caller's own entries; others' ids change nothing.
-            "UPDATE $rids SET read = true WHERE recipient = $me"
-        };
-        Write::new(&self.db, sql)
-            .bind("me", me.to_string())
-            .bind("rids", rids.clone())
-            .run::<NoRefusal>()
-            .await
-            .context("marking entries read")?;
+        inbox::mark_read(&self.db, &me, &ids, req.all).await?;
         // The user's other devices clear their badges.
         let frame = ServerFrame::NotificationsRead { ids, all: req.all };
         if let Err(e) = self.mesh.push(&me, &frame).await {
@@ -196,63 +131,32 @@ impl NotificationService {
             Platform::Fcm => "fcm",
             Platform::Webpush => "webpush",
         };
-        // The same device under another account (a re-login) moves to this one.
-        Write::new(
-            &self.db,
-            "UPSERT $rid SET user = $me, platform = $platform, token = $fcm_token, endpoint = $endpoint,
-                p256dh = $p256dh, auth = $auth_secret, created_at = created_at ?? time::now()",
-        )
-        .bind("rid", store::device_rid(&id))
-        .bind("me", me.to_string())
-        .bind("platform", platform)
-        .bind("fcm_token", token.clone())
-        .bind("endpoint", endpoint.clone())
-        .bind("p256dh", p256dh.clone())
-        .bind("auth_secret", auth.clone())
-        .run::<NoRefusal>()
-        .await
-        .context("registering a device")?;
-        let devices: Vec<DeviceRow> = self.devices_of(&me).await?;
+        devices::register(&self.db, &id, &me, Registration { platform, token, endpoint, p256dh, auth }).await?;
+        let devices = devices::of_user(&self.db, &me).await?;
         if devices.len() > MAX_DEVICES {
-            let stale: Vec<_> = devices
+            let stale: Vec<DeviceId> = devices
                 .iter()
                 .filter(|d| d.key != id.as_str())
                 .take(devices.len() - MAX_DEVICES)
-                .map(|d| store::device_rid(&DeviceId::from_trusted(d.key.clone())))
+                .map(|d| DeviceId::from_trusted(d.key.clone()))
                 .collect();
-            self.db
-                .query("DELETE $stale")
-                .bind(("stale", stale))
-                .await
-                .and_then(|r| r.checked())
-                .context("forgetting old devices")?;
+            devices::remove_stale(&self.db, &stale).await?;
         }
         Ok(DeviceRegistered { id })
     }
 
     pub(crate) async fn devices(self: Arc<Self>, ctx: Ctx, _req: Empty) -> ServiceResult<Vec<Device>> {
         let me = ctx.require_user()?.clone();
-        Ok(self.devices_of(&me).await?.iter().map(DeviceRow::wire).collect())
+        Ok(devices::of_user(&self.db, &me).await?.iter().map(DeviceRow::wire).collect())
     }
 
     pub(crate) async fn remove_device(self: Arc<Self>, ctx: Ctx, req: ByDevice) -> ServiceResult<Empty> {
         let me = ctx.require_user()?.clone();
-        let mut res = self
-            .db
-            .query(format!("SELECT {DEVICE_FIELDS} FROM $rid"))
-            .bind(("rid", store::device_rid(&req.device_id)))
-            .await
-            .context("reading a device")?;
-        let rows: Vec<DeviceRow> = res.take(0).context("reading a device")?;
-        if !rows.iter().any(|d| d.user == me.as_str()) {
+        let mine = devices::device(&self.db, &req.device_id).await?.is_some_and(|d| d.user == me.as_str());
+        if !mine {
             return Err(ApiError::not_found("no such device").into());
         }
-        self.db
-            .query("DELETE $rid")
-            .bind(("rid", store::device_rid(&req.device_id)))
-            .await
-            .and_then(|r| r.checked())
-            .context("removing a device")?;
+        devices::remove(&self.db, &req.device_id).await?;
         Ok(Empty {})
     }
 

@@ -4,12 +4,9 @@
 
 use crate::NotificationService;
 use crate::quiet::Window;
-use crate::store::Refused;
-use crate::store::{
-    self, DeliveryRow, NOTIFICATION_FIELDS, NewDelivery, NotificationRow, delivery_rid, entry_actor_rid, job_rid,
-    notification_rid, status_name,
-};
-use anyhow::Context as _;
+use crate::store::deliveries::{DeliveryRow, NewDelivery};
+use crate::store::inbox::{self, NotificationRow};
+use crate::store::{self, Refused, delivery_rid, entry_actor_rid, job_rid, notification_rid, status_name};
 use chrono::{DateTime, Utc};
 use mosaic_api::content::PostMentioned;
 use mosaic_api::interaction::{NotificationKind, NotifyUser};
@@ -18,18 +15,14 @@ use mosaic_api::stream::{ConsumerSpec, DELIVERY_JOBS, EVENTS_POST, EVENTS_USER, 
 use mosaic_api::user::{Blocked, Followed, Muted, Relations, RelationsQuery};
 use mosaic_api::ws::ServerFrame;
 use mosaic_api::{Envelope, Event as _, EventSet as _, UserId};
-use mosaic_mesh::db::{Checked as _, is_conflict};
+use mosaic_mesh::db::is_conflict;
 use mosaic_mesh::jetstream::{Delivery, HandlerError};
 use mosaic_mesh::outbox::Staged;
-use mosaic_mesh::write::{NoRefusal, Write, WriteError};
+use mosaic_mesh::write::WriteError;
 use mosaic_mesh::{Ctx, Lifecycle, Mesh};
 use sha2::{Digest as _, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
-use surrealdb::types::RecordId;
-
-const BACKOFF: &[Duration] =
-    &[Duration::from_millis(200), Duration::from_secs(1), Duration::from_secs(5), Duration::from_secs(30)];
 
 mosaic_api::event_set! {
     /// Notification jobs queued by other services.
@@ -43,36 +36,12 @@ mosaic_api::event_set! {
 
 /// Notification jobs queued by other services; with no filter, a job of an unknown kind is
 /// parked rather than left in the queue.
-const JOBS: ConsumerSpec = ConsumerSpec {
-    stream: &NOTIFY_JOBS,
-    durable: "notification-intake",
-    filter_subjects: &[],
-    max_deliver: 10,
-    backoff: BACKOFF,
-    ack_wait: Duration::from_secs(30),
-    max_ack_pending: 512,
-};
+const JOBS: ConsumerSpec = ConsumerSpec::new(&NOTIFY_JOBS, "notification-intake", &[]).in_flight(512);
 
-const GRAPH: ConsumerSpec = ConsumerSpec {
-    stream: &EVENTS_USER,
-    durable: "notification-graph",
-    filter_subjects: GraphEvent::SUBJECTS,
-    max_deliver: 10,
-    backoff: BACKOFF,
-    ack_wait: Duration::from_secs(30),
-    max_ack_pending: 256,
-};
+const GRAPH: ConsumerSpec = ConsumerSpec::new(&EVENTS_USER, "notification-graph", GraphEvent::SUBJECTS);
 
 /// Mentions in captions.
-const MENTIONS: ConsumerSpec = ConsumerSpec {
-    stream: &EVENTS_POST,
-    durable: "notification-mentions",
-    filter_subjects: &[PostMentioned::SUBJECT],
-    max_deliver: 10,
-    backoff: BACKOFF,
-    ack_wait: Duration::from_secs(30),
-    max_ack_pending: 256,
-};
+const MENTIONS: ConsumerSpec = ConsumerSpec::new(&EVENTS_POST, "notification-mentions", &[PostMentioned::SUBJECT]);
 
 /// Starts the consumers that take notifications in, and the delivery workers.
 pub(crate) async fn spawn(state: Arc<NotificationService>, mesh: &Mesh, lifecycle: &Lifecycle) -> anyhow::Result<()> {
@@ -92,15 +61,10 @@ pub(crate) async fn spawn(state: Arc<NotificationService>, mesh: &Mesh, lifecycl
         state.on_mention(e).await
     })
     .await?;
-    let spec = ConsumerSpec {
-        stream: &DELIVERY_JOBS,
-        durable: "notification-delivery",
-        filter_subjects: &[],
-        max_deliver: state.config.max_attempts,
-        backoff: state.backoff,
-        ack_wait: Duration::from_secs(state.config.send_ack_wait_secs),
-        max_ack_pending: 1024,
-    };
+    let spec = ConsumerSpec::new(&DELIVERY_JOBS, "notification-delivery", &[])
+        .retries(state.config.max_attempts, state.backoff)
+        .ack_wait(Duration::from_secs(state.config.send_ack_wait_secs))
+        .in_flight(1024);
     let senders = state.config.senders;
     mesh.consume_raw(spec, senders, lifecycle, move |d: Delivery| {
         let state = state.clone();
@@ -223,8 +187,8 @@ impl NotificationService {
                 inc.subject_id = e.follower.to_string();
                 self.accept(inc).await
             }
-            GraphEvent::Blocked(e) => self.forget_actor(&e.blocker, &e.blocked).await.map_err(transient),
-            GraphEvent::Muted(e) => self.forget_actor(&e.muter, &e.muted).await.map_err(transient),
+            GraphEvent::Blocked(e) => inbox::forget_actor(&self.db, &e.blocker, &e.blocked).await.map_err(transient),
+            GraphEvent::Muted(e) => inbox::forget_actor(&self.db, &e.muter, &e.muted).await.map_err(transient),
         }
     }
 
@@ -238,51 +202,9 @@ impl NotificationService {
         self.accept(inc).await
     }
 
-    /// Takes `who` out of `user`'s inbox: entries only they caused disappear, coalesced ones
-    /// lose them.
-    async fn forget_actor(&self, user: &UserId, who: &UserId) -> anyhow::Result<()> {
-        Write::new(
-            &self.db,
-            "BEGIN TRANSACTION;
-                     LET $entries = (SELECT VALUE entry FROM entry_actor WHERE recipient = $user AND actor = $who);
-                     UPDATE notification SET actors = array::complement(actors, [$who]), actor_count -= 1
-                        WHERE id IN $entries;
-                     UPDATE notification SET visible = false WHERE id IN $entries AND actor_count <= 0;
-                     DELETE entry_actor WHERE recipient = $user AND actor = $who;
-                     COMMIT TRANSACTION;",
-        )
-        .bind("user", user.to_string())
-        .bind("who", who.to_string())
-        .run::<NoRefusal>()
-        .await
-        .context("removing an actor from an inbox")?;
-        Ok(())
-    }
-
-    /// Whether `job` was taken in already.
-    async fn seen(&self, job: &str) -> anyhow::Result<bool> {
-        let mut res = self.db.query("SELECT VALUE id FROM $job").bind(("job", job_rid(job))).await?;
-        let found: Vec<surrealdb::types::RecordId> = res.take(0)?;
-        Ok(!found.is_empty())
-    }
-
-    async fn mark_seen(&self, job: &str) -> anyhow::Result<()> {
-        let outcome = self
-            .db
-            .query("CREATE $job SET created_at = time::now()")
-            .bind(("job", job_rid(job)))
-            .await
-            .and_then(|r| r.checked());
-        match outcome {
-            Ok(_) => Ok(()),
-            Err(e) if e.is_already_exists() => Ok(()),
-            Err(e) => Err(anyhow::Error::new(e).context("recording a job")),
-        }
-    }
-
     /// Takes one notification in; see the module docs.
     pub(crate) async fn accept(&self, inc: Incoming) -> Result<(), HandlerError> {
-        if self.seen(&inc.job).await.map_err(transient)? {
+        if inbox::job_seen(&self.db, &inc.job).await.map_err(transient)? {
             return Ok(());
         }
         let ctx = Ctx::new().with_timeout(Duration::from_secs(20));
@@ -301,7 +223,7 @@ impl NotificationService {
                 relations.iter().any(|r| r.relation.blocking || r.relation.blocked_by || r.relation.muting)
             };
             if unwanted {
-                return self.mark_seen(&inc.job).await.map_err(transient);
+                return inbox::mark_job_seen(&self.db, &inc.job).await.map_err(transient);
             }
         }
         let prefs = store::prefs(&self.db, &inc.recipient).await.map_err(transient)?;
@@ -311,7 +233,7 @@ impl NotificationService {
         let id = self.entry_id(&inc);
         let actor_key = inc.actor.as_ref().map(|a| entry_actor_rid(&id, a));
         for _ in 0..16 {
-            let (existing, counted) = self.entry(&id, actor_key.as_ref()).await.map_err(transient)?;
+            let (existing, counted) = inbox::coalescing(&self.db, &id, actor_key.as_ref()).await.map_err(transient)?;
             let now = Utc::now();
             let row = merge(existing.as_ref(), counted, &inc, &id, channels.in_app && inc.in_app, now);
             let fresh = existing.is_none();
@@ -322,21 +244,23 @@ impl NotificationService {
                 |channel: Channel, status: DeliveryStatus, hold_until: Option<DateTime<Utc>>, email: Option<String>| {
                     deliveries.push(NewDelivery {
                         id: delivery_rid(&inc.job, channel),
-                        notification: id.clone(),
-                        recipient: inc.recipient.to_string(),
-                        channel: channel.as_str().to_owned(),
-                        status: status_name(status).to_owned(),
-                        attempts: 0,
-                        detail: None,
-                        urgent,
-                        expires_at,
-                        hold_until,
-                        digest: None,
-                        items: 0,
-                        sent_devices: Vec::new(),
-                        email,
-                        created_at: now,
-                        updated_at: now,
+                        row: DeliveryRow {
+                            notification: id.clone(),
+                            recipient: inc.recipient.to_string(),
+                            channel: channel.as_str().to_owned(),
+                            status: status_name(status).to_owned(),
+                            attempts: 0,
+                            detail: None,
+                            urgent,
+                            expires_at,
+                            hold_until,
+                            digest: None,
+                            items: 0,
+                            sent_devices: Vec::new(),
+                            email,
+                            created_at: now,
+                            updated_at: now,
+                        },
                     });
                     if status == DeliveryStatus::Queued && channel != Channel::InApp {
                         events.push(Staged::new(Deliver { job: inc.job.clone(), channel }));
@@ -365,20 +289,7 @@ impl NotificationService {
             }
             let result = self
                 .outbox
-                .write(
-                    "BEGIN TRANSACTION;
-                     IF record::exists($job) { THROW 'job_seen'; };
-                     LET $current = (SELECT VALUE updated_at FROM ONLY $entry);
-                     IF $current != $expected { THROW 'entry_moved'; };
-                     UPSERT $entry CONTENT $row;
-                     IF $actor_key != NONE {
-                        UPSERT $actor_key SET entry = $entry, recipient = $recipient, actor = $actor;
-                     };
-                     CREATE $job SET created_at = time::now();
-                     INSERT INTO delivery $deliveries;
-                     INSERT INTO outbox $events;
-                     COMMIT TRANSACTION;",
-                )
+                .write(inbox::ACCEPT)
                 .bind("job", job_rid(&inc.job))
                 .bind("entry", notification_rid(&id))
                 .bind("expected", existing.as_ref().map(|e| e.updated_at))
@@ -411,35 +322,6 @@ impl NotificationService {
         let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
         format!("n-{hex}")
     }
-
-    /// An entry, and whether `actor_key`'s actor is already counted in it.
-    async fn entry(&self, id: &str, actor_key: Option<&RecordId>) -> anyhow::Result<(Option<NotificationRow>, bool)> {
-        let mut res = self
-            .db
-            .query(format!(
-                "SELECT {NOTIFICATION_FIELDS} FROM $entry;
-                 SELECT VALUE id FROM $actor_key;"
-            ))
-            .bind(("entry", notification_rid(id)))
-            .bind(("actor_key", actor_key.cloned()))
-            .await
-            .context("reading an inbox entry")?;
-        let rows: Vec<NotificationRow> = res.take(0).context("reading an inbox entry")?;
-        let counted: Vec<RecordId> = res.take(1).context("reading an inbox entry")?;
-        Ok((rows.into_iter().next(), !counted.is_empty()))
-    }
-
-    /// A delivery row.
-    pub(crate) async fn delivery(&self, job: &str, channel: Channel) -> anyhow::Result<Option<DeliveryRow>> {
-        let mut res = self
-            .db
-            .query(format!("SELECT {} FROM $rid", store::DELIVERY_FIELDS))
-            .bind(("rid", delivery_rid(job, channel)))
-            .await
-            .context("reading a delivery")?;
-        let rows: Vec<DeliveryRow> = res.take(0).context("reading a delivery")?;
-        Ok(rows.into_iter().next())
-    }
 }
 
 /// The entry after taking `inc` in: a new one, or `existing` with the actor moved to the
@@ -459,7 +341,7 @@ fn merge(
             if let Some(actor) = actor {
                 row.actors.retain(|a| *a != actor);
                 row.actors.insert(0, actor);
-                row.actors.truncate(store::MAX_ACTORS);
+                row.actors.truncate(inbox::MAX_ACTORS);
                 if !counted {
                     row.actor_count += 1;
                 }

@@ -20,15 +20,8 @@ mosaic_api::event_set! {
     enum PostEvent { Created(PostCreated), Deleted(PostDeleted) }
 }
 
-const POST_COUNTS: ConsumerSpec = ConsumerSpec {
-    stream: &EVENTS_POST,
-    durable: "user-post-counts",
-    filter_subjects: PostEvent::SUBJECTS,
-    max_deliver: 10,
-    backoff: &[Duration::from_millis(200), Duration::from_secs(1), Duration::from_secs(5), Duration::from_secs(30)],
-    ack_wait: Duration::from_secs(30),
-    max_ack_pending: 512,
-};
+const POST_COUNTS: ConsumerSpec =
+    ConsumerSpec::new(&EVENTS_POST, "user-post-counts", PostEvent::SUBJECTS).in_flight(512);
 
 /// Events counted in one transaction at most, and how long a batch waits to fill: a
 /// transaction per post was one more commit (and WAL sync) on every post's path, and a

@@ -28,7 +28,7 @@ use mosaic_mesh::component::{self, Component, Unit};
 use mosaic_mesh::db::{Db, Migration};
 use mosaic_mesh::kv::Bucket;
 use mosaic_mesh::outbox::Outbox;
-use mosaic_mesh::{Lifecycle, Mesh, ServiceHandle};
+use mosaic_mesh::{FirstRun, Lifecycle, Mesh, ServiceHandle};
 use password::Passwords;
 use std::sync::Arc;
 use throttle::Throttle;
@@ -182,17 +182,11 @@ async fn start(unit: Unit) -> anyhow::Result<ServiceHandle> {
 }
 
 fn spawn_key_rotation(keys: Arc<Keys>, lifecycle: &Lifecycle) {
-    let shutdown = lifecycle.shutdown().clone();
-    lifecycle.spawn(async move {
-        let mut tick = tokio::time::interval(keys.refresh_interval());
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {
-                    if let Err(e) = keys.refresh().await {
-                        tracing::warn!(error = format!("{e:#}"), "signing-key refresh failed");
-                    }
-                }
+    lifecycle.every(keys.refresh_interval(), FirstRun::Now, move || {
+        let keys = keys.clone();
+        async move {
+            if let Err(e) = keys.refresh().await {
+                tracing::warn!(error = format!("{e:#}"), "signing-key refresh failed");
             }
         }
     });

@@ -10,12 +10,11 @@ pub(crate) mod graph;
 pub(crate) mod keys;
 pub(crate) mod sessions;
 
-use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use mosaic_api::user::{Me, Preferences, Profile, Role};
 use mosaic_api::{ApiError, Id, UserId};
-use mosaic_mesh::db::{Checked as _, Db};
-use surrealdb::engine::any::Any;
+use mosaic_mesh::db::Db;
+use mosaic_mesh::db::{exec, first, rows};
 use surrealdb::types::{Array, RecordId, SurrealValue};
 
 /// Columns of [`UserRow`]; the record key is selected as `key`.
@@ -91,25 +90,6 @@ pub fn user_rid(id: &UserId) -> RecordId {
 /// `<table>:[a, b]`: the record of an ordered pair (follows, blocks, mutes).
 pub fn pair_rid(table: &str, a: &UserId, b: &UserId) -> RecordId {
     RecordId::new(table, Array::from(vec![a.to_string(), b.to_string()]))
-}
-
-type Query<'a> = surrealdb::method::Query<'a, Any>;
-
-/// The rows of `query`'s first statement; `what` names the read in its errors.
-async fn rows<R: SurrealValue>(query: Query<'_>, what: &'static str) -> anyhow::Result<Vec<R>> {
-    let mut res = query.await.context(what)?;
-    res.take(0).context(what)
-}
-
-/// The first row of `query`'s first statement, if any.
-async fn first<R: SurrealValue>(query: Query<'_>, what: &'static str) -> anyhow::Result<Option<R>> {
-    Ok(rows(query, what).await?.into_iter().next())
-}
-
-/// Runs `query`, a write whose results nobody reads, failing if any statement failed.
-async fn exec(query: Query<'_>, what: &'static str) -> anyhow::Result<()> {
-    query.await.and_then(|r| r.checked()).context(what)?;
-    Ok(())
 }
 
 pub async fn user_by_id(db: &Db, id: &UserId) -> anyhow::Result<Option<UserRow>> {
