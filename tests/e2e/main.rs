@@ -20,3 +20,4 @@ mod s3;
 mod tokens;
 mod up;
 mod ws;
+mod zero_trust;

@@ -5,9 +5,9 @@ use mosaic_api::content::{ByPost, GetPost};
 use mosaic_api::stream::{ConsumerSpec, DEAD_LETTERS, DLQ_REASON, EVENTS_USER};
 use mosaic_api::user::{Followed, SignedUp};
 use mosaic_api::{Envelope, Event, Id as _};
-use mosaic_api::{ErrorCode, PostId, UserId};
+use mosaic_api::{ErrorCode, PostId};
 use mosaic_mesh::jetstream::HandlerError;
-use mosaic_mesh::{CallError, Ctx, Lifecycle, Mesh, NatsConfig};
+use mosaic_mesh::{CallError, Lifecycle, Mesh, NatsConfig};
 use mosaic_tests::{World, WorldOptions, eventually};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -157,7 +157,7 @@ async fn local_calls_skip_the_wire_and_keep_its_contract() {
 
     // The endpoints are still on the wire for other processes.
     let wire = Mesh::connect(&NatsConfig { local_calls: false, ..w.nats.config() }, "elsewhere").await.unwrap();
-    let ctx = Ctx::for_user(UserId::parse(&author.id).unwrap());
+    let ctx = wire.as_caller(&author.access_token).await.unwrap();
     let by = |post_id: &PostId| ByPost { post_id: post_id.clone() };
     assert_eq!(wire.call::<GetPost>(&ctx, &by(&post_id)).await.unwrap().id, post_id);
     assert_eq!(requests_served(&stats_of(&nats, "content").await[0]), 1);

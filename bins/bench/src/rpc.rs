@@ -213,8 +213,11 @@ async fn bench_edge(mesh: &Mesh, load: &Load) -> anyhow::Result<()> {
     overhead(&base_m, &edge_m);
 
     // The token check alone: what every authenticated request pays at the edge.
-    let auth = mosaic_edge::auth::Authenticator::new(mesh.clone(), 5);
-    auth.refresh_keys().await?;
+    let auth = mosaic_mesh::identity::Authenticator::start(mesh, 5).await?;
+    anyhow::ensure!(
+        auth.wait_ready(std::time::Duration::from_secs(5)).await,
+        "signing keys and revocations did not load"
+    );
     let mut verify = Histogram::<u64>::new(3)?;
     for _ in 0..load.requests {
         let t = Instant::now();

@@ -1,14 +1,12 @@
 //! NATS header names of the request context. Any client in any language that sets these can
-//! call a Mosaic service; the edge sets them after verifying the caller's token.
+//! call a Mosaic service; who the caller is comes only from the token it carries, which
+//! every service verifies.
 
 /// W3C trace context (`00-<trace-id>-<span-id>-<flags>`).
 pub const TRACEPARENT: &str = "traceparent";
-/// The authenticated caller's user id. Absent for anonymous calls.
-pub const USER: &str = "Mosaic-User";
-/// The authenticated caller's role (`user` or `admin`).
-pub const ROLE: &str = "Mosaic-Role";
-/// The caller's session id (the refresh-token family of its access token).
-pub const SESSION: &str = "Mosaic-Session";
+/// The caller's access token (the JWT the user service issued), carried on by every call
+/// made on the caller's behalf. Absent for anonymous calls and background work.
+pub const TOKEN: &str = "Mosaic-Token";
 /// The end client's IP address as seen by the edge, for throttling.
 pub const CLIENT_IP: &str = "Mosaic-Client-Ip";
 /// The HTTP request id, so service logs and edge logs join up.

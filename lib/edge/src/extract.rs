@@ -25,7 +25,7 @@ pub struct Auth(pub Ctx);
 impl Auth {
     /// The verified caller.
     pub fn user(&self) -> &UserId {
-        self.0.user.as_ref().expect("Auth always carries a user")
+        self.0.user().expect("Auth always carries a user")
     }
 }
 
@@ -82,18 +82,14 @@ impl FromRequestParts<Arc<AppState>> for Auth {
         let token = bearer(&parts.headers)
             .ok_or_else(|| ApiError::unauthorized("an `Authorization: Bearer <access_token>` header is required"))?;
         let claims = state.auth.verify(token).await?;
-        let mut ctx = base_ctx(parts, state);
-        ctx.user = Some(claims.sub);
-        ctx.role = claims.role;
-        ctx.session = Some(claims.sid);
-        Ok(Auth(ctx))
+        Ok(Auth(base_ctx(parts, state).authenticated(token, claims)))
     }
 }
 
 impl Auth {
     /// `forbidden` unless the caller is an admin.
     pub fn require_admin(&self) -> Result<(), HttpError> {
-        if self.0.role == Role::Admin {
+        if self.0.role() == Role::Admin {
             Ok(())
         } else {
             Err(HttpError::new(ErrorCode::Forbidden, "this operation is for administrators"))

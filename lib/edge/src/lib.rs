@@ -1,12 +1,12 @@
 //! The edge: Mosaic's only door for clients.
 //!
-//! Stateless HTTP + WebSocket gateway. It verifies access tokens locally ([`auth`]), maps
-//! routes to service endpoints over NATS ([`routes`]), holds WebSockets and forwards each
-//! connected user's `push.user.<id>` frames to them ([`hub`], [`ws`]). Errors leave as
-//! problem+json ([`error`]). Nothing it holds is lost by a restart: caches refill from
-//! NATS, clients reconnect.
+//! Stateless HTTP + WebSocket gateway. It verifies access tokens locally
+//! ([`mosaic_mesh::identity`]) and passes them on with each call, maps routes to service
+//! endpoints over NATS ([`routes`]), holds WebSockets and forwards each connected user's
+//! `push.user.<id>` frames to them ([`hub`], [`ws`]). Errors leave as problem+json
+//! ([`error`]). Nothing it holds is lost by a restart: caches refill from NATS, clients
+//! reconnect.
 
-pub mod auth;
 pub mod config;
 pub mod error;
 pub mod extract;
@@ -26,9 +26,10 @@ use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::serve::ListenerExt as _;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use mosaic_api::stream::{IDEMPOTENCY, REVOCATIONS};
+use mosaic_api::stream::IDEMPOTENCY;
 use mosaic_api::{ApiError, ErrorCode};
 use mosaic_mesh::component::Section as _;
+use mosaic_mesh::identity::Authenticator;
 use mosaic_mesh::kv::Bucket;
 use mosaic_mesh::presence::Presence;
 use mosaic_mesh::storage::Storage;
@@ -61,7 +62,7 @@ pub const SERVICES: &[&str] = &[
 /// What every request handler can reach.
 pub struct AppState {
     pub(crate) mesh: Mesh,
-    pub(crate) auth: Arc<auth::Authenticator>,
+    pub(crate) auth: Arc<Authenticator>,
     pub(crate) hub: Arc<hub::Hub>,
     pub(crate) config: Config,
     pub(crate) metrics: Option<PrometheusHandle>,
@@ -214,9 +215,10 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     let lifecycle = Lifecycle::new();
 
-    let auth = auth::Authenticator::new(mesh.clone(), config.clock_skew_secs);
-    let revocations = mesh.bucket(&REVOCATIONS).await?;
-    auth.spawn(revocations, Duration::from_secs(5), &lifecycle).await;
+    let auth = Authenticator::start(mesh, config.clock_skew_secs).await?;
+    if !auth.wait_ready(Duration::from_secs(5)).await {
+        tracing::warn!("edge started before signing keys and revocations were loaded; /readyz says so");
+    }
     let limiter = limiter(&config, &lifecycle);
     let presence = Presence::open(mesh, &format!("edge-{}", uuid::Uuid::now_v7().simple())).await?;
     let hub = hub::Hub::new(mesh.clone(), config.ws_buffer, Some(presence.clone()));

@@ -5,7 +5,6 @@
 //! (pings, frame forwarding, replay, expiry, revocation, shutdown) is testable with channels.
 
 use crate::AppState;
-use crate::auth::Authenticator;
 use crate::error::{HttpError, Problem};
 use crate::extract::QueryParams;
 use axum::Extension;
@@ -24,6 +23,7 @@ use mosaic_api::user::AccessClaims;
 use mosaic_api::ws::{ClientFrame, MAX_WATCHED_POSTS, ServerFrame};
 use mosaic_api::{ApiError, ConversationId, ErrorCode};
 use mosaic_mesh::frames::Replay;
+use mosaic_mesh::identity::Authenticator;
 use mosaic_mesh::{CallError, CancellationToken, Ctx, Mesh, PushSubscription};
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
@@ -95,10 +95,7 @@ pub(crate) async fn ws(
     // replay or arrives live (or both, and is then sent once).
     let membership = s.hub.join(&claims.sub).await?;
     let upgrade = if via_protocol { upgrade.protocols(["bearer"]) } else { upgrade };
-    let mut ctx = Ctx::new();
-    ctx.user = Some(claims.sub.clone());
-    ctx.role = claims.role;
-    ctx.session = Some(claims.sid.clone());
+    let mut ctx = Ctx::new().authenticated(&token, claims.clone());
     ctx.client_ip = peer.map(|p| p.0.0.ip());
     let control = Control {
         auth: s.auth.clone(),
@@ -258,7 +255,7 @@ async fn catch_up<Tx>(tx: &mut Tx, control: &Control) -> Option<HashSet<String>>
 where
     Tx: Sink<Message> + Unpin,
 {
-    let user = control.ctx.user.as_ref().expect("sockets are authenticated");
+    let user = control.ctx.user().expect("sockets are authenticated");
     let mut replayed = HashSet::new();
     let mut last = None;
     if let Some(since) = &control.since {

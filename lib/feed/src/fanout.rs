@@ -5,16 +5,16 @@ use crate::FeedService;
 use crate::codec::{Entry, Graph};
 use crate::store::entry;
 use futures::StreamExt as _;
-use mosaic_api::content::{ByPost, GetPost, PostCreated, PostDeleted, PostRef, RecentByAuthors, RecentPosts};
+use mosaic_api::content::{GetPosts, PostCreated, PostDeleted, PostRef, PostsByIds, RecentByAuthors, RecentPosts};
 use mosaic_api::stream::{ConsumerSpec, EVENTS_POST, EVENTS_USER};
 use mosaic_api::user::{
     Audience, AudienceQuery, Blocked, ByUser, Followed, GetFeedSeed, MAX_GRAPH_IDS, Muted, ProfileUpdated, Unblocked,
     Unfollowed, Unmuted,
 };
 use mosaic_api::ws::ServerFrame;
-use mosaic_api::{ApiError, Envelope, ErrorCode, EventSet as _, UserId};
+use mosaic_api::{Envelope, EventSet as _, UserId};
 use mosaic_mesh::jetstream::HandlerError;
-use mosaic_mesh::{CallError, Ctx, Lifecycle, Mesh};
+use mosaic_mesh::{Ctx, Lifecycle, Mesh};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -137,13 +137,13 @@ impl FeedService {
     /// feeds take it: none when the author is big enough to be pulled instead, or the post
     /// is gone already (`None` then).
     async fn announce(&self, e: PostCreated) -> Result<Option<Announced>, HandlerError> {
-        let author_ctx = Ctx::for_user(e.author.clone()).with_timeout(Duration::from_secs(10));
-        let post = match self.mesh.call::<GetPost>(&author_ctx, &ByPost { post_id: e.post_id.clone() }).await {
-            Ok(p) => p,
-            // Deleted (or its author suspended) before we got to it: nothing to announce.
-            Err(CallError::Api(ApiError { code: ErrorCode::NotFound, .. })) => return Ok(None),
-            Err(err) => return Err(transient(err)),
-        };
+        // Background work: the feed asks as itself, for the body every follower sees (a new
+        // post has no likes or comments to count yet).
+        let ctx = Ctx::new().with_timeout(Duration::from_secs(10));
+        let bodies =
+            self.mesh.call::<GetPosts>(&ctx, &PostsByIds { ids: vec![e.post_id.clone()] }).await.map_err(transient)?;
+        // Deleted (or its author suspended) before we got to it: nothing to announce.
+        let Some(post) = bodies.into_iter().next() else { return Ok(None) };
         let frame = serde_json::to_vec(&ServerFrame::FeedPost { post: Box::new(post) })
             .map_err(|err| transient(anyhow::Error::new(err)))?;
         let entry =
@@ -154,7 +154,7 @@ impl FeedService {
         loop {
             let page = self
                 .mesh
-                .call::<Audience>(&author_ctx, &AudienceQuery { author: e.author.clone(), after, limit: MAX_GRAPH_IDS })
+                .call::<Audience>(&ctx, &AudienceQuery { author: e.author.clone(), after, limit: MAX_GRAPH_IDS })
                 .await
                 .map_err(transient)?;
             let pull = *pull.get_or_insert(page.followers >= self.config.fanout_threshold);

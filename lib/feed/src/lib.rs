@@ -68,7 +68,6 @@ pub const COMPONENT: Component = Component {
     serves: mosaic_api::subjects![api::GetFeed,],
     instances: mosaic_api::subjects![mosaic_api::feed::GetRankedOrder],
     calls: mosaic_api::subjects![
-        mosaic_api::content::GetPost,
         mosaic_api::content::GetPosts,
         mosaic_api::content::RecentPosts,
         mosaic_api::user::Audience,

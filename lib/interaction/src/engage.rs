@@ -232,7 +232,7 @@ impl InteractionService {
         // Every commented post has a stats row naming its owner (written with the first
         // comment), so the delete rules need no request to the content service.
         let owner = store::stats_owner(&self.db, &post_id).await?.context("commented post has no stats row")?;
-        let allowed = row.author == caller.as_str() || owner == caller || ctx.role == Role::Admin;
+        let allowed = row.author == caller.as_str() || owner == caller || ctx.role() == Role::Admin;
         if !allowed {
             return Err(ApiError::forbidden(
                 "only the comment's author, the post's author or an administrator may delete it",

@@ -2,6 +2,7 @@
 
 use crate::ctx::Ctx;
 use crate::error::CallError;
+use crate::identity::Authenticator;
 use crate::local::{LocalEndpoint, Registry};
 use anyhow::Context as _;
 use async_nats::{Client, ConnectOptions, RequestErrorKind, jetstream};
@@ -11,9 +12,13 @@ use mosaic_api::{ApiError, Endpoint, ErrorCode, UserId};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio_util::task::task_tracker::TaskTrackerToken;
+
+/// Clock difference tolerated between the user service, which issues tokens, and the
+/// services that verify them.
+const IDENTITY_CLOCK_SKEW_SECS: u64 = 5;
 
 /// How to reach NATS.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,6 +70,19 @@ struct Inner {
     pub(crate) ensured: Mutex<HashSet<&'static str>>,
     /// Endpoints served by services started on this mesh, when local calls are on.
     local: Option<Registry>,
+    /// The verifier of callers of every service on this mesh, started on first use.
+    identity: tokio::sync::OnceCell<Arc<Authenticator>>,
+}
+
+/// A handle on the mesh that does not keep it open (see [`Mesh::downgrade`]).
+#[derive(Clone)]
+pub(crate) struct WeakMesh(Weak<Inner>);
+
+impl WeakMesh {
+    /// The mesh, unless every strong handle is gone.
+    pub(crate) fn upgrade(&self) -> Option<Mesh> {
+        self.0.upgrade().map(|inner| Mesh { inner, scope: None })
+    }
 }
 
 impl std::fmt::Debug for Mesh {
@@ -86,6 +104,7 @@ impl Mesh {
                 name: name.to_owned(),
                 ensured: Mutex::new(HashSet::new()),
                 local: config.local_calls.then(Registry::default),
+                identity: tokio::sync::OnceCell::new(),
             }),
             scope: None,
         })
@@ -97,6 +116,23 @@ impl Mesh {
     /// [`crate::component::violations`]. Release builds skip the check.
     pub fn scoped(&self, component: &'static crate::component::Component) -> Mesh {
         Mesh { inner: self.inner.clone(), scope: Some(component) }
+    }
+
+    /// This connection outside any component's scope: for the mesh's own infrastructure.
+    pub(crate) fn unscoped(&self) -> Mesh {
+        Mesh { inner: self.inner.clone(), scope: None }
+    }
+
+    /// A handle that does not keep the connection open.
+    pub(crate) fn downgrade(&self) -> WeakMesh {
+        WeakMesh(Arc::downgrade(&self.inner))
+    }
+
+    /// The process's verifier of callers' access tokens, started on first use. Every
+    /// endpoint served on this mesh checks a call's token with it.
+    pub async fn identity(&self) -> anyhow::Result<Arc<Authenticator>> {
+        let auth = self.inner.identity.get_or_try_init(|| Authenticator::start(self, IDENTITY_CLOCK_SKEW_SECS)).await?;
+        Ok(auth.clone())
     }
 
     /// Fails when this handle's component did not declare `what` (debug builds).

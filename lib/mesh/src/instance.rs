@@ -58,6 +58,7 @@ impl Mesh {
             self.client().subscribe(subject.clone()).await.with_context(|| format!("subscribing {subject}"))?;
         self.client().flush().await?;
         let client = self.client().clone();
+        let mesh = self.clone();
         let handler = std::sync::Arc::new(handler);
         let shutdown = lifecycle.shutdown().clone();
         let tasks = lifecycle.clone();
@@ -68,13 +69,19 @@ impl Mesh {
                     a = asks.next() => a,
                 };
                 let Some(ask) = ask else { return };
-                let Some(reply_to) = ask.reply else { continue };
-                let ctx = Ctx::from_headers(ask.headers.as_ref());
-                if ctx.expired() {
-                    continue;
-                }
-                let (client, handler, subject) = (client.clone(), handler.clone(), subject.clone());
+                let Some(reply_to) = ask.reply.clone() else { continue };
+                let (client, handler, subject, mesh) = (client.clone(), handler.clone(), subject.clone(), mesh.clone());
                 tasks.spawn(async move {
+                    let ctx = match crate::identity::receive(&mesh, ask.headers.as_ref()).await {
+                        Ok(ctx) => ctx,
+                        Err(refused) => {
+                            let _ = client.publish_with_headers(reply_to, error_headers(&refused), Bytes::new()).await;
+                            return;
+                        }
+                    };
+                    if ctx.expired() {
+                        return;
+                    }
                     let span = rpc_span(&subject, &ctx);
                     let remaining = ctx.remaining();
                     let answer = async {

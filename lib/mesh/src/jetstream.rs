@@ -209,7 +209,7 @@ impl Mesh {
             async move {
                 let envelope: Envelope<E> = serde_json::from_slice(&delivery.payload)
                     .map_err(|e| HandlerError::Permanent(format!("undecodable {}: {e}", E::SUBJECT)))?;
-                let ctx = Ctx::from_headers(delivery.headers.as_ref()).with_timeout(spec.ack_wait);
+                let ctx = Ctx::from_headers(delivery.headers.as_ref()).0.with_timeout(spec.ack_wait);
                 handler(state, ctx, envelope).await
             }
         })
@@ -235,7 +235,7 @@ impl Mesh {
     {
         self.consume_raw(spec, concurrency, lifecycle, move |d: Delivery| {
             let work = decode_set::<S>(&d).map(|e| {
-                let ctx = Ctx::from_headers(d.headers.as_ref()).with_timeout(spec.ack_wait);
+                let ctx = Ctx::from_headers(d.headers.as_ref()).0.with_timeout(spec.ack_wait);
                 handler(ctx, e)
             });
             async move { work.map_err(HandlerError::Permanent)?.await }

@@ -26,6 +26,7 @@ pub mod db;
 pub mod directory;
 pub mod error;
 pub mod frames;
+pub mod identity;
 pub mod instance;
 pub mod jetstream;
 pub mod kv;

@@ -200,7 +200,7 @@ pub(crate) fn rpc_span(subject: &str, ctx: &Ctx) -> tracing::Span {
         "rpc",
         subject = %subject,
         trace_id = %ctx.trace.trace_id(),
-        user = ctx.user.as_ref().map(|u| u.to_string()),
+        user = ctx.user().map(|u| u.to_string()),
         request_id = ctx.request_id.clone(),
     )
 }

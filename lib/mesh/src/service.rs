@@ -249,7 +249,10 @@ struct Responder {
 }
 
 async fn handle<S>(request: service::Request, handler: Arc<dyn Handler<S>>, state: Arc<S>, responder: Responder) {
-    let ctx = Ctx::from_headers(request.message.headers.as_ref());
+    let ctx = match crate::identity::receive(&responder.mesh, request.message.headers.as_ref()).await {
+        Ok(ctx) => ctx,
+        Err(refused) => return respond(&request, Err(refused), &responder).await,
+    };
     let subject = &request.message.subject;
     if ctx.expired() {
         // The caller has given up; doing the work would only add load.

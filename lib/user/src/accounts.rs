@@ -254,7 +254,7 @@ impl UserService {
         }
         validate::password(&req.new_password, &user.username, &user.email)?;
         let hash = self.passwords.hash(req.new_password).await?;
-        let keep = ctx.session.clone();
+        let keep = ctx.session().cloned();
         Write::new(&self.db, store::sessions::CHANGE_PASSWORD)
             .bind("uid", user_rid(&id))
             .bind("hash", hash)
@@ -279,7 +279,7 @@ impl UserService {
             _ => return Err(ApiError::not_found("no such user").into()),
         };
         let mut profile = user.profile();
-        if let Some(viewer) = ctx.user.as_ref().filter(|v| **v != profile.id) {
+        if let Some(viewer) = ctx.user().filter(|v| **v != profile.id) {
             let relation = self.relation(viewer, &profile.id).await?;
             if relation.blocked_by {
                 // A blocker is invisible to the users they block.

@@ -1,22 +1,27 @@
-//! Access-token verification without a request per call.
+//! Who is asking: access-token verification without a request per call.
 //!
-//! The edge holds the user service's public keys (fetched over NATS at start, again when a
-//! token names an unknown `kid`, and every minute) and a copy of the revocations bucket kept
-//! current by a KV watch. Verifying a token is a signature check and two map lookups; a
-//! token seen before skips the signature check (clients send the same token for its whole
-//! life), its expiry and revocation are still checked on every request.
+//! Identity in the mesh is never a header a caller writes: a call made for a user carries
+//! the user's access token, and every service that takes the call verifies it itself, as
+//! the edge did. Each process holds the user service's public keys (fetched over NATS on
+//! first use, again when a token names an unknown `kid`, and every minute) and a copy of
+//! the revocations bucket kept current by a KV watch. Verifying a token is a signature
+//! check and two map lookups; a token seen before skips the signature check (clients send
+//! the same token for its whole life, and a call chain forwards it), its expiry and
+//! revocation are still checked on every call.
 
+use crate::client::{Mesh, WeakMesh};
+use crate::ctx::Ctx;
+use crate::kv::Bucket;
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use futures::StreamExt;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
+use mosaic_api::stream::REVOCATIONS;
 use mosaic_api::user::{AccessClaims, GetJwks, Jwks, Revocation, TOKEN_ISSUER};
 use mosaic_api::{ApiError, ErrorCode, Id, SessionId, UserId, endpoint::Empty};
-use mosaic_mesh::kv::Bucket;
-use mosaic_mesh::{CancellationToken, Ctx, Lifecycle, Mesh};
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 /// Longest access-token lifetime the user service allows; older revocations can void nothing.
@@ -24,17 +29,21 @@ const MAX_TOKEN_LIFETIME_SECS: i64 = 3600;
 /// Least time between two JWKS fetches caused by unknown `kid`s (forged tokens must not
 /// turn into a request flood).
 const UNKNOWN_KID_REFETCH: Duration = Duration::from_secs(1);
-/// Tokens whose signature this edge remembers having checked (a few hundred bytes each).
+/// Tokens whose signature this process remembers having checked (a few hundred bytes each).
 const VERIFIED_TOKENS: usize = 50_000;
+/// How long a call waits for the revocation snapshot of a process that just started.
+const READY_WAIT: Duration = Duration::from_secs(3);
 
 struct KeySet {
     keys: HashMap<String, DecodingKey>,
     jwks: Jwks,
 }
 
-/// Verifies access tokens and tracks revocations.
+/// Verifies access tokens and tracks revocations. One per process: see [`Mesh::identity`].
 pub struct Authenticator {
-    mesh: Mesh,
+    /// Not scoped to a component: verifying callers is the mesh's work, not a use any
+    /// component declares. Weak, because the mesh owns the process's authenticator.
+    mesh: WeakMesh,
     keys: ArcSwap<KeySet>,
     sessions: DashMap<SessionId, Revocation>,
     users: DashMap<UserId, Revocation>,
@@ -48,8 +57,8 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    /// An authenticator with no keys yet; see [`Authenticator::spawn`].
-    pub fn new(mesh: Mesh, clock_skew_secs: u64) -> Arc<Self> {
+    /// An authenticator with no keys yet; see [`Authenticator::start`].
+    fn new(mesh: WeakMesh, clock_skew_secs: u64) -> Arc<Self> {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[TOKEN_ISSUER]);
         validation.set_required_spec_claims(&["exp", "iat", "sub", "iss"]);
@@ -66,44 +75,25 @@ impl Authenticator {
         })
     }
 
-    /// Loads keys and the revocation snapshot (waiting up to `wait` for both), then keeps
-    /// them current in the background.
-    pub async fn spawn(self: &Arc<Self>, revocations: Bucket, wait: Duration, lifecycle: &Lifecycle) {
-        let watcher = self.clone();
-        let stop = lifecycle.shutdown().clone();
-        lifecycle.spawn(async move { watcher.watch_revocations(revocations, stop).await });
+    /// An authenticator that keeps its keys and revocations current in the background for
+    /// as long as it is referenced, allowing `clock_skew_secs` of difference between the
+    /// clocks of the token's issuer and this process. Its tasks hold it weakly: they end
+    /// once the last handle is gone, so a closed mesh leaks nothing.
+    pub async fn start(mesh: &Mesh, clock_skew_secs: u64) -> anyhow::Result<Arc<Self>> {
+        let revocations = mesh.unscoped().bucket(&REVOCATIONS).await?;
+        let this = Self::new(mesh.downgrade(), clock_skew_secs);
+        tokio::spawn(watch_revocations(Arc::downgrade(&this), revocations));
+        tokio::spawn(refresh_keys_every_minute(Arc::downgrade(&this)));
+        Ok(this)
+    }
 
-        let refresher = self.clone();
-        let shutdown = lifecycle.shutdown().clone();
-        lifecycle.spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                // Until the first load succeeds, retry quickly.
-                let pause = match refresher.refresh_keys().await {
-                    Ok(()) => None,
-                    Err(e) => {
-                        tracing::warn!(error = format!("{e:#}"), "could not fetch signing keys");
-                        Some(Duration::from_millis(500))
-                    }
-                };
-                if let Some(p) = pause.filter(|_| refresher.keys.load().keys.is_empty()) {
-                    tick.reset_after(p);
-                }
-                refresher.prune();
-            }
-        });
-
+    /// Waits up to `wait` for the keys and the revocation snapshot; whether they came.
+    pub async fn wait_ready(&self, wait: Duration) -> bool {
         let deadline = Instant::now() + wait;
         while Instant::now() < deadline && !self.ready() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if !self.ready() {
-            tracing::warn!("edge started before signing keys and revocations were loaded; /readyz says so");
-        }
+        self.ready()
     }
 
     /// Whether tokens can be verified: keys loaded and revocations caught up.
@@ -119,7 +109,8 @@ impl Authenticator {
     /// Fetches the JWK Set from the user service.
     pub async fn refresh_keys(&self) -> anyhow::Result<()> {
         let ctx = Ctx::new().with_timeout(Duration::from_secs(3));
-        let jwks = self.mesh.call::<GetJwks>(&ctx, &Empty {}).await?;
+        let mesh = self.mesh.upgrade().ok_or_else(|| anyhow::anyhow!("the mesh is closed"))?;
+        let jwks = mesh.call::<GetJwks>(&ctx, &Empty {}).await?;
         let mut keys = HashMap::with_capacity(jwks.keys.len());
         for jwk in &jwks.keys {
             if jwk.kty != "OKP" || jwk.crv != "Ed25519" {
@@ -143,9 +134,14 @@ impl Authenticator {
         Ok(())
     }
 
-    /// Verifies a bearer token: signature, issuer, expiry, revocation.
+    /// Verifies a bearer token: signature, issuer, expiry, revocation. Until the revocation
+    /// snapshot is loaded no token is accepted (a revoked one could pass): the call waits
+    /// for it up to `READY_WAIT`, then fails as unavailable.
     pub async fn verify(&self, token: &str) -> Result<AccessClaims, ApiError> {
         let invalid = |detail: &str| ApiError::unauthorized(detail);
+        if !self.revocations_synced.load(Ordering::Acquire) && !self.wait_synced(READY_WAIT).await {
+            return Err(ApiError::new(ErrorCode::Unavailable, "token revocations are not loaded yet; retry shortly"));
+        }
         if let Some(claims) = self.verified.get(token) {
             if claims.exp + (self.validation.leeway as i64) < chrono::Utc::now().timestamp() {
                 return Err(ApiError::new(ErrorCode::TokenExpired, "access token has expired"));
@@ -212,40 +208,12 @@ impl Authenticator {
         false
     }
 
-    async fn watch_revocations(self: Arc<Self>, bucket: Bucket, shutdown: CancellationToken) {
-        loop {
-            let stream = match bucket.watch_all().await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = format!("{e:#}"), "cannot watch revocations; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    }
-                }
-            };
-            if bucket.is_empty().await.unwrap_or(false) {
-                self.revocations_synced.store(true, Ordering::Release);
-            }
-            futures::pin_mut!(stream);
-            loop {
-                let change = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    c = stream.next() => c,
-                };
-                match change {
-                    Some(Ok(change)) => {
-                        self.apply(&change.key, change.value.as_deref());
-                        if change.caught_up {
-                            self.revocations_synced.store(true, Ordering::Release);
-                        }
-                    }
-                    Some(Err(e)) => tracing::warn!(error = format!("{e:#}"), "revocation watch error"),
-                    None => break,
-                }
-            }
-            tracing::warn!("revocation watch ended; re-watching");
+    async fn wait_synced(&self, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline && !self.revocations_synced.load(Ordering::Acquire) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        self.revocations_synced.load(Ordering::Acquire)
     }
 
     fn apply(&self, key: &str, value: Option<&[u8]>) {
@@ -267,5 +235,90 @@ impl Authenticator {
         let horizon = chrono::Utc::now().timestamp_millis() - MAX_TOKEN_LIFETIME_SECS * 1000;
         self.sessions.retain(|_, r| r.not_before_ms >= horizon);
         self.users.retain(|_, r| r.not_before_ms >= horizon);
+    }
+}
+
+impl Mesh {
+    /// A context acting as the holder of access token `token`, once the token verifies: how
+    /// a process other than the edge (a tool, a test) calls services for a user.
+    pub async fn as_caller(&self, token: &str) -> Result<Ctx, ApiError> {
+        let auth = self.identity().await.map_err(|e| ApiError::new(ErrorCode::Unavailable, format!("{e:#}")))?;
+        let claims = auth.verify(token).await?;
+        Ok(Ctx::new().authenticated(token, claims))
+    }
+}
+
+/// The context of a call that arrived over NATS, its caller verified from the token it
+/// carries (anonymous without one). A token that does not verify refuses the call, whatever
+/// the endpoint: a forged proof is never treated as no proof.
+pub(crate) async fn receive(mesh: &Mesh, headers: Option<&async_nats::HeaderMap>) -> Result<Ctx, ApiError> {
+    let (ctx, token) = Ctx::from_headers(headers);
+    let Some(token) = token else { return Ok(ctx) };
+    let auth = mesh.identity().await.map_err(|e| {
+        tracing::warn!(error = format!("{e:#}"), "cannot start verifying callers");
+        ApiError::new(ErrorCode::Unavailable, "callers cannot be verified right now; retry shortly")
+    })?;
+    let claims = auth.verify(&token).await?;
+    Ok(ctx.authenticated(&token, claims))
+}
+
+/// Keeps `auth`'s copy of the revocations bucket current while `auth` lives.
+async fn watch_revocations(auth: Weak<Authenticator>, bucket: Bucket) {
+    while auth.strong_count() > 0 {
+        let stream = match bucket.watch_all().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = format!("{e:#}"), "cannot watch revocations; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if bucket.is_empty().await.unwrap_or(false) {
+            let Some(auth) = auth.upgrade() else { return };
+            auth.revocations_synced.store(true, Ordering::Release);
+        }
+        futures::pin_mut!(stream);
+        loop {
+            // Wakes at least every few seconds to notice an authenticator nobody holds.
+            let change = match tokio::time::timeout(Duration::from_secs(5), stream.next()).await {
+                Ok(change) => change,
+                Err(_) if auth.strong_count() > 0 => continue,
+                Err(_) => return,
+            };
+            let Some(auth) = auth.upgrade() else { return };
+            match change {
+                Some(Ok(change)) => {
+                    auth.apply(&change.key, change.value.as_deref());
+                    if change.caught_up {
+                        auth.revocations_synced.store(true, Ordering::Release);
+                    }
+                }
+                Some(Err(e)) => tracing::warn!(error = format!("{e:#}"), "revocation watch error"),
+                None => break,
+            }
+        }
+        tracing::warn!("revocation watch ended; re-watching");
+    }
+}
+
+/// Fetches the JWK Set every minute (every half second until a fetch succeeds) while
+/// `auth` lives, and forgets revocations older than any token they could void.
+async fn refresh_keys_every_minute(auth: Weak<Authenticator>) {
+    loop {
+        let Some(this) = auth.upgrade() else { return };
+        let pause = match this.refresh_keys().await {
+            Ok(()) => Duration::from_secs(60),
+            Err(e) if this.keys.load().keys.is_empty() => {
+                tracing::debug!(error = format!("{e:#}"), "signing keys not available yet");
+                Duration::from_millis(500)
+            }
+            Err(e) => {
+                tracing::warn!(error = format!("{e:#}"), "could not fetch signing keys");
+                Duration::from_secs(60)
+            }
+        };
+        this.prune();
+        drop(this);
+        tokio::time::sleep(pause).await;
     }
 }
