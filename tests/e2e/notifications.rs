@@ -463,3 +463,68 @@ fn base64_len(s: &str) -> usize {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).map(|b| b.len()).unwrap_or(0)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_endpoints_inside_the_network_are_refused_with_one_reason() {
+    let Setup { w, push, .. } = world(false, |c| {
+        c.webpush.allow_http_endpoints = false;
+        c.webpush.allow_private_endpoints = false;
+    })
+    .await;
+    let bob = w.client.signup("bob").await;
+    let keys = push.subscription()["keys"].clone();
+    let mut reasons = Vec::new();
+    for endpoint in [
+        "https://127.0.0.1/push/1",
+        "https://10.0.0.1/push/1",
+        "https://169.254.169.254/latest/meta-data/",
+        "https://[::1]:8443/push/1",
+        "https://[::ffff:192.168.0.1]/push/1",
+        "https://localhost/push/1",
+        "http://push.example.com/push/1",
+    ] {
+        let body = json!({"platform": "webpush", "subscription": {"endpoint": endpoint, "keys": keys}});
+        let r = w.client.post("/v1/devices", Some(&bob.access_token), body).await;
+        r.assert_problem(422, "validation_failed");
+        reasons.push(r.body["detail"].as_str().unwrap_or_default().to_owned());
+    }
+    // One reason for all: which addresses exist behind the service is not for a client to learn.
+    reasons.dedup();
+    assert_eq!(reasons, ["the subscription endpoint is not an allowed push service"]);
+    let devices = w.client.get("/v1/devices", &bob.access_token).await;
+    assert_eq!(devices.body.as_array().map(Vec::len), Some(0), "{}", devices.body);
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_service_that_redirects_is_not_followed() {
+    let Setup { w, push, .. } = world(false, |_| {}).await;
+    let ada = w.client.signup("ada").await;
+    let bob = w.client.signup("bob").await;
+    // A "push service" that sends every push on to a real subscription's endpoint.
+    let sub = push.subscription();
+    let target = sub["endpoint"].as_str().unwrap().to_owned();
+    let target_id = target.rsplit('/').next().unwrap().to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let redirector = format!("http://{}/push/elsewhere", listener.local_addr().unwrap());
+    let app = axum::Router::new().fallback(move || {
+        let target = target.clone();
+        async move { (axum::http::StatusCode::TEMPORARY_REDIRECT, [(axum::http::header::LOCATION, target)]) }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut redirected = sub.clone();
+    redirected["endpoint"] = json!(redirector);
+    w.client
+        .post("/v1/devices", Some(&bob.access_token), json!({"platform": "webpush", "subscription": redirected}))
+        .await
+        .assert_status(201);
+
+    w.client.put(&format!("/v1/users/{}/follow", bob.id), &ada.access_token).await.assert_status(204);
+    let items = wait_inbox(&w, &bob, |i| !i.is_empty()).await;
+    let delivery = settled(&w, &bob, items[0]["id"].as_str().unwrap(), "push").await;
+    assert_eq!(delivery["status"], "failed", "{delivery}");
+    assert!(delivery["detail"].as_str().unwrap().contains("307"), "{delivery}");
+    // The delivery settled, so the send is over: nothing reached where the redirect pointed.
+    assert!(push.received().iter().all(|r| r.device != target_id), "the redirect was followed");
+    w.stop().await;
+}

@@ -129,6 +129,7 @@ impl PushStandIn {
         config.fcm.service_account_json = Some(mosaic_mesh::config::Secret::new(self.service_account.clone()));
         config.fcm.endpoint = self.base.clone();
         config.webpush.allow_http_endpoints = true;
+        config.webpush.allow_private_endpoints = true;
     }
 
     /// A new browser subscription served by this stand-in, as `PushSubscription.toJSON()`.

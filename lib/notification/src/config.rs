@@ -104,6 +104,23 @@ pub struct WebPushConfig {
     pub subject: String,
     /// Accept `http://` push endpoints (local test endpoints only).
     pub allow_http_endpoints: bool,
+    /// Accept endpoints on loopback and private addresses (local test endpoints only):
+    /// otherwise a subscription could make the service request anything on its network.
+    pub allow_private_endpoints: bool,
+    /// Push services allowed (`fcm.googleapis.com`, `*.push.services.mozilla.com`, …);
+    /// empty: any host with public addresses.
+    pub allowed_hosts: Vec<String>,
+}
+
+impl WebPushConfig {
+    /// The endpoints these settings allow.
+    pub fn policy(&self) -> crate::push::guard::EndpointPolicy {
+        crate::push::guard::EndpointPolicy {
+            allow_http: self.allow_http_endpoints,
+            allow_private: self.allow_private_endpoints,
+            allowed_hosts: self.allowed_hosts.clone(),
+        }
+    }
 }
 
 impl Default for WebPushConfig {
@@ -112,6 +129,8 @@ impl Default for WebPushConfig {
             vapid_private_key: Secret::default(),
             subject: "mailto:ops@mosaic.invalid".into(),
             allow_http_endpoints: false,
+            allow_private_endpoints: false,
+            allowed_hosts: Vec::new(),
         }
     }
 }

@@ -103,11 +103,13 @@ impl NotificationService {
             }
             (Platform::Webpush, None, Some(sub)) => {
                 let endpoint = sub.endpoint.trim().to_owned();
-                let scheme_ok = endpoint.starts_with("https://")
-                    || (self.config.webpush.allow_http_endpoints && endpoint.starts_with("http://"));
-                if !scheme_ok || endpoint.len() > 2048 || endpoint.parse::<http::Uri>().is_err() {
-                    return Err(ApiError::validation("subscription.endpoint must be an https URL").into());
+                if endpoint.len() > 2048 {
+                    return Err(ApiError::validation("subscription.endpoint is too long").into());
                 }
+                // Checked again at every send (a name may resolve elsewhere later); here so
+                // a client learns at once that its endpoint will never be used.
+                let policy = self.config.webpush.policy();
+                let uri = policy.check_url(&endpoint).map_err(ApiError::validation)?;
                 let key_len = |s: &str| B64URL.decode(s.trim_end_matches('=')).map(|k| k.len()).unwrap_or(0);
                 if key_len(&sub.keys.p256dh) != 65 || key_len(&sub.keys.auth) != 16 {
                     return Err(ApiError::validation(
@@ -115,6 +117,8 @@ impl NotificationService {
                     )
                     .into());
                 }
+                let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("http") { 80 } else { 443 });
+                policy.resolve(uri.host().unwrap_or_default(), port).await.map_err(ApiError::validation)?;
                 (format!("webpush|{endpoint}"), None, Some(endpoint), Some(sub.keys.p256dh), Some(sub.keys.auth))
             }
             (Platform::Fcm, _, _) => return Err(ApiError::validation("platform fcm takes a `token` (only)").into()),

@@ -140,11 +140,8 @@ async fn start(unit: Unit) -> anyhow::Result<ServiceHandle> {
         None => Arc::new(push::LogSender { platform: "fcm" }),
     };
     let vapid_public = vapid.public_key();
-    let webpush: Arc<dyn Sender> = Arc::new(push::webpush::WebPushSender::new(
-        vapid,
-        config.webpush.subject.clone(),
-        config.webpush.allow_http_endpoints,
-    )?);
+    let webpush: Arc<dyn Sender> =
+        Arc::new(push::webpush::WebPushSender::new(vapid, config.webpush.subject.clone(), config.webpush.policy())?);
     let mailer: Arc<dyn email::Mailer> = match email::SmtpMailer::from_config(&config.smtp)? {
         Some(m) => Arc::new(m),
         None => Arc::new(email::LogMailer),

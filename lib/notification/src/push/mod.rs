@@ -2,6 +2,7 @@
 //! configuration (a real provider, or a sender that only logs when none is configured).
 
 pub mod fcm;
+pub mod guard;
 pub mod webpush;
 
 use futures::future::BoxFuture;

@@ -2,6 +2,7 @@
 //! subscription (RFC 8291, `aes128gcm`), the sender identified by VAPID (RFC 8292, an ES256
 //! JWT whose key browsers were given when subscribing).
 
+use super::guard::{self, EndpointPolicy};
 use super::{Outcome, PushMessage, Sender, Target, retry_after};
 use anyhow::{Context as _, anyhow};
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
@@ -82,26 +83,26 @@ pub struct WebPushSender {
     http: reqwest::Client,
     vapid: Vapid,
     subject: String,
-    allow_http: bool,
+    policy: EndpointPolicy,
 }
 
 impl WebPushSender {
-    /// A sender signing with `vapid` as `subject`.
-    pub fn new(vapid: Vapid, subject: String, allow_http: bool) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).build()?;
-        Ok(Self { http, vapid, subject, allow_http })
+    /// A sender signing with `vapid` as `subject`, to the endpoints `policy` allows. It
+    /// follows no redirect: a push service answers, it does not send us elsewhere.
+    pub fn new(vapid: Vapid, subject: String, policy: EndpointPolicy) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(policy.resolver())
+            .build()?;
+        Ok(Self { http, vapid, subject, policy })
     }
 
     async fn send_to(&self, endpoint: &str, p256dh: &str, auth: &str, message: &PushMessage) -> Outcome {
-        let uri: http::Uri = match endpoint.parse() {
+        let uri = match self.policy.check_url(endpoint) {
             Ok(u) => u,
-            Err(_) => return Outcome::Gone("the subscription endpoint is not a URL".into()),
+            Err(refused) => return Outcome::Gone(refused.into()),
         };
-        match uri.scheme_str() {
-            Some("https") => {}
-            Some("http") if self.allow_http => {}
-            _ => return Outcome::Gone("the subscription endpoint is not https".into()),
-        }
         let keys = (|| {
             let public = B64URL.decode(p256dh.trim_end_matches('=')).ok()?;
             let public = web_push_native::p256::PublicKey::from_sec1_bytes(&public).ok()?;
@@ -143,7 +144,13 @@ impl WebPushSender {
         };
         let reply = match self.http.execute(request).await {
             Ok(r) => r,
-            Err(e) => return Outcome::Retry { after: None, reason: format!("push service unreachable: {e}") },
+            // The stored reason stays generic: what failed how (refused, timed out, reset)
+            // would tell a client probing addresses through its endpoint what is there.
+            Err(e) if guard::refused(&e) => return Outcome::Gone(guard::REFUSED.into()),
+            Err(e) => {
+                tracing::debug!(error = %e, "push service unreachable");
+                return Outcome::Retry { after: None, reason: "push service unreachable".into() };
+            }
         };
         let status = reply.status();
         let after = retry_after(reply.headers());
