@@ -122,19 +122,21 @@ fn videos(dir: &Path, load: &MediaLoad) -> anyhow::Result<()> {
         bail!("ffmpeg could not make the test video");
     }
     let limit = Duration::from_secs(3600);
+    let threads = mosaic_content::Config::default().video_threads;
     let (mut ours, mut bare) = (Vec::new(), Vec::new());
     for round in 0..load.video_rounds {
         let out = dir.join(format!("ours-{round}.mp4"));
         let poster = dir.join(format!("poster-{round}.png"));
         let t = Instant::now();
         let probe = video::probe(&input, limit).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        video::transcode(&input, &out, &probe, 3600, limit).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        video::transcode(&input, &out, &probe, 3600, threads, limit).map_err(|e| anyhow::anyhow!("{e:?}"))?;
         video::poster(&out, &poster, 1000, limit).map_err(|e| anyhow::anyhow!("{e:?}"))?;
         ours.push(t.elapsed());
 
         let out = dir.join(format!("bare-{round}.mp4"));
         let t = Instant::now();
-        let status = Command::new("ffmpeg").args(video::transcode_args(&input, &out, &probe, 3600)).status()?;
+        let status =
+            Command::new("ffmpeg").args(video::transcode_args(&input, &out, &probe, 3600, threads)).status()?;
         if !status.success() {
             bail!("bare ffmpeg failed");
         }

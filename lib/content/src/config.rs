@@ -21,6 +21,8 @@ pub struct Config {
     pub workers: usize,
     /// Wall-clock limit of one video transcode.
     pub video_time_limit_secs: u64,
+    /// Encoder threads of one video transcode (with `workers` transcodes at once).
+    pub video_threads: u32,
     /// A job unacknowledged this long is redelivered (the worker is presumed dead).
     pub job_ack_wait_secs: u64,
     /// Attempts at processing one media item before it fails for good.
@@ -48,6 +50,7 @@ impl Default for Config {
             webp_quality: 82.0,
             workers: 2,
             video_time_limit_secs: 15 * 60,
+            video_threads: 2,
             job_ack_wait_secs: 60,
             max_attempts: 3,
             job_retry_backoff_ms: vec![1_000, 5_000, 30_000],
@@ -65,8 +68,8 @@ impl mosaic_mesh::component::Section for Config {
         if !(1.0..=100.0).contains(&self.webp_quality) {
             bail!("content.webp_quality must be between 1 and 100");
         }
-        if self.workers == 0 || self.max_attempts == 0 {
-            bail!("content.workers and content.max_attempts must be positive");
+        if self.workers == 0 || self.max_attempts == 0 || self.video_threads == 0 {
+            bail!("content.workers, content.max_attempts and content.video_threads must be positive");
         }
         if self.job_ack_wait_secs < 2 || self.sweep_interval_secs == 0 {
             bail!("content.job_ack_wait_secs must be at least 2 and content.sweep_interval_secs positive");

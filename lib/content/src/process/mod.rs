@@ -125,14 +125,15 @@ impl ContentService {
         let limit = Duration::from_secs(self.config.video_time_limit_secs);
         let max_seconds = self.config.max_video_seconds;
         let (max_pixels, quality) = (self.config.max_image_pixels, self.config.webp_quality);
+        let threads = self.config.video_threads;
         let (probe, poster) = {
             let (input, output, poster_png) = (input.clone(), output.clone(), poster_png.clone());
-            self.cpu_bound(move || -> Result<_, MediaError> {
+            self.cpu_bound(move || -> Result<_, video::VideoError> {
                 let probe = video::probe(&input, Duration::from_secs(30))?;
                 if probe.duration_ms > max_seconds * 1000 + 500 {
-                    return Err(MediaError::TooLong);
+                    return Err(MediaError::TooLong.into());
                 }
-                video::transcode(&input, &output, &probe, max_seconds, limit)?;
+                video::transcode(&input, &output, &probe, max_seconds, threads, limit)?;
                 let at = (probe.duration_ms / 2).min(1000);
                 video::poster(&output, &poster_png, at, Duration::from_secs(60))?;
                 let png = std::fs::read(&poster_png).map_err(|_| MediaError::CorruptFile)?;
@@ -246,5 +247,14 @@ impl ContentService {
 impl From<MediaError> for Failure {
     fn from(e: MediaError) -> Self {
         Failure::Media(e)
+    }
+}
+
+impl From<video::VideoError> for Failure {
+    fn from(e: video::VideoError) -> Self {
+        match e {
+            video::VideoError::Media(m) => Failure::Media(m),
+            video::VideoError::Tool(problem) => Failure::Retry(anyhow::anyhow!(problem)),
+        }
     }
 }

@@ -4,6 +4,13 @@
 //!
 //! ffmpeg and ffprobe are the system binaries, driven through `ffmpeg-sidecar` with its
 //! download feature off. Every run has a wall-clock limit; past it the process is killed.
+//!
+//! The input is a file a client uploaded, read by a large C program, so ffmpeg is told to
+//! trust it with as little as possible: it may open local files only (no network
+//! protocols), through the demuxers of the container formats we accept only (a playlist or
+//! concat list naming other files, on the machine or elsewhere, is refused before it is
+//! followed), frames beyond a size cap are refused before decoding, and the encoder's threads
+//! are capped so one upload cannot take every core.
 
 use ffmpeg_sidecar::command::FfmpegCommand;
 use mosaic_api::content::MediaError;
@@ -11,6 +18,29 @@ use serde::Deserialize;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
+
+/// Input options of every ffmpeg and ffprobe run: local files only, through the demuxers
+/// of the containers accepted (MP4/QuickTime, Matroska/WebM, AVI).
+const INPUT_GUARD: [&str; 4] = ["-protocol_whitelist", "file", "-format_whitelist", "mov,matroska,webm,avi"];
+
+/// Largest frame accepted: 8K UHD (DCI 8K is wider, and rarer than the bombs of its size).
+pub const MAX_FRAME_PIXELS: u64 = 8192 * 4320;
+
+/// Why a video could not be processed: the input's fault, or this machine's.
+#[derive(Debug, PartialEq)]
+pub enum VideoError {
+    /// The input is refused; the media item records why.
+    Media(MediaError),
+    /// ffmpeg or ffprobe could not run here (missing, not executable): a server fault,
+    /// retried, never blamed on the upload.
+    Tool(String),
+}
+
+impl From<MediaError> for VideoError {
+    fn from(e: MediaError) -> Self {
+        VideoError::Media(e)
+    }
+}
 
 /// What `ffprobe` tells about an input.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,16 +80,22 @@ struct FormatJson {
     duration: Option<String>,
 }
 
-/// Probes `input`. A file ffprobe cannot read, or one without a video stream, is not a video.
-pub fn probe(input: &Path, limit: Duration) -> Result<Probe, MediaError> {
-    let mut child = std::process::Command::new(ffmpeg_sidecar::ffprobe::ffprobe_path())
+/// Probes `input`. A file ffprobe cannot read, or one without a video stream, is not a
+/// video; a frame larger than [`MAX_FRAME_PIXELS`] is refused.
+pub fn probe(input: &Path, limit: Duration) -> Result<Probe, VideoError> {
+    probe_with(&ffmpeg_sidecar::ffprobe::ffprobe_path(), input, limit)
+}
+
+fn probe_with(ffprobe: &Path, input: &Path, limit: Duration) -> Result<Probe, VideoError> {
+    let mut child = std::process::Command::new(ffprobe)
+        .args(INPUT_GUARD)
         .args(["-v", "error", "-print_format", "json", "-show_format", "-show_streams"])
         .arg(input)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|_| MediaError::NotAVideo)?;
+        .map_err(|e| VideoError::Tool(format!("cannot run {}: {e}", ffprobe.display())))?;
     let stdout = child.stdout.take();
     let reader = std::thread::spawn(move || {
         let mut out = Vec::new();
@@ -71,9 +107,13 @@ pub fn probe(input: &Path, limit: Duration) -> Result<Probe, MediaError> {
     let status = wait_with_limit(&mut child, limit).ok_or(MediaError::Timeout)?;
     let out = reader.join().unwrap_or_default();
     if !status {
-        return Err(MediaError::NotAVideo);
+        return Err(MediaError::NotAVideo.into());
     }
-    parse_probe(&out)
+    let probe = parse_probe(&out)?;
+    if u64::from(probe.width) * u64::from(probe.height) > MAX_FRAME_PIXELS {
+        return Err(MediaError::TooManyPixels.into());
+    }
+    Ok(probe)
 }
 
 fn parse_probe(json: &[u8]) -> Result<Probe, MediaError> {
@@ -133,14 +173,23 @@ pub fn target_size(width: u32, height: u32) -> (u32, u32) {
     (even(width as f64), even(height as f64))
 }
 
-/// The ffmpeg arguments that re-encode `input` to a streaming-ready MP4 at `output` (public
-/// so the benchmark can run exactly this command without Mosaic around it).
-pub fn transcode_args(input: &Path, output: &Path, probe: &Probe, max_seconds: u64) -> Vec<std::ffi::OsString> {
+/// The ffmpeg arguments that re-encode `input` to a streaming-ready MP4 at `output` with at
+/// most `threads` encoder threads (public so the benchmark can run exactly this command
+/// without Mosaic around it).
+pub fn transcode_args(
+    input: &Path,
+    output: &Path,
+    probe: &Probe,
+    max_seconds: u64,
+    threads: u32,
+) -> Vec<std::ffi::OsString> {
     let (w, h) = target_size(probe.width, probe.height);
     let fps = probe.fps.clamp(1.0, 60.0);
     let mut args: Vec<std::ffi::OsString> = Vec::new();
     let mut push = |items: &[&str]| args.extend(items.iter().map(std::ffi::OsString::from));
-    push(&["-hide_banner", "-nostdin", "-y", "-loglevel", "error", "-i"]);
+    push(&["-hide_banner", "-nostdin", "-y", "-loglevel", "error"]);
+    push(&INPUT_GUARD);
+    push(&["-i"]);
     args.push(input.as_os_str().to_owned());
     let mut push = |items: &[&str]| args.extend(items.iter().map(std::ffi::OsString::from));
     push(&["-map", "0:v:0", "-map", "0:a:0?", "-sn", "-dn"]);
@@ -148,6 +197,7 @@ pub fn transcode_args(input: &Path, output: &Path, probe: &Probe, max_seconds: u
     // filters; nothing of the input's rotation or metadata reaches the output.
     push(&["-vf", &format!("scale={w}:{h}:flags=lanczos,format=yuv420p")]);
     push(&["-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-profile:v", "high"]);
+    push(&["-threads", &threads.max(1).to_string(), "-filter_threads", "1"]);
     push(&["-fps_mode", "cfr", "-r", &format!("{fps:.3}")]);
     push(&["-c:a", "aac", "-b:a", "128k", "-ac", "2"]);
     push(&["-map_metadata", "-1", "-map_chapters", "-1"]);
@@ -163,19 +213,21 @@ pub fn transcode(
     output: &Path,
     probe: &Probe,
     max_seconds: u64,
+    threads: u32,
     limit: Duration,
-) -> Result<(), MediaError> {
+) -> Result<(), VideoError> {
     let mut command = FfmpegCommand::new();
-    command.args(transcode_args(input, output, probe, max_seconds));
+    command.args(transcode_args(input, output, probe, max_seconds, threads));
     run(command, limit)
 }
 
 /// Extracts one frame at `at_ms` as PNG.
-pub fn poster(video: &Path, output: &Path, at_ms: u64, limit: Duration) -> Result<(), MediaError> {
+pub fn poster(video: &Path, output: &Path, at_ms: u64, limit: Duration) -> Result<(), VideoError> {
     let mut command = FfmpegCommand::new();
     command
         .hide_banner()
         .args(["-nostdin", "-y", "-loglevel", "error"])
+        .args(INPUT_GUARD)
         .args(["-ss", &format!("{:.3}", at_ms as f64 / 1000.0)])
         .input(video)
         .args(["-frames:v", "1", "-f", "image2", "-c:v", "png"])
@@ -183,10 +235,10 @@ pub fn poster(video: &Path, output: &Path, at_ms: u64, limit: Duration) -> Resul
     run(command, limit)
 }
 
-fn run(mut command: FfmpegCommand, limit: Duration) -> Result<(), MediaError> {
+fn run(mut command: FfmpegCommand, limit: Duration) -> Result<(), VideoError> {
     let mut child = command.spawn().map_err(|e| {
         tracing::error!(error = %e, "cannot start ffmpeg (is it installed?)");
-        MediaError::CorruptFile
+        VideoError::Tool(format!("cannot run ffmpeg: {e}"))
     })?;
     // ffmpeg-sidecar pipes every stream; they are drained so ffmpeg never blocks on a full
     // pipe, and its error output is kept for the log.
@@ -212,9 +264,9 @@ fn run(mut command: FfmpegCommand, limit: Duration) -> Result<(), MediaError> {
         Some(true) => Ok(()),
         Some(false) => {
             tracing::info!(ffmpeg = %errors.trim(), "ffmpeg refused the input");
-            Err(MediaError::CorruptFile)
+            Err(MediaError::CorruptFile.into())
         }
-        None => Err(MediaError::Timeout),
+        None => Err(MediaError::Timeout.into()),
     }
 }
 
@@ -260,5 +312,72 @@ mod tests {
         assert_eq!(p.audio_codec.as_deref(), Some("aac"));
         let no_video = br#"{"streams":[{"codec_type":"audio","codec_name":"mp3"}],"format":{"duration":"3"}}"#;
         assert_eq!(parse_probe(no_video).unwrap_err(), MediaError::NotAVideo);
+    }
+
+    /// A small real video, made by ffmpeg itself.
+    fn sample(dir: &Path) -> std::path::PathBuf {
+        let path = dir.join("sample.mp4");
+        let made = std::process::Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=10"])
+            .args(["-t", "1", "-pix_fmt", "yuv420p"])
+            .arg(&path)
+            .status()
+            .expect("ffmpeg runs");
+        assert!(made.success());
+        path
+    }
+
+    #[test]
+    fn playlists_and_concat_lists_are_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let video = sample(dir.path());
+        assert!(probe(&video, Duration::from_secs(30)).is_ok(), "the video itself is fine");
+        // Each names a file elsewhere on the machine; ffmpeg would read it if let.
+        let hls = dir.path().join("list.m3u8");
+        let playlist = format!("#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\n{}\n#EXT-X-ENDLIST\n", video.display());
+        std::fs::write(&hls, playlist).unwrap();
+        let concat = dir.path().join("list.ffconcat");
+        std::fs::write(&concat, format!("ffconcat version 1.0\nfile '{}'\n", video.display())).unwrap();
+        for list in [&hls, &concat] {
+            assert_eq!(
+                probe(list, Duration::from_secs(30)).unwrap_err(),
+                VideoError::Media(MediaError::NotAVideo),
+                "{}",
+                list.display()
+            );
+            let out = dir.path().join("out.mp4");
+            let as_probed = Probe {
+                duration_ms: 1000,
+                width: 64,
+                height: 48,
+                fps: 10.0,
+                video_codec: "h264".into(),
+                audio_codec: None,
+            };
+            let transcoded = transcode(list, &out, &as_probed, 60, 1, Duration::from_secs(60));
+            assert_eq!(transcoded.unwrap_err(), VideoError::Media(MediaError::CorruptFile));
+        }
+    }
+
+    #[test]
+    fn a_missing_ffprobe_is_the_servers_fault_not_the_uploads() {
+        let dir = tempfile::tempdir().unwrap();
+        let video = sample(dir.path());
+        let missing = dir.path().join("no-such-ffprobe");
+        assert!(matches!(probe_with(&missing, &video, Duration::from_secs(5)), Err(VideoError::Tool(_))));
+    }
+
+    #[test]
+    fn frames_beyond_8k_are_refused_before_decoding() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.mkv");
+        let made = std::process::Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "color=size=9000x4400:rate=1"])
+            .args(["-t", "1", "-c:v", "ffv1"])
+            .arg(&big)
+            .status()
+            .expect("ffmpeg runs");
+        assert!(made.success());
+        assert_eq!(probe(&big, Duration::from_secs(30)).unwrap_err(), VideoError::Media(MediaError::TooManyPixels));
     }
 }
