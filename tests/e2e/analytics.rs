@@ -110,7 +110,7 @@ async fn events_made_through_the_edge_are_counted_exactly_once() {
 
     // The platform report is for administrators.
     w.client.get("/v1/admin/analytics/daily", &creator.access_token).await.assert_problem(403, "forbidden");
-    let boss = w.client.signup_exact("boss").await;
+    let boss = w.admin("boss").await;
     let p = w.client.get("/v1/admin/analytics/daily", &boss.access_token).await;
     p.assert_status(200);
     assert_eq!(
@@ -129,7 +129,7 @@ async fn reports_are_stored_and_emailed_once_per_recipient_even_with_two_instanc
     notification.smtp.url = mosaic_mesh::config::Secret::new(smtp.url());
     let w =
         World::start_with(WorldOptions::default().set("notification", notification).instances("analytics", 2)).await;
-    let boss = w.client.signup_exact("boss").await;
+    let boss = w.admin("boss").await;
     let creator = w.client.signup("maker").await;
     let quiet = w.client.signup("quiet").await;
     let fan = w.client.signup("fan").await;

@@ -129,7 +129,7 @@ async fn password_change_ends_every_other_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn suspension_voids_live_tokens_at_once_and_only_admins_may_suspend() {
     let w = World::start().await;
-    let boss = w.client.signup_exact("boss").await;
+    let boss = w.admin("boss").await;
     assert_eq!(w.client.get("/v1/users/me", &boss.access_token).await.body["role"], "admin");
     let target = w.client.signup("target").await;
     let mallory = w.client.signup("mallory").await;

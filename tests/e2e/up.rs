@@ -207,3 +207,62 @@ async fn every_component_runs_as_a_process_of_its_own() {
         assert!(status.success(), "{name} exited with {status}");
     }
 }
+
+/// Runs `mosaic admin <action> <username>` on `data_dir` and returns its output.
+async fn admin_command(nats: &NatsServer, data_dir: &std::path::Path, action: &str, username: &str) -> String {
+    let out = Command::new(mosaic_bin())
+        .args(["admin", action, username, "--nats-url", nats.url(), "--data-dir"])
+        .arg(data_dir)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("mosaic admin runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "mosaic admin {action} {username} failed: {text}");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_grant_and_revoke_the_administrator_role() {
+    mosaic_tests::init_logs();
+    let nats = NatsServer::start().await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let up = Up::start(&nats, data.path()).await;
+    let client = Client::new(up.base.clone());
+    // A name claims nothing.
+    let alice = client.signup("admin").await;
+    assert_eq!(client.get("/v1/users/me", &alice.access_token).await.body["role"], "user");
+    let target = client.signup("target").await;
+    assert!(up.stop().await.success());
+
+    // The embedded database is the stopped system's: the operator grants, then starts it.
+    admin_command(&nats, data.path(), "grant", &alice.username).await;
+    let up = Up::start(&nats, data.path()).await;
+    let client = Client::new(up.base.clone());
+    let alice = client.login(&alice).await;
+    assert_eq!(client.get("/v1/users/me", &alice.access_token).await.body["role"], "admin");
+    let suspend = format!("/v1/admin/users/{}/suspend", target.id);
+    client.post(&suspend, Some(&alice.access_token), json!({})).await.assert_status(204);
+
+    // The grant is on record: the running user service published its audit event.
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let recorded = eventually(Duration::from_secs(30), || async {
+        let Ok(stream) = js.get_stream("EVENTS_USER").await else { return false };
+        let Ok(m) = stream.get_last_raw_message_by_subject("events.user.admin_granted").await else { return false };
+        serde_json::from_slice::<Value>(&m.payload).is_ok_and(|e| e["data"]["user_id"] == alice.id.as_str())
+    })
+    .await;
+    assert!(recorded, "no admin_granted event for {}", alice.id);
+    assert!(up.stop().await.success());
+
+    // Revoked: the old token is void at once (NATS is up), and a new login is a user's.
+    admin_command(&nats, data.path(), "revoke", &alice.username).await;
+    let up = Up::start(&nats, data.path()).await;
+    let client = Client::new(up.base.clone());
+    client.get("/v1/users/me", &alice.access_token).await.assert_problem(401, "unauthorized");
+    let alice = client.login(&alice).await;
+    assert_eq!(client.get("/v1/users/me", &alice.access_token).await.body["role"], "user");
+    let unsuspend = format!("/v1/admin/users/{}/unsuspend", target.id);
+    client.post(&unsuspend, Some(&alice.access_token), json!({})).await.assert_problem(403, "forbidden");
+    assert!(up.stop().await.success());
+}

@@ -81,7 +81,7 @@ async fn bad_tokens_are_refused_before_the_upgrade() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suspended_users_socket_is_closed() {
     let w = World::start().await;
-    let boss = w.client.signup_exact("boss").await;
+    let boss = w.admin("boss").await;
     let u = w.client.signup("closing").await;
     let mut socket = connect(&w, &u.access_token).await;
     w.client

@@ -186,14 +186,9 @@ pub fn test_notification_config() -> mosaic_notification::Config {
 }
 
 /// User-service settings for tests: a cheaper Argon2 cost (the algorithm and code path are
-/// the production ones) and an admin named `boss`.
+/// the production ones).
 pub fn test_user_config() -> mosaic_user::Config {
-    mosaic_user::Config {
-        argon2_memory_kib: 4096,
-        argon2_iterations: 1,
-        admins: vec!["boss".into()],
-        ..Default::default()
-    }
+    mosaic_user::Config { argon2_memory_kib: 4096, argon2_iterations: 1, ..Default::default() }
 }
 
 /// Content-service settings for tests: short redelivery and retry delays so crash and
@@ -274,6 +269,15 @@ impl World {
     /// Takes the newest instance of `component` out of the world (to stop or abort it).
     pub fn take_instance(&mut self, component: &str) -> ServiceHandle {
         self.running.take(component).unwrap_or_else(|| panic!("no {component} instance runs"))
+    }
+
+    /// A new account made an administrator the way an operator does it (`mosaic admin
+    /// grant`), logged in again so its tokens carry the role.
+    pub async fn admin(&self, name: &str) -> TestUser {
+        let user = self.client.signup(name).await;
+        let granted = mosaic_user::admin::set_admin(&self.db("user").await, &user.username, true).await;
+        assert!(granted.expect("granting the role").is_some(), "the account exists");
+        self.client.login(&user).await
     }
 
     /// The database of `component` that every instance of it shares.

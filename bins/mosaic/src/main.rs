@@ -41,6 +41,25 @@ enum Command {
     },
     /// Apply pending database migrations of every component, then exit.
     Migrate(Flags),
+    /// Grant or revoke the administrator role of an account; an audit event
+    /// (`events.user.admin_granted` / `admin_revoked`) records it. Opens the user service's
+    /// database: with the embedded one, stop `mosaic up` first.
+    Admin {
+        #[arg(value_enum)]
+        action: AdminAction,
+        /// The account's username.
+        username: String,
+        #[command(flatten)]
+        flags: Flags,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum AdminAction {
+    /// Make the account an administrator (it takes effect at its next login or refresh).
+    Grant,
+    /// Take the role away, and void the account's live access tokens if NATS is reachable.
+    Revoke,
 }
 
 /// Flags shared by the commands; each overrides the setting it names.
@@ -112,6 +131,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             mosaic_mesh::telemetry::init(host.common().log_json);
             serve_until_signal(&host, component).await
         }
+        Command::Admin { action, username, flags } => {
+            let host = Host::new(flags.layers(file)?)?;
+            mosaic_mesh::telemetry::init(host.common().log_json);
+            admin(&host, action, &username).await
+        }
         Command::Migrate(flags) => {
             let host = Host::new(flags.layers(file)?)?;
             mosaic_mesh::telemetry::init(host.common().log_json);
@@ -122,6 +146,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn admin(host: &Host, action: AdminAction, username: &str) -> anyhow::Result<()> {
+    let grant = matches!(action, AdminAction::Grant);
+    let db = host
+        .database(&mosaic_user::COMPONENT)
+        .await
+        .context("opening the user database (is `mosaic up` still running on it?)")?;
+    let user = mosaic_user::admin::set_admin(&db, username, grant)
+        .await?
+        .with_context(|| format!("no account is named {username}"))?;
+    if grant {
+        println!("{username} ({user}) is an administrator from their next login or token refresh");
+        return Ok(());
+    }
+    println!("{username} ({user}) is no longer an administrator");
+    // Live access tokens carry the role until they expire: void them where NATS is up.
+    let nats = host.common().nats();
+    let voided = async {
+        let mesh =
+            tokio::time::timeout(std::time::Duration::from_secs(5), Mesh::connect(&nats, "mosaic-admin")).await??;
+        mosaic_user::admin::revoke_tokens(&mesh.bucket(&mosaic_api::stream::REVOCATIONS).await?, &user).await
+    };
+    if let Err(e) = voided.await {
+        eprintln!(
+            "warning: could not void {username}'s live access tokens ({e:#}); they keep the role until they expire"
+        );
+    }
+    Ok(())
 }
 
 async fn up(figment: figment::Figment) -> anyhow::Result<()> {

@@ -414,6 +414,10 @@ crate::event::events! {
     Suspended = "events.user.suspended" on EVENTS_USER { user_id: UserId }
     /// An admin lifted the user's suspension.
     Unsuspended = "events.user.unsuspended" on EVENTS_USER { user_id: UserId }
+    /// An operator made `user_id` an administrator (`mosaic admin grant`).
+    AdminGranted = "events.user.admin_granted" on EVENTS_USER { user_id: UserId }
+    /// An operator took `user_id`'s administrator role away (`mosaic admin revoke`).
+    AdminRevoked = "events.user.admin_revoked" on EVENTS_USER { user_id: UserId }
     /// The user changed profile or preferences.
     ProfileUpdated = "events.user.profile_updated" on EVENTS_USER { user_id: UserId }
 }

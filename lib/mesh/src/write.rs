@@ -192,7 +192,9 @@ impl<'a> Write<'a> {
             for (key, value) in &self.binds {
                 query = query.bind((key.clone(), value.clone()));
             }
-            if self.outbox.is_some() {
+            // Without an outbox (a tool that runs no relay), staged rows wait in the table
+            // for the sweep of a running service's relay.
+            if self.outbox.is_some() || !self.staged.is_empty() {
                 query = query.bind(("events", self.staged.clone()));
             }
             query.await?.checked()

@@ -71,8 +71,8 @@ impl UserService {
         if let Some(taken) = self.taken(&username, &email).await? {
             return Err(taken);
         }
-        let role =
-            if self.config.admins.iter().any(|a| a.eq_ignore_ascii_case(&username)) { Role::Admin } else { Role::User };
+        // Nobody becomes an administrator by choosing a name: operators grant the role.
+        let role = Role::User;
         let password_hash = self.passwords.hash(req.password).await?;
         let user_id = UserId::generate();
         let session = SessionId::generate();

@@ -28,8 +28,10 @@ pub struct Config {
     pub login_max_failures_per_ip: u32,
     /// Length of the throttling window.
     pub login_window_secs: u64,
-    /// Usernames that are administrators (granted at signup and at every start).
-    pub admins: Vec<String>,
+    /// Removed: administrators were usernames, so whoever signed up first under one was
+    /// one. Set, it stops the service with the way to grant the role instead.
+    #[serde(skip_serializing)]
+    pub admins: Option<serde::de::IgnoredAny>,
 }
 
 impl Default for Config {
@@ -44,7 +46,7 @@ impl Default for Config {
             login_max_failures_per_account: 5,
             login_max_failures_per_ip: 50,
             login_window_secs: 15 * 60,
-            admins: Vec::new(),
+            admins: None,
         }
     }
 }
@@ -52,6 +54,9 @@ impl Default for Config {
 impl mosaic_mesh::component::Section for Config {
     /// Rejects settings the service cannot run safely with, naming the setting.
     fn validate(&self) -> anyhow::Result<()> {
+        if self.admins.is_some() {
+            bail!("user.admins is no longer read: grant the role with `mosaic admin grant <username>`");
+        }
         // Revocations are kept for a day (see mosaic_api::stream::REVOCATIONS); a token must
         // not outlive the record that voids it.
         // Under 5 s a token could expire in flight.

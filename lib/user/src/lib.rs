@@ -6,7 +6,7 @@
 //! revocations published to the `revocations` bucket that every edge watches.
 
 mod accounts;
-mod admin;
+pub mod admin;
 mod audience;
 pub mod config;
 mod counts;
@@ -102,6 +102,8 @@ pub const COMPONENT: Component = Component {
         mosaic_api::user::Unmuted::SUBJECT,
         mosaic_api::user::Suspended::SUBJECT,
         mosaic_api::user::Unsuspended::SUBJECT,
+        mosaic_api::user::AdminGranted::SUBJECT,
+        mosaic_api::user::AdminRevoked::SUBJECT,
         mosaic_api::user::ProfileUpdated::SUBJECT,
         <mosaic_api::user::GraphChanged as mosaic_api::Broadcast>::SUBJECT,
         mosaic_api::subject::DEAD_LETTERS,
@@ -125,7 +127,6 @@ async fn start(unit: Unit) -> anyhow::Result<ServiceHandle> {
         config.login_max_failures_per_account,
         config.login_max_failures_per_ip,
     );
-    store::grant_admins(&db, &config.admins).await?;
 
     let lifecycle = Lifecycle::new();
     let outbox = Outbox::spawn(db.clone(), mesh.clone(), &lifecycle);

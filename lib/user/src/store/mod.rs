@@ -140,12 +140,10 @@ pub async fn admins(db: &Db) -> anyhow::Result<Vec<UserId>> {
     Ok(ids.into_iter().map(UserId::from_trusted).collect())
 }
 
-pub async fn grant_admins(db: &Db, admins: &[String]) -> anyhow::Result<()> {
-    if admins.is_empty() {
-        return Ok(());
-    }
-    let names: Vec<String> = admins.iter().map(|a| a.trim().to_lowercase()).collect();
-    let query =
-        db.query("UPDATE user SET role = 'admin' WHERE username IN $names AND role != 'admin'").bind(("names", names));
-    exec(query, "granting configured admin roles").await
-}
+/// Sets `$uid`'s role to `$role` and inserts `$events`, if the role changes.
+pub const SET_ROLE: &str = "BEGIN TRANSACTION;
+     IF (SELECT VALUE role FROM ONLY $uid) != $role {
+        UPDATE $uid SET role = $role;
+        INSERT INTO outbox $events;
+     };
+     COMMIT TRANSACTION;";
