@@ -19,6 +19,11 @@ async fn health_readiness_and_metrics_answer() {
     metrics.assert_status(200);
     assert!(metrics.text.contains("http_requests_total"), "{}", &metrics.text[..metrics.text.len().min(500)]);
     assert!(metrics.text.contains("route=\"/v1/auth/signup\""));
+    // No answer may be sniffed as another type than the one it declares, errors included.
+    let missing = w.client.send(reqwest::Method::GET, "/v1/posts/nope", None, None).await;
+    for reply in [&health, &missing] {
+        assert_eq!(reply.headers.get("x-content-type-options").map(|v| v.to_str().unwrap()), Some("nosniff"));
+    }
     w.stop().await;
 }
 

@@ -22,8 +22,14 @@ pub struct Config {
     /// Origins allowed by CORS; empty allows any origin (tokens travel in headers, not
     /// cookies, so there is no ambient authority to protect).
     pub cors_origins: Vec<String>,
-    /// Take the client address from `X-Forwarded-For` (only behind a trusted proxy).
-    pub trust_forwarded_for: bool,
+    /// Reverse proxies in front of the edge, each appending the address it saw to
+    /// `X-Forwarded-For`: the client is the address that many hops from the right. 0 (no
+    /// proxy): the socket's peer, and the header, which anyone can write, is ignored.
+    pub trusted_proxies: usize,
+    /// Removed (it trusted the leftmost `X-Forwarded-For` address, which the client
+    /// writes); set, it stops the edge and names `trusted_proxies` instead.
+    #[serde(skip_serializing)]
+    pub trust_forwarded_for: Option<serde::de::IgnoredAny>,
     /// Sustained requests per second per client IP; 0 disables the limit.
     pub rate_limit_per_sec: u32,
     /// Burst allowance per client IP.
@@ -49,7 +55,8 @@ impl Default for Config {
             max_json_body_bytes: 64 * 1024,
             request_timeout_secs: 15,
             cors_origins: Vec::new(),
-            trust_forwarded_for: false,
+            trusted_proxies: 0,
+            trust_forwarded_for: None,
             rate_limit_per_sec: 200,
             rate_limit_burst: 400,
             ws_heartbeat_secs: 30,
@@ -64,6 +71,14 @@ impl Default for Config {
 impl mosaic_mesh::component::Section for Config {
     /// Rejects settings the edge cannot run with, naming the setting.
     fn validate(&self) -> anyhow::Result<()> {
+        if self.trust_forwarded_for.is_some() {
+            bail!(
+                "edge.trust_forwarded_for is no longer read: set edge.trusted_proxies to the number of proxies in front"
+            );
+        }
+        if self.trusted_proxies > 8 {
+            bail!("edge.trusted_proxies counts proxies in front of the edge (at most 8)");
+        }
         if self.listen_backlog == 0 || self.listen_backlog > 65_535 {
             bail!("edge.listen_backlog must be between 1 and 65535");
         }

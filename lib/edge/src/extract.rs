@@ -29,21 +29,30 @@ impl Auth {
     }
 }
 
-/// The client's address: the socket peer, or the first `X-Forwarded-For` hop when the edge
-/// is configured to trust its proxy.
-pub fn client_ip(parts: &Parts, trust_forwarded_for: bool) -> Option<IpAddr> {
-    if trust_forwarded_for {
-        let forwarded = parts
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.trim().parse().ok());
-        if forwarded.is_some() {
-            return forwarded;
-        }
+/// The client's address: with `trusted_proxies` proxies in front, the address the
+/// outermost one saw, `trusted_proxies` hops from the right of `X-Forwarded-For` (what lies
+/// further left the client wrote itself); without, the socket's peer.
+pub fn client_ip(parts: &Parts, trusted_proxies: usize) -> Option<IpAddr> {
+    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    if trusted_proxies == 0 {
+        return peer;
     }
-    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+    // Every header line counts: a client can send its own, which the proxies append to.
+    let hops: Vec<&str> = parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    // Fewer hops than proxies: the request did not come through them all; only the peer
+    // is known.
+    let hop = hops.len().checked_sub(trusted_proxies).map(|i| hops[i]);
+    match hop {
+        Some(hop) => hop.parse().ok().or(peer),
+        None => peer,
+    }
 }
 
 fn base_ctx(parts: &Parts, state: &AppState) -> Ctx {
@@ -52,7 +61,7 @@ fn base_ctx(parts: &Parts, state: &AppState) -> Ctx {
         ctx.trace = trace;
     }
     ctx.request_id = header_str(&parts.headers, "x-request-id").map(str::to_owned);
-    ctx.client_ip = client_ip(parts, state.config.trust_forwarded_for);
+    ctx.client_ip = client_ip(parts, state.config.trusted_proxies);
     ctx
 }
 
@@ -203,4 +212,38 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T>
 
 fn query_rejection(e: QueryRejection) -> HttpError {
     HttpError::new(ErrorCode::ValidationFailed, e.body_text())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(peer: &str, forwarded: &[&str]) -> Parts {
+        let mut req = axum::http::Request::builder();
+        for line in forwarded {
+            req = req.header("x-forwarded-for", *line);
+        }
+        let (mut parts, ()) = req.body(()).unwrap().into_parts();
+        parts.extensions.insert(ConnectInfo::<SocketAddr>(format!("{peer}:443").parse().unwrap()));
+        parts
+    }
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    #[test]
+    fn the_client_is_counted_from_the_right_through_the_trusted_proxies() {
+        // No proxy: whatever the client wrote is ignored.
+        assert_eq!(client_ip(&parts("198.51.100.1", &["1.2.3.4"]), 0), ip("198.51.100.1"));
+        // One proxy appends the address it saw; the client's own entries are further left.
+        let spoofed = parts("10.0.0.2", &["1.2.3.4, 203.0.113.7"]);
+        assert_eq!(client_ip(&spoofed, 1), ip("203.0.113.7"));
+        // Two proxies, the client's line and the proxies' line apart.
+        let chained = parts("10.0.0.3", &["1.2.3.4", "203.0.113.7, 10.0.0.2"]);
+        assert_eq!(client_ip(&chained, 2), ip("203.0.113.7"));
+        // Fewer hops than proxies: only the peer is known.
+        assert_eq!(client_ip(&parts("10.0.0.2", &[]), 1), ip("10.0.0.2"));
+        assert_eq!(client_ip(&parts("10.0.0.3", &["203.0.113.7"]), 2), ip("10.0.0.3"));
+    }
 }

@@ -22,13 +22,21 @@ pub type Limiter = governor::DefaultKeyedRateLimiter<IpAddr>;
 
 const OPS_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
 
+/// Headers every answer carries: browsers must not guess a type other than the one sent
+/// (an upload sniffed as HTML would run as this origin).
+pub async fn security_headers(req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    res.headers_mut().entry(header::X_CONTENT_TYPE_OPTIONS).or_insert(axum::http::HeaderValue::from_static("nosniff"));
+    res
+}
+
 /// Answers 429 with `Retry-After` to clients over their rate.
 pub async fn rate_limit(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     if let Some(limiter) = &s.limiter
         && !OPS_PATHS.contains(&req.uri().path())
     {
         let (parts, body) = req.into_parts();
-        let ip = crate::extract::client_ip(&parts, s.config.trust_forwarded_for);
+        let ip = crate::extract::client_ip(&parts, s.config.trusted_proxies);
         let req = Request::from_parts(parts, body);
         if let Some(ip) = ip
             && let Err(not_until) = limiter.check_key(&ip)
@@ -122,9 +130,7 @@ pub async fn idempotency(State(s): State<Arc<AppState>>, req: Request, next: Nex
         .headers
         .get(header::AUTHORIZATION)
         .map(|v| v.as_bytes().to_vec())
-        .or_else(|| {
-            crate::extract::client_ip(&parts, s.config.trust_forwarded_for).map(|ip| ip.to_string().into_bytes())
-        })
+        .or_else(|| crate::extract::client_ip(&parts, s.config.trusted_proxies).map(|ip| ip.to_string().into_bytes()))
         .unwrap_or_default();
     let scope = hex(&Sha256::new()
         .chain_update(&caller)
