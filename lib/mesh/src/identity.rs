@@ -89,11 +89,7 @@ impl Authenticator {
 
     /// Waits up to `wait` for the keys and the revocation snapshot; whether they came.
     pub async fn wait_ready(&self, wait: Duration) -> bool {
-        let deadline = Instant::now() + wait;
-        while Instant::now() < deadline && !self.ready() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        self.ready()
+        wait_for(wait, || self.ready()).await
     }
 
     /// Whether tokens can be verified: keys loaded and revocations caught up.
@@ -139,7 +135,7 @@ impl Authenticator {
     /// for it up to `READY_WAIT`, then fails as unavailable.
     pub async fn verify(&self, token: &str) -> Result<AccessClaims, ApiError> {
         let invalid = |detail: &str| ApiError::unauthorized(detail);
-        if !self.revocations_synced.load(Ordering::Acquire) && !self.wait_synced(READY_WAIT).await {
+        if !wait_for(READY_WAIT, || self.revocations_synced.load(Ordering::Acquire)).await {
             return Err(ApiError::new(ErrorCode::Unavailable, "token revocations are not loaded yet; retry shortly"));
         }
         if let Some(claims) = self.verified.get(token) {
@@ -208,14 +204,6 @@ impl Authenticator {
         false
     }
 
-    async fn wait_synced(&self, wait: Duration) -> bool {
-        let deadline = Instant::now() + wait;
-        while Instant::now() < deadline && !self.revocations_synced.load(Ordering::Acquire) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        self.revocations_synced.load(Ordering::Acquire)
-    }
-
     fn apply(&self, key: &str, value: Option<&[u8]>) {
         let revocation = value.and_then(|v| serde_json::from_slice::<Revocation>(v).ok());
         if let Some(id) = key.strip_prefix("session.").and_then(SessionId::parse) {
@@ -246,6 +234,15 @@ impl Mesh {
         let claims = auth.verify(token).await?;
         Ok(Ctx::new().authenticated(token, claims))
     }
+}
+
+/// Whether `done` holds within `wait` (checked every 10 ms).
+async fn wait_for(wait: Duration, done: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + wait;
+    while !done() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    done()
 }
 
 /// The context of a call that arrived over NATS, its caller verified from the token it
