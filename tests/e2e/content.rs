@@ -481,7 +481,7 @@ async fn a_worker_killed_mid_job_means_redelivery_and_a_finished_job() {
     up.assert_status(202);
     let id = up.body["id"].as_str().unwrap().to_owned();
     // Wait until the (only) worker holds the job, then kill that instance.
-    let js = async_nats::jetstream::new(async_nats::connect(w.nats.url()).await.unwrap());
+    let js = async_nats::jetstream::new(w.nats.connect().await);
     let holding = eventually(Duration::from_secs(10), || async {
         let mut c: async_nats::jetstream::consumer::PullConsumer =
             js.get_consumer_from_stream("content-workers", "MEDIA_JOBS").await.unwrap();
@@ -513,7 +513,7 @@ async fn a_job_that_fails_every_time_ends_failed_and_in_the_dead_letters() {
         return;
     }
     assert_eq!((m["status"].as_str(), m["error"].as_str()), (Some("failed"), Some("too_many_attempts")), "{m}");
-    let js = async_nats::jetstream::new(async_nats::connect(w.nats.url()).await.unwrap());
+    let js = async_nats::jetstream::new(w.nats.connect().await);
     let parked = eventually(Duration::from_secs(10), || async {
         match js.get_stream("DEAD_LETTERS").await {
             Ok(s) => s.get_last_raw_message_by_subject("dlq.MEDIA_JOBS.content-workers").await.is_ok(),

@@ -144,7 +144,7 @@ async fn a_read_asks_once_for_the_recent_posts_of_all_its_pulled_authors() {
         w.client.create_post(&author.access_token, name, &[]).await;
     }
     eventually(&w, &reader, "the three pulled posts", |ids| ids.len() == 3).await;
-    let nats = async_nats::connect(w.nats.url()).await.unwrap();
+    let nats = w.nats.connect().await;
     let before = served(&nats, "content", "recent_posts").await;
     assert_eq!(feed_ids(&w, &reader, "").await.len(), 3);
     let after = served(&nats, "content", "recent_posts").await;
@@ -162,7 +162,7 @@ async fn a_cold_read_asks_for_counts_once_and_checks_no_relations_twice() {
     follow(&w, &reader, &author).await;
     let post = w.client.create_post(&author.access_token, "hello", &[]).await;
     eventually(&w, &reader, "the post", |ids| ids == [id(&post)]).await;
-    let nats = async_nats::connect(w.nats.url()).await.unwrap();
+    let nats = w.nats.connect().await;
     let (signals, relations, posts) = (
         served(&nats, "interaction", "signals").await,
         served(&nats, "user", "relations").await,

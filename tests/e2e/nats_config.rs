@@ -9,14 +9,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 const SECRETS: &[(&str, &str)] = &[
-    ("MOSAIC_NATS_USER_SERVICE_PASSWORD", "user-secret"),
+    ("MOSAIC_NATS_USER_PASSWORD", "user-secret"),
     ("MOSAIC_NATS_EDGE_PASSWORD", "edge-secret"),
-    ("MOSAIC_NATS_CONTENT_SERVICE_PASSWORD", "content-secret"),
-    ("MOSAIC_NATS_INTERACTION_SERVICE_PASSWORD", "interaction-secret"),
-    ("MOSAIC_NATS_FEED_SERVICE_PASSWORD", "feed-secret"),
-    ("MOSAIC_NATS_MESSAGING_SERVICE_PASSWORD", "messaging-secret"),
-    ("MOSAIC_NATS_NOTIFICATION_SERVICE_PASSWORD", "notification-secret"),
-    ("MOSAIC_NATS_ANALYTICS_SERVICE_PASSWORD", "analytics-secret"),
+    ("MOSAIC_NATS_CONTENT_PASSWORD", "content-secret"),
+    ("MOSAIC_NATS_INTERACTION_PASSWORD", "interaction-secret"),
+    ("MOSAIC_NATS_FEED_PASSWORD", "feed-secret"),
+    ("MOSAIC_NATS_MESSAGING_PASSWORD", "messaging-secret"),
+    ("MOSAIC_NATS_NOTIFICATION_PASSWORD", "notification-secret"),
+    ("MOSAIC_NATS_ANALYTICS_PASSWORD", "analytics-secret"),
     ("MOSAIC_NATS_ADMIN_PASSWORD", "admin-secret"),
     ("MOSAIC_NATS_SYS_PASSWORD", "sys-secret"),
     ("MOSAIC_NATS_LEAF_PASSWORD", "leaf-secret"),
@@ -25,6 +25,15 @@ const SECRETS: &[(&str, &str)] = &[
 
 fn repo(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+#[test]
+fn the_committed_accounts_are_the_generated_ones() {
+    let committed = std::fs::read_to_string(repo("nats/accounts.conf")).unwrap();
+    assert!(
+        committed == mosaic_mesh::authz::accounts_conf(mosaic::COMPONENTS),
+        "nats/accounts.conf is stale: run `cargo run --bin mosaic -- nats config --accounts > nats/accounts.conf`"
+    );
 }
 
 #[test]
@@ -72,13 +81,14 @@ async fn service_permissions_allow_the_job_and_nothing_more() {
     let host = WorldOptions::default().set("public_url", &base).host(data.path()).unwrap().with_listener(listener);
     // Each component on its own connection, with its own credentials.
     let mut running = Vec::new();
-    for (name, user, password) in [
-        ("user", "user-service", "user-secret"),
-        ("messaging", "messaging-service", "messaging-secret"),
-        ("notification", "notification-service", "notification-secret"),
-        ("edge", "edge", "edge-secret"),
+    for (name, password) in [
+        ("user", "user-secret"),
+        ("content", "content-secret"),
+        ("messaging", "messaging-secret"),
+        ("notification", "notification-secret"),
+        ("edge", "edge-secret"),
     ] {
-        let mesh = Mesh::connect(&login(user, password, nats.url()), name).await.unwrap();
+        let mesh = Mesh::connect(&login(name, password, nats.url()), name).await.unwrap();
         let component = mosaic::component(name).unwrap();
         running.push(
             start_all(&host, &mesh, &[component])
@@ -111,6 +121,9 @@ async fn service_permissions_allow_the_job_and_nothing_more() {
         .await
         .assert_status(200);
 
+    let refused = nats.permission_violations();
+    assert!(refused.is_empty(), "the generated permissions refused the components' own traffic: {refused:#?}");
+
     // The edge's credentials cannot impersonate a service: its subscription is refused, so
     // nothing it runs can answer service requests.
     let edge_raw = async_nats::connect_with_options(
@@ -129,6 +142,38 @@ async fn service_permissions_allow_the_job_and_nothing_more() {
     .unwrap();
     let stolen = tokio::time::timeout(Duration::from_secs(2), admin.request("mosaic.fake.v1.steal", "x".into())).await;
     assert!(!matches!(stolen, Ok(Ok(_))), "the edge user could subscribe to a service subject");
+
+    // Nor read other connections' replies, undo a revocation or purge a bucket, nor call an
+    // internal endpoint: the server refuses each (and logs it).
+    for (subscribe, subject) in [
+        (true, "_INBOX.>"),
+        (true, "_INBOX_user.>"),
+        (false, "$KV.revocations.some-session"),
+        (false, "$JS.API.STREAM.PURGE.KV_revocations"),
+        (false, "$JS.API.STREAM.DELETE.KV_revocations"),
+        (false, "$JS.API.STREAM.PURGE.EVENTS_USER"),
+        (false, "mosaic.user.v1.contact"),
+        (false, "mosaic.user.v1.admins"),
+    ] {
+        if subscribe {
+            let _sub = edge_raw.subscribe(subject).await.unwrap();
+        } else {
+            edge_raw.publish(subject, "x".into()).await.unwrap();
+        }
+        edge_raw.flush().await.unwrap();
+        let kind = if subscribe { "Subscription Violation" } else { "Publish Violation" };
+        let refused = mosaic_tests::eventually(Duration::from_secs(10), || async {
+            nats.permission_violations()
+                .iter()
+                .any(|l| l.contains("user:edge") && l.contains(kind) && l.contains(&format!("Subject \"{subject}\"")))
+        })
+        .await;
+        assert!(
+            refused,
+            "the edge user was not refused: {kind} {subject}; refusals: {:#?}",
+            nats.permission_violations()
+        );
+    }
 
     for mut r in running.into_iter().rev() {
         r.stop().await;

@@ -33,11 +33,39 @@ struct Up {
     base: String,
 }
 
+/// A local NATS URL on a port nothing listens on now, for the server `mosaic up` starts.
+fn free_nats_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("nats://{}", listener.local_addr().unwrap())
+}
+
+/// Connects to the NATS of the `mosaic up` on `data_dir` as `user`, with the password it
+/// keeps there.
+async fn login(
+    url: &str,
+    data_dir: &std::path::Path,
+    user: &str,
+) -> Result<async_nats::Client, async_nats::ConnectError> {
+    let config = mosaic::nats::Credentials::load_or_create(data_dir).unwrap().login(&Default::default(), user);
+    let password = config.password.unwrap().expose().to_owned();
+    async_nats::ConnectOptions::with_user_and_password(user.to_owned(), password)
+        .custom_inbox_prefix(mosaic_mesh::authz::inbox_prefix(user))
+        .max_reconnects(Some(0))
+        .connect(url)
+        .await
+}
+
 impl Up {
-    async fn start(nats: &NatsServer, data_dir: &std::path::Path) -> Self {
+    /// `mosaic up` on `data_dir`, starting its own NATS server at `nats_url`.
+    async fn start(nats_url: &str, data_dir: &std::path::Path) -> Self {
+        Self::start_with(nats_url, data_dir, &[]).await
+    }
+
+    async fn start_with(nats_url: &str, data_dir: &std::path::Path, extra: &[&str]) -> Self {
         let mut child = Command::new(mosaic_bin())
-            .args(["up", "--http", "127.0.0.1:0", "--nats-url", nats.url(), "--data-dir"])
+            .args(["up", "--http", "127.0.0.1:0", "--nats-url", nats_url, "--data-dir"])
             .arg(data_dir)
+            .args(extra)
             .env("MOSAIC_ANALYTICS__FLUSH_INTERVAL_MS", "200")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -101,12 +129,16 @@ async fn ping_until(nats: &async_nats::Client, want: &BTreeSet<&str>, within: Du
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mosaic_up_runs_every_service_and_serves_a_creator_report() {
     mosaic_tests::init_logs();
-    let nats = NatsServer::start().await.unwrap();
+    let nats = free_nats_url();
     let data = tempfile::tempdir().unwrap();
     let up = Up::start(&nats, data.path()).await;
 
+    // Its NATS lets in only the users of the generated configuration.
+    let anonymous = async_nats::ConnectOptions::new().max_reconnects(Some(0)).connect(&nats).await;
+    assert!(anonymous.is_err(), "an anonymous client got into mosaic up's NATS");
+
     // Every service of the component list answers discovery, analytics included.
-    let raw = async_nats::connect(nats.url()).await.unwrap();
+    let raw = login(&nats, data.path(), "admin").await.expect("the operators' login works");
     let services: BTreeSet<&str> = mosaic::COMPONENTS.iter().filter(|c| !c.serves.is_empty()).map(|c| c.name).collect();
     assert_eq!(services.len(), 7, "seven services in the list: {services:?}");
     let seen = ping_until(&raw, &services, Duration::from_secs(20)).await;
@@ -209,9 +241,9 @@ async fn every_component_runs_as_a_process_of_its_own() {
 }
 
 /// Runs `mosaic admin <action> <username>` on `data_dir` and returns its output.
-async fn admin_command(nats: &NatsServer, data_dir: &std::path::Path, action: &str, username: &str) -> String {
+async fn admin_command(nats: &str, data_dir: &std::path::Path, action: &str, username: &str) -> String {
     let out = Command::new(mosaic_bin())
-        .args(["admin", action, username, "--nats-url", nats.url(), "--data-dir"])
+        .args(["admin", action, username, "--nats-url", nats, "--data-dir"])
         .arg(data_dir)
         .env("RUST_LOG", "warn")
         .output()
@@ -225,7 +257,7 @@ async fn admin_command(nats: &NatsServer, data_dir: &std::path::Path, action: &s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_grant_and_revoke_the_administrator_role() {
     mosaic_tests::init_logs();
-    let nats = NatsServer::start().await.unwrap();
+    let nats = free_nats_url();
     let data = tempfile::tempdir().unwrap();
     let up = Up::start(&nats, data.path()).await;
     let client = Client::new(up.base.clone());
@@ -245,7 +277,7 @@ async fn operators_grant_and_revoke_the_administrator_role() {
     client.post(&suspend, Some(&alice.access_token), json!({})).await.assert_status(204);
 
     // The grant is on record: the running user service published its audit event.
-    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let js = async_nats::jetstream::new(login(&nats, data.path(), "admin").await.unwrap());
     let recorded = eventually(Duration::from_secs(30), || async {
         let Ok(stream) = js.get_stream("EVENTS_USER").await else { return false };
         let Ok(m) = stream.get_last_raw_message_by_subject("events.user.admin_granted").await else { return false };
@@ -256,6 +288,9 @@ async fn operators_grant_and_revoke_the_administrator_role() {
     assert!(up.stop().await.success());
 
     // Revoked: the old token is void at once (NATS is up), and a new login is a user's.
+    // `mosaic up` is stopped, so its NATS is too: this server, closed the same way, is
+    // the one `revoke` reaches (and the next `up` uses).
+    let server = nats_like_up(&nats, data.path()).await;
     admin_command(&nats, data.path(), "revoke", &alice.username).await;
     let up = Up::start(&nats, data.path()).await;
     let client = Client::new(up.base.clone());
@@ -264,5 +299,35 @@ async fn operators_grant_and_revoke_the_administrator_role() {
     assert_eq!(client.get("/v1/users/me", &alice.access_token).await.body["role"], "user");
     let unsuspend = format!("/v1/admin/users/{}/unsuspend", target.id);
     client.post(&unsuspend, Some(&alice.access_token), json!({})).await.assert_problem(403, "forbidden");
+    assert!(up.stop().await.success());
+    server.stop().await;
+}
+
+/// The NATS server `mosaic up` would start on `data_dir`, started on its own.
+async fn nats_like_up(url: &str, data_dir: &std::path::Path) -> mosaic::nats::Embedded {
+    let credentials = mosaic::nats::Credentials::load_or_create(data_dir).unwrap();
+    mosaic::nats::spawn_secured(url, data_dir, &credentials).await.expect("nats-server starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosaic_up_refuses_an_open_nats_server_unless_told() {
+    mosaic_tests::init_logs();
+    let open = NatsServer::start().await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(mosaic_bin())
+        .args(["up", "--http", "127.0.0.1:0", "--nats-url", open.url(), "--data-dir"])
+        .arg(data.path())
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("mosaic runs");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "mosaic up ran on an open NATS server");
+    assert!(text.contains("lets anyone in") && text.contains("--insecure-nats"), "unclear refusal: {text}");
+
+    // Told to, it runs there, and says so.
+    let up = Up::start_with(open.url(), data.path(), &["--insecure-nats"]).await;
+    let client = Client::new(up.base.clone());
+    client.signup("open").await;
     assert!(up.stop().await.success());
 }

@@ -47,7 +47,7 @@ async fn every_service_refuses_a_forged_identity_and_takes_a_verified_one() {
     let alice = w.client.signup("zt_alice").await;
     let post = w.client.create_post(&alice.access_token, "mine", &[]).await;
     let post_id = PostId::parse(post["id"].as_str().unwrap()).unwrap();
-    let nats = async_nats::connect(w.nats.url()).await.unwrap();
+    let nats = w.nats.connect().await;
     let unauthorized = Some(ErrorCode::Unauthorized.as_str().to_owned());
 
     // One endpoint per service that acts for its caller. Each is asked three times: with

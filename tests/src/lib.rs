@@ -15,7 +15,7 @@ pub mod socket;
 use anyhow::Context as _;
 use figment::Figment;
 use figment::providers::Serialized;
-use mosaic_mesh::component::{Running, start_all};
+use mosaic_mesh::component::{Running, start_each};
 use mosaic_mesh::db::Db;
 use mosaic_mesh::storage::{Storage, StorageConfig};
 use mosaic_mesh::{Component, Host, Mesh, NatsConfig, ServiceHandle};
@@ -31,14 +31,70 @@ pub use client::{Client, TestUser};
 pub struct NatsServer {
     child: Child,
     url: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    /// Whether it admits only the users of the generated configuration (see
+    /// [`NatsServer::start_closed`]); their password is `<user>-test-password`.
+    closed: bool,
+    config_dir: Option<tempfile::TempDir>,
+}
+
+fn test_password(user: &str) -> String {
+    format!("{user}-test-password")
 }
 
 impl NatsServer {
-    /// Starts a server on a free port (chosen by the server itself, read back from its
-    /// ports file, so there is no race for the port).
+    /// Starts a server that lets anyone in, on a free port (chosen by the server itself,
+    /// read back from its ports file, so there is no race for the port).
     pub async fn start() -> anyhow::Result<Self> {
         Self::start_with(&[], &[]).await
+    }
+
+    /// Starts a server as `mosaic up` does: closed to all but the users of the
+    /// configuration generated from the component declarations, each held to its
+    /// permissions.
+    pub async fn start_closed() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let conf = dir.path().join("accounts.conf");
+        std::fs::write(&conf, mosaic_mesh::authz::accounts_conf(mosaic::COMPONENTS))?;
+        let env: Vec<(String, String)> =
+            mosaic::nats::users().map(|u| (mosaic_mesh::authz::password_env(u), test_password(u))).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut server = Self::start_with(&["-c", conf.to_str().context("a UTF-8 temp path")?], &env).await?;
+        server.closed = true;
+        // The configuration's directory lives as long as the server.
+        server.config_dir = Some(dir);
+        Ok(server)
+    }
+
+    /// Settings to connect as `user` of a closed server.
+    pub fn login(&self, user: &str) -> NatsConfig {
+        NatsConfig {
+            user: Some(user.to_owned()),
+            password: Some(mosaic_mesh::config::Secret::new(test_password(user))),
+            ..self.open_config()
+        }
+    }
+
+    /// A plain client of a closed server logged in as `user` (a component's name), with
+    /// that component's inbox prefix: it may do what the component may.
+    pub async fn connect_as(&self, user: &str) -> async_nats::Client {
+        async_nats::ConnectOptions::with_user_and_password(user.to_owned(), test_password(user))
+            .custom_inbox_prefix(mosaic_mesh::authz::inbox_prefix(user))
+            .connect(&self.url)
+            .await
+            .expect("connecting to the test nats-server")
+    }
+
+    /// A plain client of this server: the operators' user of a closed one.
+    pub async fn connect(&self) -> async_nats::Client {
+        let options = match self.closed {
+            true => async_nats::ConnectOptions::with_user_and_password(
+                mosaic_mesh::authz::ADMIN_USER.to_owned(),
+                test_password(mosaic_mesh::authz::ADMIN_USER),
+            ),
+            false => async_nats::ConnectOptions::new(),
+        };
+        options.connect(&self.url).await.expect("connecting to the test nats-server")
     }
 
     /// Starts a server with extra arguments (e.g. `-c <config>`) and environment.
@@ -52,6 +108,8 @@ impl NatsServer {
             .arg(&store)
             .arg("--ports_file_dir")
             .arg(dir.path())
+            .arg("--log")
+            .arg(dir.path().join("nats-server.log"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -64,7 +122,7 @@ impl NatsServer {
                 && let Ok(v) = serde_json::from_str::<serde_json::Value>(&raw)
                 && let Some(url) = v["nats"][0].as_str()
             {
-                return Ok(Self { child, url: url.to_owned(), _dir: dir });
+                return Ok(Self { child, url: url.to_owned(), dir, closed: false, config_dir: None });
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -76,10 +134,28 @@ impl NatsServer {
         &self.url
     }
 
-    /// Connection settings for this server.
-    /// Settings to reach this server; calls take the wire (see `WorldOptions::local_calls`).
+    /// Settings to reach this server (as the operators' user of a closed one); calls take
+    /// the wire (see `WorldOptions::local_calls`).
     pub fn config(&self) -> NatsConfig {
+        match self.closed {
+            true => self.login(mosaic_mesh::authz::ADMIN_USER),
+            false => self.open_config(),
+        }
+    }
+
+    fn open_config(&self) -> NatsConfig {
         NatsConfig { url: self.url.clone(), local_calls: false, ..Default::default() }
+    }
+
+    /// The lines of the server's log that report a client refused by its permissions.
+    pub fn permission_violations(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("nats-server.log"))
+            .unwrap_or_default()
+            .lines()
+            // e.g. `... "MOSAIC/user:edge" - Publish Violation - Subject "$KV.x.y"`
+            .filter(|l| l.contains("Publish Violation") || l.contains("Subscription Violation"))
+            .map(str::to_owned)
+            .collect()
     }
 
     /// Kills the server now.
@@ -232,15 +308,25 @@ impl World {
     /// A world set up by `options`, or why it could not start.
     pub async fn try_start_with(options: WorldOptions) -> anyhow::Result<Self> {
         init_logs();
-        let nats = NatsServer::start().await.context("nats-server starts")?;
-        let mesh = Mesh::connect(&NatsConfig { local_calls: options.local_calls, ..nats.config() }, "test").await?;
+        let nats = NatsServer::start_closed().await.context("nats-server starts")?;
+        // Each component logs in as itself, held to the permissions generated from its
+        // declaration; the connections share one process (local calls, caller verification)
+        // as in `mosaic up`. The test's own handle is the operators' user.
+        let components = options.components();
+        let base = NatsConfig { local_calls: options.local_calls, ..nats.config() };
+        let mesh = Mesh::connect(&base, "test").await?;
+        let mut units = Vec::new();
+        for &component in &components {
+            let login = NatsConfig { local_calls: options.local_calls, ..nats.login(component.name) };
+            units.push((component, mesh.connect_also(&login, component.name).await?));
+        }
+
         let data_dir = tempfile::tempdir()?;
         // The edge's address is known before anything starts, so emails can link to it.
         let listener = mosaic_edge::bind(([127, 0, 0, 1], 0).into(), 1024).context("edge port")?;
         let base = format!("http://{}", listener.local_addr()?);
         let host = options.clone().set("public_url", &base).host(data_dir.path())?.with_listener(listener);
-        let components = options.components();
-        let mut running = start_all(&host, &mesh, &components).await?;
+        let mut running = start_each(&host, units).await?;
         let mut world = Self { nats, mesh, host, running: Running::default(), data_dir, client: Client::new(base) };
         std::mem::swap(&mut world.running, &mut running);
         for component in components {
@@ -260,7 +346,7 @@ impl World {
     /// with its own NATS connection as a separate process would have.
     pub async fn add_instance(&mut self, component: &str) -> anyhow::Result<()> {
         let component = mosaic::component(component).with_context(|| format!("no component {component}"))?;
-        let mesh = Mesh::connect(&self.nats.config(), &format!("test-{}", component.name)).await?;
+        let mesh = Mesh::connect(&self.nats.login(component.name), component.name).await?;
         let handle = component.run(self.host.unit(component, mesh)).await?;
         self.running.push(component, handle);
         Ok(())
@@ -305,11 +391,19 @@ impl World {
 impl Drop for World {
     /// Every test's traffic is held to the components' declarations: a use of NATS that a
     /// component did not declare (recorded by its scoped mesh, see
-    /// `mosaic_mesh::Mesh::scoped`) fails the test that sees it.
+    /// `mosaic_mesh::Mesh::scoped`) fails the test that sees it, and so does anything the
+    /// NATS server refused a component under the permissions generated from them.
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
         let undeclared = mosaic_mesh::component::violations();
-        if !undeclared.is_empty() && !std::thread::panicking() {
+        if !undeclared.is_empty() {
             panic!("components used NATS beyond their declarations: {undeclared:#?}");
+        }
+        let refused = self.nats.permission_violations();
+        if !refused.is_empty() {
+            panic!("the NATS server refused components under their generated permissions: {refused:#?}");
         }
     }
 }

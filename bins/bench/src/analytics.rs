@@ -272,7 +272,7 @@ async fn pipeline(load: &AnalyticsLoad, storage: &mosaic_mesh::storage::Storage)
     let dir = tempfile::tempdir()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let url = format!("nats://127.0.0.1:{port}");
-    let embedded = nats::ensure(&url, dir.path(), true).await?;
+    let embedded = nats::ensure_open(&url, dir.path(), true).await?;
     let mesh = Mesh::connect(&NatsConfig { url, ..Default::default() }, "bench-analytics").await?;
     mesh.ensure_stream(&EVENTS_INTERACTION).await?;
     let n = load.pipeline_events;

@@ -55,7 +55,7 @@ pub async fn run(case: Case, load: Load) -> anyhow::Result<()> {
         Some(u) => u.clone(),
         None => format!("nats://127.0.0.1:{}", free_port()?),
     };
-    let embedded = nats::ensure(&url, &dir, load.nats_url.is_none()).await?;
+    let embedded = nats::ensure_open(&url, &dir, load.nats_url.is_none()).await?;
     let mesh = Mesh::connect(&NatsConfig { url: url.clone(), ..Default::default() }, "bench").await?;
     println!("machine: {} cores; requests={} concurrency={}", cores(), load.requests, load.concurrency);
     let result = match case {

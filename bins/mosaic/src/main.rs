@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use figment::providers::Serialized;
 use mosaic::{COMPONENTS, component, nats};
-use mosaic_mesh::component::{Host, start_all};
+use mosaic_mesh::component::{Host, start_each};
 use mosaic_mesh::runtime::{serve_until_signal, shutdown_signal};
 use mosaic_mesh::{Component, Mesh};
 use serde::Serialize;
@@ -30,7 +30,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the edge and every service in this process.
-    Up(Flags),
+    Up {
+        #[command(flatten)]
+        flags: Flags,
+        /// Use a NATS server that lets anyone in without credentials. Any process that
+        /// reaches it could then subscribe to every reply and frame and call any endpoint;
+        /// without this flag `mosaic up` refuses such a server.
+        #[arg(long)]
+        insecure_nats: bool,
+    },
     /// Run one component (user, content, interaction, feed, messaging, notification,
     /// analytics or edge), as its own process in a deployment.
     Serve {
@@ -51,6 +59,32 @@ enum Command {
         username: String,
         #[command(flatten)]
         flags: Flags,
+    },
+    /// NATS for a deployment, generated from the component declarations.
+    #[command(subcommand)]
+    Nats(NatsCommand),
+}
+
+#[derive(Subcommand)]
+enum NatsCommand {
+    /// Print a `nats-server` configuration: every component as a user of its own name with
+    /// exactly the permissions its declaration needs, passwords read from
+    /// `MOSAIC_NATS_<USER>_PASSWORD`, JetStream syncing every write, monitoring on
+    /// loopback only.
+    Config {
+        /// Print only the `accounts` block (what `nats/accounts.conf` holds, for configs
+        /// that include it).
+        #[arg(long)]
+        accounts: bool,
+        /// Client listen address.
+        #[arg(long, default_value = "127.0.0.1:4222")]
+        listen: String,
+        /// JetStream store directory.
+        #[arg(long, default_value = "/var/lib/nats")]
+        store_dir: PathBuf,
+        /// Port of the monitoring endpoint, on loopback only.
+        #[arg(long, default_value_t = 8222)]
+        monitoring_port: u16,
     },
 }
 
@@ -123,7 +157,7 @@ async fn main() {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let file = cli.config.as_deref();
     match cli.command {
-        Command::Up(flags) => up(flags.layers(file)?).await,
+        Command::Up { flags, insecure_nats } => up(flags.layers(file)?, insecure_nats).await,
         Command::Serve { component: name, flags } => {
             let host = Host::new(flags.layers(file)?)?;
             let component = component(&name).with_context(|| format!("no component named {name}"))?;
@@ -135,6 +169,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let host = Host::new(flags.layers(file)?)?;
             mosaic_mesh::telemetry::init(host.common().log_json);
             admin(&host, action, &username).await
+        }
+        Command::Nats(NatsCommand::Config { accounts, listen, store_dir, monitoring_port }) => {
+            let accounts_conf = mosaic_mesh::authz::accounts_conf(COMPONENTS);
+            if accounts {
+                print!("{accounts_conf}");
+            } else {
+                print!("{}", nats::server_conf(&listen, &store_dir, Some(monitoring_port), &accounts_conf));
+            }
+            Ok(())
         }
         Command::Migrate(flags) => {
             let host = Host::new(flags.layers(file)?)?;
@@ -163,7 +206,7 @@ async fn admin(host: &Host, action: AdminAction, username: &str) -> anyhow::Resu
     }
     println!("{username} ({user}) is no longer an administrator");
     // Live access tokens carry the role until they expire: void them where NATS is up.
-    let nats = host.common().nats();
+    let nats = operator_login(host.common())?;
     let voided = async {
         let mesh =
             tokio::time::timeout(std::time::Duration::from_secs(5), Mesh::connect(&nats, "mosaic-admin")).await??;
@@ -177,7 +220,7 @@ async fn admin(host: &Host, action: AdminAction, username: &str) -> anyhow::Resu
     Ok(())
 }
 
-async fn up(figment: figment::Figment) -> anyhow::Result<()> {
+async fn up(figment: figment::Figment, insecure_nats: bool) -> anyhow::Result<()> {
     let settings: UpSettings = figment.extract().context("reading embedded_nats")?;
     // `up` is where clients come in: the edge's listener is bound first, so links in emails
     // name the address it really got.
@@ -192,21 +235,82 @@ async fn up(figment: figment::Figment) -> anyhow::Result<()> {
     mosaic_mesh::telemetry::init(common.log_json);
     std::fs::create_dir_all(&common.data_dir)
         .with_context(|| format!("creating data_dir {}", common.data_dir.display()))?;
-    let embedded = nats::ensure(&common.nats_url, &common.data_dir, settings.embedded_nats.unwrap_or(true)).await?;
-    let mesh = Mesh::connect(&common.nats(), "mosaic").await?;
-    let mut running = start_all(&host, &mesh, COMPONENTS).await?;
+
+    let base = common.nats();
+    let configured_login = base.user.is_some() || base.creds_file.is_some();
+    let mut embedded = None;
+    // Each component logs in as itself unless NATS is open or the operator gave one login.
+    let logins = match nats::probe(&base.url).await {
+        nats::Found::Nothing if settings.embedded_nats.unwrap_or(true) => {
+            let credentials = nats::Credentials::load_or_create(&common.data_dir)?;
+            embedded = Some(nats::spawn_secured(&base.url, &common.data_dir, &credentials).await?);
+            Some(credentials)
+        }
+        nats::Found::Nothing => {
+            anyhow::bail!("no NATS server answers at {} (setting nats_url) and embedded_nats is off", base.url)
+        }
+        nats::Found::Closed if configured_login => None,
+        nats::Found::Closed => Some(nats::Credentials::load_or_create(&common.data_dir)?),
+        nats::Found::Open if insecure_nats => {
+            tracing::warn!(url = %base.url, "NATS lets anyone in: every reply, frame and endpoint is open to any process that reaches it");
+            eprintln!(
+                "WARNING: {} lets anyone in without credentials (--insecure-nats); do not run this way where others reach it",
+                base.url
+            );
+            None
+        }
+        nats::Found::Open => anyhow::bail!(
+            "the NATS server at {} lets anyone in without credentials, so any process that reaches it could read every reply and call every endpoint. \
+             Stop it and let `mosaic up` start its own (closed, with generated permissions), close it with `mosaic nats config`, \
+             or pass --insecure-nats to use it anyway",
+            base.url
+        ),
+    };
+    let units = match &logins {
+        Some(credentials) => {
+            let mut units = Vec::new();
+            let first = Mesh::connect(&credentials.login(&base, COMPONENTS[0].name), COMPONENTS[0].name).await?;
+            for &component in COMPONENTS {
+                let mesh = match units.is_empty() {
+                    true => first.clone(),
+                    false => first.connect_also(&credentials.login(&base, component.name), component.name).await?,
+                };
+                units.push((component, mesh));
+            }
+            units
+        }
+        None => {
+            let mesh = Mesh::connect(&base, "mosaic").await?;
+            COMPONENTS.iter().map(|&c| (c, mesh.clone())).collect()
+        }
+    };
+    let mut running = start_each(&host, units.clone()).await?;
 
     println!(
-        "Mosaic is up at {url} (NATS {}, data in {}; running {})",
-        common.nats_url,
+        "Mosaic is up at {url} (NATS {}{}, data in {}; running {})",
+        base.url,
+        if logins.is_some() { " with a login per component" } else { "" },
         common.data_dir.display(),
         running.names().collect::<Vec<_>>().join(", ")
     );
     shutdown_signal().await;
     running.stop().await;
-    let _ = mesh.flush().await;
+    for (_, mesh) in units {
+        let _ = mesh.flush().await;
+    }
     if let Some(child) = embedded {
         child.stop().await;
     }
     Ok(())
+}
+
+/// How an operator's command (`mosaic admin`) logs in to NATS: the configured login if any,
+/// else the operators' user of the generated configuration.
+fn operator_login(common: &mosaic_mesh::runtime::Common) -> anyhow::Result<mosaic_mesh::NatsConfig> {
+    let base = common.nats();
+    if base.user.is_some() || base.creds_file.is_some() {
+        return Ok(base);
+    }
+    let credentials = nats::Credentials::load_or_create(&common.data_dir)?;
+    Ok(credentials.login(&base, mosaic_mesh::authz::ADMIN_USER))
 }

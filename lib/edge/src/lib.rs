@@ -169,7 +169,7 @@ pub const COMPONENT: mosaic_mesh::Component = mosaic_mesh::Component {
     publishes: &[mosaic_api::interaction::PostViewed::SUBJECT],
     subscribes: &[mosaic_api::subject::USER_PUSHES, mosaic_api::subject::USER_FRAMES, mosaic_api::subject::POST_PUSHES],
     streams: &[&mosaic_api::stream::EVENTS_VIEW, &mosaic_api::stream::USER_FRAMES],
-    buckets: &[&mosaic_api::stream::REVOCATIONS, &mosaic_api::stream::IDEMPOTENCY, &mosaic_api::stream::PRESENCE],
+    buckets: &[&mosaic_api::stream::IDEMPOTENCY, &mosaic_api::stream::PRESENCE],
     check: mosaic_mesh::component::check::<Config>,
     start: |unit| Box::pin(start_unit(unit)),
 };

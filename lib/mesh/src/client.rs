@@ -66,11 +66,16 @@ struct Inner {
     js: jetstream::Context,
     config: NatsConfig,
     name: String,
+    process: Arc<Process>,
+}
+
+/// What every connection of one process shares (see [`Mesh::connect_also`]).
+struct Process {
     /// Streams already declared by this process, so hot paths don't re-declare them.
-    pub(crate) ensured: Mutex<HashSet<&'static str>>,
-    /// Endpoints served by services started on this mesh, when local calls are on.
+    ensured: Mutex<HashSet<&'static str>>,
+    /// Endpoints served by services started in this process, when local calls are on.
     local: Option<Registry>,
-    /// The verifier of callers of every service on this mesh, started on first use.
+    /// The verifier of callers of every service in this process, started on first use.
     identity: tokio::sync::OnceCell<Arc<Authenticator>>,
 }
 
@@ -94,20 +99,27 @@ impl std::fmt::Debug for Mesh {
 impl Mesh {
     /// Connects to NATS as `name` (shown in server monitoring).
     pub async fn connect(config: &NatsConfig, name: &str) -> anyhow::Result<Self> {
-        let client = connect_client(config, name).await?;
+        let process = Process {
+            ensured: Mutex::new(HashSet::new()),
+            local: config.local_calls.then(Registry::default),
+            identity: tokio::sync::OnceCell::new(),
+        };
+        Self::open(config, name, Arc::new(process)).await
+    }
+
+    /// Another connection of this process, as `name` with `config`'s credentials (each
+    /// component of `mosaic up` connects as its own NATS user). It shares this one's local
+    /// endpoints (so calls between the process's components still skip the wire, whatever
+    /// `config.local_calls` says) and its verifier of callers.
+    pub async fn connect_also(&self, config: &NatsConfig, name: &str) -> anyhow::Result<Self> {
+        Self::open(config, name, self.inner.process.clone()).await
+    }
+
+    async fn open(config: &NatsConfig, name: &str, process: Arc<Process>) -> anyhow::Result<Self> {
+        let client = connect_client(config, name, name).await?;
         let js = jetstream::new(client.clone());
-        Ok(Self {
-            inner: Arc::new(Inner {
-                client,
-                js,
-                config: config.clone(),
-                name: name.to_owned(),
-                ensured: Mutex::new(HashSet::new()),
-                local: config.local_calls.then(Registry::default),
-                identity: tokio::sync::OnceCell::new(),
-            }),
-            scope: None,
-        })
+        let inner = Inner { client, js, config: config.clone(), name: name.to_owned(), process };
+        Ok(Self { inner: Arc::new(inner), scope: None })
     }
 
     /// This connection as `component` uses it. In debug builds (the test suite), every call,
@@ -118,11 +130,6 @@ impl Mesh {
         Mesh { inner: self.inner.clone(), scope: Some(component) }
     }
 
-    /// This connection outside any component's scope: for the mesh's own infrastructure.
-    pub(crate) fn unscoped(&self) -> Mesh {
-        Mesh { inner: self.inner.clone(), scope: None }
-    }
-
     /// A handle that does not keep the connection open.
     pub(crate) fn downgrade(&self) -> WeakMesh {
         WeakMesh(Arc::downgrade(&self.inner))
@@ -131,7 +138,12 @@ impl Mesh {
     /// The process's verifier of callers' access tokens, started on first use. Every
     /// endpoint served on this mesh checks a call's token with it.
     pub async fn identity(&self) -> anyhow::Result<Arc<Authenticator>> {
-        let auth = self.inner.identity.get_or_try_init(|| Authenticator::start(self, IDENTITY_CLOCK_SKEW_SECS)).await?;
+        let auth = self
+            .inner
+            .process
+            .identity
+            .get_or_try_init(|| Authenticator::start(self, IDENTITY_CLOCK_SKEW_SECS))
+            .await?;
         Ok(auth.clone())
     }
 
@@ -154,7 +166,7 @@ impl Mesh {
     /// A second connection with the same settings; services serve on their own connection
     /// so they can drain it on stop without cutting the rest of the process off.
     pub(crate) async fn connect_dedicated(&self, name: &str) -> anyhow::Result<Client> {
-        connect_client(&self.inner.config, name).await
+        connect_client(&self.inner.config, name, &self.inner.name).await
     }
 
     /// The raw client, for code that speaks plain NATS (tests, benchmarks, the edge's
@@ -175,11 +187,11 @@ impl Mesh {
 
     /// Where services started on this mesh register for local calls, if they do.
     pub(crate) fn local_calls(&self) -> Option<&Registry> {
-        self.inner.local.as_ref()
+        self.inner.process.local.as_ref()
     }
 
     pub(crate) fn ensured(&self) -> &Mutex<HashSet<&'static str>> {
-        &self.inner.ensured
+        &self.inner.process.ensured
     }
 
     /// Whether the connection is up.
@@ -230,7 +242,7 @@ impl Mesh {
 
     /// An instance of `E`'s service in this process, with the call counted in on it.
     fn local<E: Endpoint>(&self) -> Option<(Arc<LocalEndpoint<E>>, TaskTrackerToken)> {
-        let local = self.inner.local.as_ref()?.pick::<E>()?;
+        let local = self.inner.process.local.as_ref()?.pick::<E>()?;
         let entered = local.enter()?;
         Some((local, entered))
     }
@@ -311,7 +323,9 @@ impl Mesh {
     }
 }
 
-async fn connect_client(config: &NatsConfig, name: &str) -> anyhow::Result<Client> {
+/// A connection named `name` whose replies arrive under the inbox prefix of `owner` (the
+/// component it belongs to).
+async fn connect_client(config: &NatsConfig, name: &str, owner: &str) -> anyhow::Result<Client> {
     let mut opts = match &config.creds_file {
         Some(path) => ConnectOptions::with_credentials_file(path.clone())
             .await
@@ -325,6 +339,9 @@ async fn connect_client(config: &NatsConfig, name: &str) -> anyhow::Result<Clien
     };
     opts = opts
         .name(name)
+        // Replies to this connection's requests arrive under a prefix of its own, so
+        // generated permissions can let it (and no other component) read them.
+        .custom_inbox_prefix(crate::authz::inbox_prefix(owner))
         .connection_timeout(Duration::from_secs(5))
         // Services outlive NATS restarts: keep reconnecting rather than dying.
         .max_reconnects(None)

@@ -355,9 +355,15 @@ impl Unit {
 /// Starts `components` in order on `mesh` (their first instance each); on a failure, stops
 /// what already started, in reverse, and returns the error.
 pub async fn start_all(host: &Host, mesh: &Mesh, components: &[&'static Component]) -> anyhow::Result<Running> {
+    start_each(host, components.iter().map(|&c| (c, mesh.clone())).collect()).await
+}
+
+/// Starts each component on its own connection (each logs in to NATS as itself), in order;
+/// on a failure, stops what already started, in reverse, and returns the error.
+pub async fn start_each(host: &Host, units: Vec<(&'static Component, Mesh)>) -> anyhow::Result<Running> {
     let mut running = Running::default();
-    for &component in components {
-        match component.run(host.unit(component, mesh.clone())).await {
+    for (component, mesh) in units {
+        match component.run(host.unit(component, mesh)).await {
             Ok(handle) => running.push(component, handle),
             Err(e) => {
                 running.stop().await;

@@ -80,9 +80,8 @@ impl Authenticator {
     /// clocks of the token's issuer and this process. Its tasks hold it weakly: they end
     /// once the last handle is gone, so a closed mesh leaks nothing.
     pub async fn start(mesh: &Mesh, clock_skew_secs: u64) -> anyhow::Result<Arc<Self>> {
-        let revocations = mesh.unscoped().bucket(&REVOCATIONS).await?;
         let this = Self::new(mesh.downgrade(), clock_skew_secs);
-        tokio::spawn(watch_revocations(Arc::downgrade(&this), revocations));
+        tokio::spawn(watch_revocations(Arc::downgrade(&this)));
         tokio::spawn(refresh_keys_every_minute(Arc::downgrade(&this)));
         Ok(this)
     }
@@ -260,8 +259,27 @@ pub(crate) async fn receive(mesh: &Mesh, headers: Option<&async_nats::HeaderMap>
 }
 
 /// Keeps `auth`'s copy of the revocations bucket current while `auth` lives.
-async fn watch_revocations(auth: Weak<Authenticator>, bucket: Bucket) {
+///
+/// The bucket is opened, never created: the user service owns it, and the other components
+/// may only read it (see [`crate::authz`]). Until it exists no token is accepted.
+async fn watch_revocations(auth: Weak<Authenticator>) {
+    let mut opened: Option<Bucket> = None;
     while auth.strong_count() > 0 {
+        let bucket = match opened.as_ref() {
+            Some(bucket) => bucket,
+            None => {
+                let mesh = auth.upgrade().and_then(|a| a.mesh.upgrade());
+                let Some(mesh) = mesh else { return };
+                match mesh.existing_bucket(&REVOCATIONS).await {
+                    Ok(bucket) => opened.insert(bucket),
+                    Err(e) => {
+                        tracing::debug!(error = format!("{e:#}"), "revocations bucket not there yet; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                }
+            }
+        };
         let stream = match bucket.watch_all().await {
             Ok(s) => s,
             Err(e) => {

@@ -48,6 +48,17 @@ impl Mesh {
         Ok(Bucket { store: self.kv(spec, None).await?, name: spec.bucket })
     }
 
+    /// Opens the existing bucket described by `spec` without creating or changing it: for
+    /// readers of a bucket another component owns. Fails while it does not exist.
+    pub(crate) async fn existing_bucket(&self, spec: &'static KvSpec) -> anyhow::Result<Bucket> {
+        let store = self
+            .jetstream()
+            .get_key_value(spec.bucket)
+            .await
+            .map_err(|e| anyhow!("opening key-value bucket {}: {e}", spec.bucket))?;
+        Ok(Bucket { store, name: spec.bucket })
+    }
+
     /// Opens a [`KvStorage::Cache`](mosaic_api::stream::KvStorage::Cache) bucket sized by the
     /// caller's settings rather than the spec.
     pub async fn cache_bucket(&self, spec: &'static KvSpec, max_bytes: i64) -> anyhow::Result<Bucket> {

@@ -16,6 +16,7 @@
 //! The error policy lives in [`mosaic_api::error`]; [`ServiceError`] and [`CallError`] are its
 //! in-process halves.
 
+pub mod authz;
 pub mod cache;
 mod client;
 pub mod clock;

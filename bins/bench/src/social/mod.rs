@@ -39,14 +39,14 @@ from one address, and the default limit of 200 requests/s would answer most of t
 
 then:
 
-    target/release/mosaic-bench social --url http://127.0.0.1:8080
+    target/release/mosaic-bench social --url http://127.0.0.1:8080 --data-dir /tmp/bench-social
 
 The mix (default): every node of the graph (--graph, an edge list; by default socfb-Reed98 \
 from bins/bench/data: 962 users, 18 812 friendships) is signed up and each friendship becomes \
 a follow both ways; each user \
 gets --posts-per-user posts, and a pool of ready media is uploaded for the posts the timed \
 phase creates. None of that is timed. The run then waits (--settle-timeout) until the durable \
-consumers on the NATS server (--nats-url) have worked off what setup queued, so the timed \
+consumers on the NATS server (--nats-url, logged in with the passwords under --data-dir) have worked off what setup queued, so the timed \
 phase measures the steady state rather than setup's leftovers. Then requests are sent open-loop at --rate per second \
 for --warmup seconds (not recorded) and --duration seconds: 60% home feeds (GET /v1/feed), 30% \
 user timelines (GET /v1/users/{id}/posts), 10% new posts (POST /v1/posts), as --mix. Latency \
@@ -113,6 +113,12 @@ pub struct SocialLoad {
     /// consumers have worked off what setup queued (follow notifications, feed updates).
     #[arg(long, default_value = "nats://127.0.0.1:4222")]
     nats_url: String,
+    /// Data directory of the `mosaic up` under test: the benchmark watches its NATS as the
+    /// operators' user whose password `mosaic up` keeps there (`nats/passwords`; a
+    /// `MOSAIC_NATS_ADMIN_PASSWORD` variable overrides it). Without it, NATS is watched
+    /// without credentials.
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
     /// Seconds to wait for that backlog to drain before the timed phase; 0 skips the wait
     /// (and the measurement then shares the machine with setup's leftovers).
     #[arg(long, default_value_t = 900)]

@@ -86,7 +86,17 @@ pub(super) async fn settle(load: &SocialLoad) -> anyhow::Result<()> {
         println!("settle: skipped (--settle-timeout 0); background work from setup may still be running");
         return Ok(());
     }
-    let client = async_nats::connect(&load.nats_url)
+    let options = match &load.data_dir {
+        Some(dir) => {
+            let login = mosaic::nats::Credentials::load_or_create(dir)?
+                .login(&mosaic_mesh::NatsConfig::default(), mosaic_mesh::authz::ADMIN_USER);
+            let password = login.password.map(|p| p.expose().to_owned()).unwrap_or_default();
+            async_nats::ConnectOptions::with_user_and_password(mosaic_mesh::authz::ADMIN_USER.to_owned(), password)
+        }
+        None => async_nats::ConnectOptions::new(),
+    };
+    let client = options
+        .connect(&load.nats_url)
         .await
         .with_context(|| format!("connecting to NATS at {} (--nats-url) to watch the backlog", load.nats_url))?;
     let js = async_nats::jetstream::new(client);
