@@ -37,6 +37,22 @@ fn the_committed_accounts_are_the_generated_ones() {
 }
 
 #[test]
+fn the_generated_server_config_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("server.conf");
+    let accounts = mosaic_mesh::authz::accounts_conf(mosaic::COMPONENTS);
+    std::fs::write(&conf, mosaic::nats::server_conf("127.0.0.1:4222", dir.path(), Some(8222), &accounts)).unwrap();
+    let out = std::process::Command::new("nats-server")
+        .arg("-t")
+        .arg("-c")
+        .arg(&conf)
+        .envs(SECRETS.iter().copied())
+        .output()
+        .expect("nats-server runs");
+    assert!(out.status.success(), "`mosaic nats config`: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
 fn every_committed_nats_config_is_valid() {
     for file in [
         "nats/dev.conf",

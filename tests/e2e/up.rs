@@ -191,7 +191,9 @@ async fn wait_ready(child: &mut Child, name: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_component_runs_as_a_process_of_its_own() {
     mosaic_tests::init_logs();
-    let nats = NatsServer::start().await.unwrap();
+    // Closed as a deployment's is: each process logs in as its component, with the password
+    // its environment holds, and is held to the permissions generated for it.
+    let nats = NatsServer::start_closed().await.unwrap();
     let data = tempfile::tempdir().unwrap();
     let mut children = Vec::new();
     let mut edge = None;
@@ -199,6 +201,10 @@ async fn every_component_runs_as_a_process_of_its_own() {
         let mut child = Command::new(mosaic_bin())
             .args(["serve", component.name, "--http", "127.0.0.1:0", "--nats-url", nats.url(), "--data-dir"])
             .arg(data.path())
+            .env(
+                mosaic_mesh::authz::password_env(component.name),
+                nats.login(component.name).password.unwrap().expose(),
+            )
             .env("MOSAIC_LOG_JSON", "true")
             .env("RUST_LOG", "warn,mosaic_mesh=info,mosaic_edge=info")
             .env("MOSAIC_USER__ARGON2_MEMORY_KIB", "4096")
@@ -215,7 +221,7 @@ async fn every_component_runs_as_a_process_of_its_own() {
     }
     let edge = edge.expect("the edge logged its address");
 
-    let raw = async_nats::connect(nats.url()).await.unwrap();
+    let raw = nats.connect().await;
     let services: BTreeSet<&str> = mosaic::COMPONENTS.iter().filter(|c| !c.serves.is_empty()).map(|c| c.name).collect();
     let seen = ping_until(&raw, &services, Duration::from_secs(20)).await;
     assert!(services.iter().all(|s| seen.contains(*s)), "answered $SRV.PING: {seen:?}");
@@ -238,6 +244,8 @@ async fn every_component_runs_as_a_process_of_its_own() {
             .unwrap();
         assert!(status.success(), "{name} exited with {status}");
     }
+    let refused = nats.permission_violations();
+    assert!(refused.is_empty(), "the server refused the components under their permissions: {refused:#?}");
 }
 
 /// Runs `mosaic admin <action> <username>` on `data_dir` and returns its output.

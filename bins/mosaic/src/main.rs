@@ -163,7 +163,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let component = component(&name).with_context(|| format!("no component named {name}"))?;
             host.check(&[component])?;
             mosaic_mesh::telemetry::init(host.common().log_json);
-            serve_until_signal(&host, component).await
+            let login = nats::component_login(&host.common().nats(), component.name);
+            serve_until_signal(&host, component, &login).await
         }
         Command::Admin { action, username, flags } => {
             let host = Host::new(flags.layers(file)?)?;

@@ -46,6 +46,21 @@ pub fn users() -> impl Iterator<Item = &'static str> {
     crate::names().chain([LEAF_USER, ADMIN_USER, SYS_USER])
 }
 
+/// How `mosaic serve <component>` logs in: the configured login (`nats_user`, `nats_creds`)
+/// if any; else, when `MOSAIC_NATS_<COMPONENT>_PASSWORD` is set, as the component's own user
+/// of the generated configuration; else without credentials.
+pub fn component_login(base: &NatsConfig, component: &str) -> NatsConfig {
+    if base.user.is_some() || base.creds_file.is_some() {
+        return base.clone();
+    }
+    match std::env::var(authz::password_env(component)) {
+        Ok(password) => {
+            NatsConfig { user: Some(component.to_owned()), password: Some(Secret::new(password)), ..base.clone() }
+        }
+        Err(_) => base.clone(),
+    }
+}
+
 /// The passwords of the generated configuration's users on this machine.
 ///
 /// Kept in `<data_dir>/nats/passwords` (`user password` lines, readable by the owner only),

@@ -120,8 +120,8 @@ pub async fn shutdown_signal() {
 
 /// Runs one instance of `component` as its own process would: connects to NATS as the
 /// component, starts it, serves until a stop signal, then drains.
-pub async fn serve_until_signal(host: &Host, component: &'static Component) -> anyhow::Result<()> {
-    let mesh = Mesh::connect(&host.common().nats(), component.name).await?;
+pub async fn serve_until_signal(host: &Host, component: &'static Component, nats: &NatsConfig) -> anyhow::Result<()> {
+    let mesh = Mesh::connect(nats, component.name).await?;
     let mut running = crate::component::start_all(host, &mesh, &[component]).await?;
     tracing::info!(component = component.name, "ready");
     shutdown_signal().await;
