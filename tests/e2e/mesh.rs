@@ -401,3 +401,34 @@ async fn a_full_cache_bucket_evicts_the_entries_written_longest_ago() {
     assert_eq!(config(&js).await.discard, DiscardPolicy::Old);
     assert!(again.get("k199").await.unwrap().is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_stream_and_bucket_has_a_size_limit() {
+    let w = World::start().await;
+    let js = async_nats::jetstream::new(w.nats.connect().await);
+    let defaults = NatsConfig::default();
+    let mut names = js.stream_names();
+    let mut seen = 0;
+    while let Some(name) = names.next().await {
+        let name = name.unwrap();
+        let info = js.get_stream(&name).await.unwrap().info().await.unwrap().config.clone();
+        seen += 1;
+        if let Some(bucket) = name.strip_prefix("KV_") {
+            assert!(info.max_bytes > 0, "bucket {bucket} has no size limit");
+            if info.storage == async_nats::jetstream::stream::StorageType::File {
+                assert_eq!(info.max_bytes, defaults.bucket_max_bytes, "bucket {bucket}");
+            }
+            continue;
+        }
+        assert_eq!(info.max_bytes, defaults.stream_max_bytes, "stream {name}");
+        let expected = match info.retention {
+            async_nats::jetstream::stream::RetentionPolicy::WorkQueue => {
+                async_nats::jetstream::stream::DiscardPolicy::New
+            }
+            _ => async_nats::jetstream::stream::DiscardPolicy::Old,
+        };
+        assert_eq!(info.discard, expected, "stream {name}: a full job queue refuses, a full event stream forgets");
+    }
+    assert!(seen >= 10, "only {seen} streams");
+    w.stop().await;
+}

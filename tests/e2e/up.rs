@@ -136,6 +136,9 @@ async fn mosaic_up_runs_every_service_and_serves_a_creator_report() {
     // Its NATS lets in only the users of the generated configuration.
     let anonymous = async_nats::ConnectOptions::new().max_reconnects(Some(0)).connect(&nats).await;
     assert!(anonymous.is_err(), "an anonymous client got into mosaic up's NATS");
+    // With one replica, a write is on disk before JetStream acknowledges it.
+    let conf = std::fs::read_to_string(data.path().join("nats").join("server.conf")).unwrap();
+    assert!(conf.contains("sync_interval: always"), "{conf}");
 
     // Every service of the component list answers discovery, analytics included.
     let raw = login(&nats, data.path(), "admin").await.expect("the operators' login works");

@@ -37,6 +37,12 @@ pub struct NatsConfig {
     /// Calls to a service this process serves go straight to its handler instead of through
     /// the NATS server (`lib/mesh/src/local.rs`); off, every call takes the wire.
     pub local_calls: bool,
+    /// Size limit of each stream this process declares: a full event stream drops its
+    /// oldest messages, a full job queue refuses new jobs (their writers retry).
+    pub stream_max_bytes: i64,
+    /// Size limit of each file-backed key-value bucket this process declares (a cache
+    /// bucket has its own, see [`mosaic_api::stream::KvStorage`]).
+    pub bucket_max_bytes: i64,
 }
 
 impl Default for NatsConfig {
@@ -48,6 +54,8 @@ impl Default for NatsConfig {
             password: None,
             replicas: 1,
             local_calls: true,
+            stream_max_bytes: 256 << 20,
+            bucket_max_bytes: 64 << 20,
         }
     }
 }

@@ -62,7 +62,22 @@ fn decode_set<S: EventSet>(d: &Delivery) -> Result<Envelope<S>, String> {
     }
 }
 
+/// The replicas to declare a stream with: the configured count, but never fewer than it
+/// already has (a process configured for one replica must not strip a cluster's copies).
+fn replicas(configured: usize, existing: Option<usize>) -> usize {
+    configured.max(1).max(existing.unwrap_or(0))
+}
+
 impl Mesh {
+    /// The replicas to declare stream `name` with (see [`replicas`]).
+    async fn replicas_for(&self, name: &str) -> usize {
+        let existing = match self.jetstream().get_stream(name).await {
+            Ok(mut stream) => stream.info().await.ok().map(|i| i.config.num_replicas),
+            Err(_) => None,
+        };
+        replicas(self.config().replicas, existing)
+    }
+
     /// Creates or updates a stream so it matches `spec`. Cheap after the first call.
     pub async fn ensure_stream(&self, spec: &'static StreamSpec) -> anyhow::Result<()> {
         self.check(crate::component::Use::Stream(spec))?;
@@ -77,10 +92,16 @@ impl Mesh {
                 Retention::Limits => stream::RetentionPolicy::Limits,
                 Retention::WorkQueue => stream::RetentionPolicy::WorkQueue,
             },
+            // Events age out anyway; a job nobody did yet must not be dropped for space.
+            discard: match spec.retention {
+                Retention::Limits => stream::DiscardPolicy::Old,
+                Retention::WorkQueue => stream::DiscardPolicy::New,
+            },
             max_age: spec.max_age,
+            max_bytes: self.config().stream_max_bytes,
             duplicate_window: spec.duplicate_window,
             storage: stream::StorageType::File,
-            num_replicas: self.config().replicas.max(1),
+            num_replicas: self.replicas_for(spec.name).await,
             ..Default::default()
         };
         self.jetstream()
@@ -96,7 +117,7 @@ impl Mesh {
     pub async fn kv(&self, spec: &'static KvSpec, max_bytes: Option<i64>) -> anyhow::Result<kv::Store> {
         self.check(crate::component::Use::Bucket(spec))?;
         let (storage, max_bytes) = match spec.storage {
-            KvStorage::File => (stream::StorageType::File, -1),
+            KvStorage::File => (stream::StorageType::File, self.config().bucket_max_bytes),
             KvStorage::Cache { max_bytes: default } => (stream::StorageType::Memory, max_bytes.unwrap_or(default)),
         };
         let config = kv::Config {
@@ -106,7 +127,7 @@ impl Mesh {
             max_age: spec.max_age,
             max_bytes,
             storage,
-            num_replicas: self.config().replicas.max(1),
+            num_replicas: self.replicas_for(&format!("KV_{}", spec.bucket)).await,
             limit_markers: spec.per_key_ttl.then_some(Duration::from_secs(1)),
             ..Default::default()
         };
@@ -635,4 +656,17 @@ fn truncate(s: &str, max: usize) -> String {
         end -= 1;
     }
     s[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replicas;
+
+    #[test]
+    fn declaring_never_shrinks_a_streams_replicas() {
+        assert_eq!(replicas(1, None), 1, "a new stream gets the configured count");
+        assert_eq!(replicas(3, Some(1)), 3, "more replicas are added");
+        assert_eq!(replicas(1, Some(3)), 3, "a process configured for one keeps a cluster's three");
+        assert_eq!(replicas(0, None), 1, "never zero");
+    }
 }

@@ -31,6 +31,10 @@ pub struct Common {
     pub nats_replicas: usize,
     /// Calls between services of this process skip the NATS server (see `NatsConfig`).
     pub nats_local_calls: bool,
+    /// Size limit of each JetStream stream this process declares, in bytes.
+    pub nats_stream_max_bytes: i64,
+    /// Size limit of each file-backed key-value bucket this process declares, in bytes.
+    pub nats_bucket_max_bytes: i64,
     /// Log as JSON lines instead of human-readable text.
     pub log_json: bool,
     /// Media storage, shared by the content service (writes) and the edge (uploads, serving).
@@ -50,6 +54,8 @@ impl Default for Common {
             nats_password: None,
             nats_replicas: 1,
             nats_local_calls: true,
+            nats_stream_max_bytes: NatsConfig::default().stream_max_bytes,
+            nats_bucket_max_bytes: NatsConfig::default().bucket_max_bytes,
             log_json: false,
             storage: Default::default(),
             public_url: None,
@@ -67,6 +73,8 @@ impl Common {
             password: self.nats_password.clone(),
             replicas: self.nats_replicas,
             local_calls: self.nats_local_calls,
+            stream_max_bytes: self.nats_stream_max_bytes,
+            bucket_max_bytes: self.nats_bucket_max_bytes,
         }
     }
 
