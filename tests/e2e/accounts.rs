@@ -152,6 +152,46 @@ async fn brute_force_logins_are_throttled_per_account() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_concurrent_guesses_gets_no_more_tries_than_the_limit() {
+    let w = World::start().await;
+    let u = w.client.signup("burst").await;
+    let guesses = (0..50).map(|i| {
+        let client = w.client.clone();
+        let login = u.username.clone();
+        async move {
+            client.post("/v1/auth/login", None, json!({"login": login, "password": format!("guess number {i}")})).await
+        }
+    });
+    let replies = futures::future::join_all(guesses).await;
+    let checked = replies.iter().filter(|r| r.status == 401).count();
+    let refused = replies.iter().filter(|r| r.status == 429 || r.status == 503).count();
+    assert!(checked <= 5, "{checked} of 50 concurrent guesses had their password checked (limit 5)");
+    assert_eq!(
+        checked + refused,
+        50,
+        "every guess is either checked or refused: {:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    // The account's owner is throttled too until the window passes: that is the point.
+    let right = w.client.post("/v1/auth/login", None, json!({"login": u.username, "password": u.password})).await;
+    assert!(right.status == 429, "{}", right.status);
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_fail_closed_when_the_throttle_cannot_count() {
+    let w = World::start().await;
+    let u = w.client.signup("closed").await;
+    let js = async_nats::jetstream::new(w.nats.connect().await);
+    js.delete_stream("KV_login_throttle").await.expect("the operator removes the throttle's bucket");
+    let r = w.client.post("/v1/auth/login", None, json!({"login": u.username, "password": "guess guess guess"})).await;
+    r.assert_problem(503, "unavailable");
+    let r = w.client.post("/v1/auth/login", None, json!({"login": u.username, "password": u.password})).await;
+    r.assert_problem(503, "unavailable");
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn brute_force_logins_are_throttled_per_ip() {
     let options = mosaic_tests::WorldOptions::default().set("user.login_max_failures_per_ip", 4);
     let w = World::start_with(options).await;

@@ -140,13 +140,18 @@ impl Bucket {
         Err(anyhow!("counter {}/{key} too contended", self.name))
     }
 
-    /// Reads a decimal counter (0 when absent).
-    pub async fn counter(&self, key: &str) -> anyhow::Result<u64> {
-        Ok(self
-            .get(key)
-            .await?
-            .and_then(|v| std::str::from_utf8(&v.value).ok().and_then(|s| s.parse().ok()))
-            .unwrap_or(0))
+    /// Takes one from the decimal counter at `key` (never below zero); exact under
+    /// concurrent changes like [`Bucket::increment`].
+    pub async fn decrement(&self, key: &str) -> anyhow::Result<u64> {
+        for _ in 0..32 {
+            let Some(current) = self.get(key).await? else { return Ok(0) };
+            let n: u64 = std::str::from_utf8(&current.value).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+            let n = n.saturating_sub(1);
+            if self.update(key, n.to_string().into(), current.revision).await?.is_some() {
+                return Ok(n);
+            }
+        }
+        Err(anyhow!("counter {}/{key} too contended", self.name))
     }
 
     /// Every current entry, then every change as it happens. The entry that completes the

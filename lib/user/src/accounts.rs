@@ -115,21 +115,19 @@ impl UserService {
         if login.is_empty() || login.len() > 254 || req.password.len() > 1024 {
             return Err(invalid_credentials());
         }
-        self.throttle.check(&login, ctx.client_ip).await?;
+        self.throttle.attempt(&login, ctx.client_ip).await?;
         let field = if login.contains('@') { "email" } else { "username" };
         let Some(user) = store::user_by_field(&self.db, field, &login).await? else {
             self.passwords.verify_decoy(req.password).await;
-            self.throttle.failed(&login, ctx.client_ip).await;
             return Err(invalid_credentials());
         };
         if !self.passwords.verify(req.password, user.password_hash.clone()).await? {
-            self.throttle.failed(&login, ctx.client_ip).await;
             return Err(invalid_credentials());
         }
         if user.suspended {
             return Err(suspended());
         }
-        self.throttle.succeeded(&login).await;
+        self.throttle.succeeded(&login, ctx.client_ip).await;
         let session = SessionId::generate();
         let refresh = NewRefresh::generate();
         // The transaction checks the suspension again (see `store::sessions::OPEN`).
@@ -247,11 +245,11 @@ impl UserService {
     pub(crate) async fn change_password(self: Arc<Self>, ctx: Ctx, req: ChangePasswordRequest) -> ServiceResult<Empty> {
         let id = ctx.require_user()?.clone();
         let user = store::active_user(&self.db, &id).await?;
-        self.throttle.check(&user.username, ctx.client_ip).await?;
+        self.throttle.attempt(&user.username, ctx.client_ip).await?;
         if !self.passwords.verify(req.current_password, user.password_hash.clone()).await? {
-            self.throttle.failed(&user.username, ctx.client_ip).await;
             return Err(ApiError::new(ErrorCode::InvalidCredentials, "current password is wrong").into());
         }
+        self.throttle.succeeded(&user.username, ctx.client_ip).await;
         validate::password(&req.new_password, &user.username, &user.email)?;
         let hash = self.passwords.hash(req.new_password).await?;
         let keep = ctx.session().cloned();

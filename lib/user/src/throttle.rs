@@ -1,7 +1,7 @@
 //! Login throttling per account and per client IP, shared by every instance through a KV
 //! bucket of fixed-window failure counters.
 
-use mosaic_api::ApiError;
+use mosaic_api::{ApiError, ErrorCode};
 use mosaic_mesh::kv::Bucket;
 use sha2::{Digest, Sha256};
 use std::net::IpAddr;
@@ -20,40 +20,42 @@ impl Throttle {
         Self { bucket, window_secs, max_account: max_account.into(), max_ip: max_ip.into() }
     }
 
-    /// `rate_limited` if the account or the IP used up its failures in this window.
+    /// Counts an attempt against the account and the client address *before* the password
+    /// is checked, so a burst of concurrent guesses cannot all pass a check made before any
+    /// of them failed: `rate_limited` once either is over its limit in this window.
     ///
-    /// If the bucket is unreachable the attempt is allowed: Argon2 already makes each guess
-    /// expensive, and locking everyone out during a NATS hiccup would be worse.
-    pub async fn check(&self, account: &str, ip: Option<IpAddr>) -> Result<(), ApiError> {
+    /// Fails closed: if the counters cannot be read or written, the attempt is refused as
+    /// `unavailable` rather than let through uncounted.
+    pub async fn attempt(&self, account: &str, ip: Option<IpAddr>) -> Result<(), ApiError> {
         let (window, retry_after) = self.window();
+        let mut over = false;
         for (key, max) in self.keys(account, ip, window) {
-            match self.bucket.counter(&key).await {
-                Ok(n) if n >= max => {
-                    return Err(ApiError::rate_limited("too many failed login attempts; try again later", retry_after));
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = format!("{e:#}"), "login throttle unavailable; allowing attempt"),
-            }
+            let n = self.bucket.increment(&key).await.map_err(|e| {
+                tracing::warn!(error = format!("{e:#}"), "login throttle unavailable; refusing the attempt");
+                ApiError::new(ErrorCode::Unavailable, "logins are briefly unavailable; retry shortly")
+            })?;
+            over |= n > max;
+        }
+        if over {
+            return Err(ApiError::rate_limited("too many failed login attempts; try again later", retry_after));
         }
         Ok(())
     }
 
-    /// Counts one failed attempt against the account and the IP.
-    pub async fn failed(&self, account: &str, ip: Option<IpAddr>) {
+    /// After a successful login: the account's count starts over, and the attempt no longer
+    /// counts against the client address (many people may log in from one network).
+    pub async fn succeeded(&self, account: &str, ip: Option<IpAddr>) {
         let (window, _) = self.window();
-        for (key, _) in self.keys(account, ip, window) {
-            if let Err(e) = self.bucket.increment(&key).await {
-                tracing::warn!(error = format!("{e:#}"), "could not count failed login");
-            }
-        }
-    }
-
-    /// Clears the account's failures after a successful login.
-    pub async fn succeeded(&self, account: &str) {
-        let (window, _) = self.window();
-        let (key, _) = self.keys(account, None, window).swap_remove(0);
-        if let Err(e) = self.bucket.delete(&key).await {
+        let mut keys = self.keys(account, ip, window).into_iter();
+        if let Some((key, _)) = keys.next()
+            && let Err(e) = self.bucket.delete(&key).await
+        {
             tracing::debug!(error = format!("{e:#}"), "could not reset login failures");
+        }
+        for (key, _) in keys {
+            if let Err(e) = self.bucket.decrement(&key).await {
+                tracing::debug!(error = format!("{e:#}"), "could not give back a login attempt");
+            }
         }
     }
 
@@ -66,13 +68,44 @@ impl Throttle {
     fn keys(&self, account: &str, ip: Option<IpAddr>, window: u64) -> Vec<(String, u64)> {
         let mut keys = vec![(format!("acct.{}.{window}", digest(&account.to_lowercase())), self.max_account)];
         if let Some(ip) = ip {
-            keys.push((format!("ip.{}.{window}", digest(&ip.to_string())), self.max_ip));
+            keys.push((format!("ip.{}.{window}", digest(&network(ip))), self.max_ip));
         }
         keys
+    }
+}
+
+/// The address a client is counted by: an IPv4 address, or the /64 of an IPv6 one (one
+/// subscriber usually holds a whole /64 and can pick any address in it).
+fn network(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
     }
 }
 
 /// KV keys allow a narrow alphabet; a digest also keeps emails out of the bucket.
 fn digest(s: &str) -> String {
     Sha256::digest(s.as_bytes())[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::network;
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64() {
+        let a = network("2001:db8:1:2:aaaa::1".parse().unwrap());
+        let b = network("2001:db8:1:2:ffff:1:2:3".parse().unwrap());
+        let other = network("2001:db8:1:3::1".parse().unwrap());
+        assert_eq!(a, b);
+        assert_ne!(a, other);
+        assert_eq!(network("::ffff:192.0.2.7".parse().unwrap()), "192.0.2.7");
+        assert_eq!(network("192.0.2.7".parse().unwrap()), "192.0.2.7");
+    }
 }
