@@ -269,14 +269,12 @@ async fn up(figment: figment::Figment, insecure_nats: bool) -> anyhow::Result<()
     };
     let units = match &logins {
         Some(credentials) => {
-            let mut units = Vec::new();
-            let first = Mesh::connect(&credentials.login(&base, COMPONENTS[0].name), COMPONENTS[0].name).await?;
-            for &component in COMPONENTS {
-                let mesh = match units.is_empty() {
-                    true => first.clone(),
-                    false => first.connect_also(&credentials.login(&base, component.name), component.name).await?,
-                };
-                units.push((component, mesh));
+            let (first, rest) = COMPONENTS.split_first().context("no components")?;
+            let root = Mesh::connect(&credentials.login(&base, first.name), first.name).await?;
+            let mut units = vec![(*first, root.clone())];
+            for &component in rest {
+                let login = credentials.login(&base, component.name);
+                units.push((component, root.connect_also(&login, component.name).await?));
             }
             units
         }
