@@ -11,7 +11,7 @@ use mosaic_mesh::{CallError, Lifecycle, Mesh, NatsConfig};
 use mosaic_tests::{World, WorldOptions, eventually};
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,27 +97,38 @@ async fn two_instances_share_requests_and_stopping_one_fails_none() {
         assert!(served > 0, "an instance got no requests: {s}");
     }
 
-    // Stop one instance while a steady stream of requests keeps coming.
+    // Stop one instance while callers keep requests coming back to back, so requests are
+    // on their way to it at the moment it withdraws: each must still be answered, by it or by
+    // the other instance, and none may wait out its timeout.
     let failures = Arc::new(AtomicUsize::new(0));
-    let mut second = Some(w.take_instance("user"));
-    let mut in_flight = futures::stream::FuturesUnordered::new();
-    for i in 0..400 {
-        let failures = failures.clone();
-        let fut = call(nats.clone(), request.clone());
-        in_flight.push(tokio::spawn(async move {
-            if !fut.await {
-                failures.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
-        if i == 100 {
-            let handle = second.take().unwrap();
-            tokio::spawn(async move { handle.stop().await });
-        }
-        if i % 8 == 0 {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+    let answered = Arc::new(AtomicUsize::new(0));
+    let stopped = Arc::new(AtomicBool::new(false));
+    let callers: Vec<_> = (0..32)
+        .map(|_| {
+            let (nats, request, failures, answered, stopped) =
+                (nats.clone(), request.clone(), failures.clone(), answered.clone(), stopped.clone());
+            tokio::spawn(async move {
+                // Until the instance is gone and a few hundred more requests went through.
+                let mut after = 0;
+                while after < 50 {
+                    if stopped.load(Ordering::Relaxed) {
+                        after += 1;
+                    }
+                    if call(nats.clone(), request.clone()).await {
+                        answered.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    assert!(eventually(Duration::from_secs(10), || async { answered.load(Ordering::Relaxed) >= 200 }).await);
+    w.take_instance("user").stop().await;
+    stopped.store(true, Ordering::Relaxed);
+    for caller in callers {
+        caller.await.unwrap();
     }
-    while in_flight.next().await.is_some() {}
     assert_eq!(failures.load(Ordering::Relaxed), 0, "a request failed while an instance stopped");
     assert!(eventually(Duration::from_secs(5), || async { srv_stats(&operator).await.len() == 1 }).await);
     w.stop().await;
@@ -431,4 +442,56 @@ async fn every_stream_and_bucket_has_a_size_limit() {
     }
     assert!(seen >= 10, "only {seen} streams");
     w.stop().await;
+}
+
+/// What stopping an instance relies on (`RpcServer::stop` drains its connection): a drained
+/// subscription gets every message the server routed to it before the drain took effect,
+/// and the rest go to the other queue member, so a busy subject loses nothing while one
+/// subscriber leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_queue_subscriber_loses_no_message() {
+    let nats = mosaic_tests::NatsServer::start().await.unwrap();
+    let leaving = nats.connect().await;
+    let staying = nats.connect().await;
+    let publisher = nats.connect().await;
+    let count = |client: async_nats::Client| async move {
+        let mut sub = client.queue_subscribe("drain.check", "q".into()).await.unwrap();
+        client.flush().await.unwrap();
+        let counted = Arc::new(AtomicUsize::new(0));
+        let c = counted.clone();
+        let task = tokio::spawn(async move {
+            while sub.next().await.is_some() {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        (counted, task)
+    };
+    let (left, left_task) = count(leaving.clone()).await;
+    let (stayed, stayed_task) = count(staying.clone()).await;
+    // Paced well below what the subscribers take, so no message is dropped as a slow
+    // consumer's: any loss is the drain's.
+    const TOTAL: usize = 60_000;
+    let sender = tokio::spawn(async move {
+        for i in 0..TOTAL {
+            publisher.publish("drain.check", bytes::Bytes::from_static(b"x")).await.unwrap();
+            if i % 200 == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        publisher.flush().await.unwrap();
+    });
+    assert!(eventually(Duration::from_secs(10), || async { left.load(Ordering::Relaxed) > 10_000 }).await);
+    leaving.drain().await.unwrap();
+    left_task.await.unwrap();
+    sender.await.unwrap();
+    let all = || left.load(Ordering::Relaxed) + stayed.load(Ordering::Relaxed);
+    assert!(
+        eventually(Duration::from_secs(10), || async { all() == TOTAL }).await,
+        "{} of {TOTAL} messages arrived ({} before the drain ended, {} at the other member)",
+        all(),
+        left.load(Ordering::Relaxed),
+        stayed.load(Ordering::Relaxed)
+    );
+    drop(staying);
+    stayed_task.abort();
 }

@@ -15,7 +15,7 @@ use mosaic_api::ws::ServerFrame;
 use mosaic_api::{Envelope, EventSet as _, UserId};
 use mosaic_mesh::jetstream::HandlerError;
 use mosaic_mesh::{Ctx, Lifecycle, Mesh};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -258,27 +258,25 @@ impl FeedService {
             return Ok(());
         }
         let ctx = Ctx::new().with_timeout(Duration::from_secs(10));
-        let seed = self.mesh.call::<GetFeedSeed>(&ctx, &ByUser { user_id: user.clone() }).await.map_err(transient)?;
+        let cap = self.config.cap;
+        // The newest posts of a new followee, merged only if the graph read with the feed
+        // still shows them.
         let backfill = match followed {
-            Some(f) if seed.following.contains(f) && !seed.hidden.contains(f) && self.config.follow_backfill > 0 => {
-                self.mesh
-                    .call::<RecentPosts>(
-                        &ctx,
-                        &RecentByAuthors { authors: vec![f.clone()], limit: self.config.follow_backfill, each: false },
-                    )
-                    .await
-                    .map_err(transient)?
+            Some(f) if self.config.follow_backfill > 0 => {
+                let query =
+                    RecentByAuthors { authors: vec![f.clone()], limit: self.config.follow_backfill, each: false };
+                self.mesh.call::<RecentPosts>(&ctx, &query).await.map_err(transient)?
             }
             _ => Vec::new(),
         };
-        let cap = self.config.cap;
-        let following: HashSet<&UserId> = seed.following.iter().collect();
-        let hidden: HashSet<&UserId> = seed.hidden.iter().collect();
-        let graph = Arc::new(Graph::new(seed.topics.clone(), seed.following.clone(), seed.hidden.clone()));
-        self.modify(user, |doc| {
+        let read = || async {
+            let seed = self.mesh.call::<GetFeedSeed>(&ctx, &ByUser { user_id: user.clone() }).await?;
+            Ok(Arc::new(Graph::new(seed.topics, seed.following, seed.hidden)))
+        };
+        self.modify_with(user, read, |doc, graph: &Arc<Graph>| {
             doc.graph = graph.clone();
-            doc.remove(|e| &e.author != user && (!following.contains(&e.author) || hidden.contains(&e.author)));
-            doc.merge(backfill.iter().map(entry), cap);
+            doc.remove(|e| &e.author != user && !graph.shows(&e.author));
+            doc.merge(backfill.iter().filter(|p| graph.shows(&p.author)).map(entry), cap);
             true
         })
         .await

@@ -88,6 +88,20 @@ impl FeedService {
         user: &UserId,
         mut change: impl FnMut(&mut FeedDoc) -> bool,
     ) -> anyhow::Result<()> {
+        self.modify_with(user, || std::future::ready(Ok(())), |doc, ()| change(doc)).await
+    }
+
+    /// [`Self::modify`] with `read` run after each read of the document and before `change`,
+    /// which gets what it returned: what `read` fetches (the graph) is then at least as new as
+    /// every write in the revision that `change` replaces. Read first instead, a graph change
+    /// could be applied with a stale graph after a fan-out that followed the newer one, and
+    /// take the post it had just delivered out of the feed again.
+    pub(crate) async fn modify_with<T, R: Future<Output = anyhow::Result<T>>>(
+        &self,
+        user: &UserId,
+        mut read: impl FnMut() -> R,
+        mut change: impl FnMut(&mut FeedDoc, &T) -> bool,
+    ) -> anyhow::Result<()> {
         let key = key(user);
         let mut remembered = self.known.get(user);
         for _ in 0..CAS_ATTEMPTS {
@@ -100,7 +114,7 @@ impl FeedService {
                     (v.revision, doc, true)
                 }
             };
-            if !self.is_active(&doc) || !change(&mut doc) {
+            if !self.is_active(&doc) || !change(&mut doc, &read().await?) {
                 if fresh {
                     return Ok(());
                 }
