@@ -3,6 +3,7 @@
 
 mod accounts;
 mod analytics;
+mod authz;
 mod bad_input;
 mod caches;
 mod content;
