@@ -315,3 +315,24 @@ async fn a_new_posts_counts_hold_whether_a_like_comes_before_its_notice_or_after
     assert_eq!(post_of(&w, &fan, &calm).await["liked_by_me"], false);
     w.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_watches_only_posts_its_user_may_see() {
+    let w = World::start().await;
+    let blocker = w.client.signup("blocker").await;
+    let open = w.client.signup("open").await;
+    let watcher = w.client.signup("watcher").await;
+    let id = |post: Value| post["id"].as_str().unwrap().to_owned();
+    let hidden = id(w.client.create_post(&blocker.access_token, "not for the watcher", &[]).await);
+    let shown = id(w.client.create_post(&open.access_token, "for anyone", &[]).await);
+    w.client.put(&format!("/v1/users/{}/block", watcher.id), &blocker.access_token).await.assert_status(204);
+
+    let mut socket = connect(w.base(), &watcher.access_token).await;
+    let watch = json!({"type": "posts.watch", "post_ids": [hidden, shown, "unknownpost"]});
+    socket.send(Message::text(watch.to_string())).await.unwrap();
+    // The blocker's post, and a post that does not exist, are left out.
+    assert_eq!(next_of_type(&mut socket, "posts.watching").await["post_ids"], json!([shown]));
+    w.client.put(&format!("/v1/posts/{shown}/like"), &open.access_token).await.assert_status(204);
+    assert_eq!(next_of_type(&mut socket, "post.counts").await["post_id"], shown.as_str());
+    w.stop().await;
+}

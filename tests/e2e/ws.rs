@@ -101,3 +101,67 @@ async fn a_suspended_users_socket_is_closed() {
     assert_eq!(closed, Some(4003));
     w.stop().await;
 }
+
+/// The status an upgrade was refused with.
+async fn refused(w: &World, token: &str) -> u16 {
+    match tokio_tungstenite::connect_async(ws_url(w, &format!("?access_token={token}"))).await {
+        Err(tungstenite::Error::Http(res)) => res.status().as_u16(),
+        Ok(_) => panic!("the socket opened"),
+        Err(e) => panic!("not an HTTP refusal: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_are_capped_per_user_and_per_address() {
+    let options = mosaic_tests::WorldOptions::default().set("edge.ws_max_per_user", 2).set("edge.ws_max_per_ip", 3);
+    let w = World::start_with(options).await;
+    let ann = w.client.signup("ann").await;
+    let ben = w.client.signup("ben").await;
+    let first = connect(&w, &ann.access_token).await;
+    let _second = connect(&w, &ann.access_token).await;
+    assert_eq!(refused(&w, &ann.access_token).await, 429, "a third socket of one user");
+    // Another user from the same address: one more fits, then the address is full.
+    let _ben = connect(&w, &ben.access_token).await;
+    assert_eq!(refused(&w, &ben.access_token).await, 429, "a fourth socket from one address");
+    // Closing a socket gives its place back.
+    drop(first);
+    let reopened = mosaic_tests::eventually(Duration::from_secs(5), || async {
+        tokio_tungstenite::connect_async(ws_url(&w, &format!("?access_token={}", ann.access_token))).await.is_ok()
+    });
+    assert!(reopened.await, "a closed socket's place was given back");
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_client_is_slowed_down() {
+    let w = World::start_with(mosaic_tests::WorldOptions::default().set("edge.ws_frames_per_sec", 5)).await;
+    let u = w.client.signup("flood").await;
+    let mut socket = connect(&w, &u.access_token).await;
+    let started = std::time::Instant::now();
+    for i in 0..60 {
+        socket.send(Message::text(json!({"type": "ping", "id": format!("f{i}")}).to_string())).await.unwrap();
+    }
+    let sending = started.elapsed();
+    // Tokens come back at five a second: a second later one more ping is taken.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    socket.send(Message::text(json!({"type": "ping", "id": "after"}).to_string())).await.unwrap();
+    let (mut pongs, mut refusals) = (0, 0);
+    loop {
+        let frame = next_json(&mut socket).await;
+        match frame["type"].as_str() {
+            Some("pong") if frame["id"] == "after" => break,
+            Some("pong") => pongs += 1,
+            Some("error") => {
+                assert_eq!(frame["code"], "rate_limited");
+                refusals += 1;
+            }
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+    // A burst of twice the rate, plus what the time spent sending earned, plus a second's
+    // worth for the server's own pace through them.
+    let earned = (sending.as_secs_f64() * 5.0).ceil() as usize + 5;
+    assert!((10..=10 + earned).contains(&pongs), "{pongs} of 60 flooded pings answered (sending took {sending:?})");
+    assert!(refusals >= 1, "the client was told it sends too fast");
+    w.stop().await;
+}

@@ -283,6 +283,9 @@ crate::endpoint! {
     /// authors' posts; counts are zero and no relation is checked (the feed, its one caller,
     /// applies the reader's graph and reads counts itself).
     pub GetPosts => "content" . "posts" : PostsByIds => Vec<Post>;
+    /// Which of these posts the caller may see (not deleted, author not suspended, no block
+    /// either way), in the order asked: what a socket may watch.
+    pub WatchablePosts => "content" . "watchable" : PostsByIds => Vec<PostId>;
     /// Deletes a post (author or admin).
     pub DeletePost => "content" . "delete_post" : ByPost => Empty;
     /// A user's posts, newest first.

@@ -62,6 +62,7 @@ pub const COMPONENT: Component = Component {
         api::CreatePost,
         api::GetPost,
         api::GetPosts,
+        api::WatchablePosts,
         api::DeletePost,
         api::UserPosts,
         api::PostRefs,
@@ -149,6 +150,7 @@ async fn start(unit: Unit) -> anyhow::Result<ServiceHandle> {
         .endpoint(api::CreatePost, ContentService::create_post)
         .endpoint(api::GetPost, ContentService::get_post)
         .endpoint(api::GetPosts, ContentService::get_posts)
+        .endpoint(api::WatchablePosts, ContentService::watchable_posts)
         .endpoint(api::DeletePost, ContentService::delete_post)
         .endpoint(api::UserPosts, ContentService::user_posts)
         .endpoint(api::PostRefs, ContentService::post_refs)

@@ -148,6 +148,24 @@ impl ContentService {
         self.hydrate_rows(&ctx, rows, false).await
     }
 
+    /// The posts a socket may watch for live counts: those `get_post` would show the caller.
+    pub(crate) async fn watchable_posts(self: Arc<Self>, ctx: Ctx, req: PostsByIds) -> ServiceResult<Vec<PostId>> {
+        let viewer = ctx.require_user()?.clone();
+        if req.ids.len() > 100 {
+            return Err(ApiError::validation("at most 100 posts per request").into());
+        }
+        let rows: Vec<PostRow> = self.posts_of(&req.ids).await?.into_iter().filter(|p| !p.deleted).collect();
+        let authors: Vec<UserId> = rows.iter().map(PostRow::author).collect();
+        let visible = self.visible_authors(&ctx, &viewer, &authors).await?;
+        // Suspended authors' posts are hidden with them.
+        let shown = self.authors_of(&ctx, &rows).await?;
+        Ok(rows
+            .iter()
+            .filter(|p| visible.contains(&p.author()) && shown.get(&p.author()).is_some_and(Option::is_some))
+            .map(PostRow::id)
+            .collect())
+    }
+
     pub(crate) async fn delete_post(self: Arc<Self>, ctx: Ctx, req: ByPost) -> ServiceResult<Empty> {
         let caller = ctx.require_user()?.clone();
         let row = store::posts_by_ids(&self.db, std::slice::from_ref(&req.post_id)).await?.pop().filter(|p| !p.deleted);

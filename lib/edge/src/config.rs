@@ -38,6 +38,16 @@ pub struct Config {
     pub ws_heartbeat_secs: u64,
     /// Frames buffered per user before a slow socket starts losing live frames.
     pub ws_buffer: usize,
+    /// Sockets one user may hold open on this edge; 0 lifts the cap. Each costs a task,
+    /// buffers and a share of a subscription.
+    pub ws_max_per_user: usize,
+    /// Sockets one client address (an IPv4 address, an IPv6 /64) may hold open on this
+    /// edge, whoever is signed in on them; 0 lifts the cap. Set it above the users behind
+    /// one NAT times the sockets each opens.
+    pub ws_max_per_ip: usize,
+    /// Frames per second a client may send on one socket, sustained; twice as many may come
+    /// at once. Frames beyond it are refused with a `rate_limited` error frame.
+    pub ws_frames_per_sec: u32,
     /// Clock skew tolerated when checking token expiry.
     pub clock_skew_secs: u64,
     /// Answer media requests with a redirect to a presigned store URL (S3 stores only), so
@@ -61,6 +71,9 @@ impl Default for Config {
             rate_limit_burst: 400,
             ws_heartbeat_secs: 30,
             ws_buffer: 256,
+            ws_max_per_user: 16,
+            ws_max_per_ip: 512,
+            ws_frames_per_sec: 20,
             clock_skew_secs: 5,
             media_redirect: false,
             media_redirect_ttl_secs: 3600,
@@ -91,8 +104,8 @@ impl mosaic_mesh::component::Section for Config {
         if self.rate_limit_per_sec > 0 && self.rate_limit_burst == 0 {
             bail!("edge.rate_limit_burst must be positive when edge.rate_limit_per_sec is set");
         }
-        if self.ws_heartbeat_secs == 0 || self.ws_buffer == 0 {
-            bail!("edge.ws_heartbeat_secs and edge.ws_buffer must be positive");
+        if self.ws_heartbeat_secs == 0 || self.ws_buffer == 0 || self.ws_frames_per_sec == 0 {
+            bail!("edge.ws_heartbeat_secs, edge.ws_buffer and edge.ws_frames_per_sec must be positive");
         }
         for origin in &self.cors_origins {
             if http::HeaderValue::from_str(origin).is_err() {
@@ -118,6 +131,7 @@ mod tests {
             Config { request_timeout_secs: 0, ..Config::default() },
             Config { rate_limit_burst: 0, ..Config::default() },
             Config { ws_buffer: 0, ..Config::default() },
+            Config { ws_frames_per_sec: 0, ..Config::default() },
             Config { cors_origins: vec!["bad\norigin".into()], ..Config::default() },
         ];
         for config in bad {

@@ -34,12 +34,16 @@ impl Auth {
 /// further left the client wrote itself); without, the socket's peer.
 pub fn client_ip(parts: &Parts, trusted_proxies: usize) -> Option<IpAddr> {
     let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    client_ip_of(&parts.headers, peer, trusted_proxies)
+}
+
+/// [`client_ip`] from the headers and the socket's peer.
+pub fn client_ip_of(headers: &HeaderMap, peer: Option<IpAddr>, trusted_proxies: usize) -> Option<IpAddr> {
     if trusted_proxies == 0 {
         return peer;
     }
     // Every header line counts: a client can send its own, which the proxies append to.
-    let hops: Vec<&str> = parts
-        .headers
+    let hops: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())

@@ -13,6 +13,7 @@ pub mod extract;
 pub mod hub;
 pub mod middleware;
 pub mod routes;
+pub mod sockets;
 pub mod views;
 pub mod ws;
 
@@ -72,6 +73,7 @@ pub struct AppState {
     pub(crate) services: &'static [&'static str],
     pub(crate) shutdown: CancellationToken,
     pub(crate) views: views::Views,
+    pub(crate) sockets: Arc<sockets::SocketCounts>,
 }
 
 /// A running edge.
@@ -132,6 +134,7 @@ pub const COMPONENT: mosaic_mesh::Component = mosaic_mesh::Component {
         mosaic_api::content::GetStorage,
         mosaic_api::content::CreatePost,
         mosaic_api::content::GetPost,
+        mosaic_api::content::WatchablePosts,
         mosaic_api::content::DeletePost,
         mosaic_api::content::UserPosts,
         mosaic_api::feed::GetFeed,
@@ -224,6 +227,7 @@ pub async fn serve(
     let hub = hub::Hub::new(mesh.clone(), config.ws_buffer, Some(presence.clone()));
     let connected = hub.clone();
     presence.spawn_refresh(&lifecycle, move || connected.connected_user_ids());
+    let sockets = sockets::SocketCounts::new(config.ws_max_per_user, config.ws_max_per_ip);
     let state = Arc::new(AppState {
         mesh: mesh.clone(),
         auth,
@@ -236,6 +240,7 @@ pub async fn serve(
         config,
         shutdown: lifecycle.shutdown().clone(),
         views: views::Views::spawn(mesh.clone(), &lifecycle).await?,
+        sockets,
     });
     let app = app(state);
 

@@ -7,6 +7,7 @@
 use crate::AppState;
 use crate::error::{HttpError, Problem};
 use crate::extract::QueryParams;
+use crate::sockets::FrameRate;
 use axum::Extension;
 use axum::extract::ws::{
     CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
@@ -16,6 +17,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use bytes::Bytes;
 use futures::{Sink, SinkExt, Stream, StreamExt};
+use mosaic_api::content::{PostsByIds, WatchablePosts};
 use mosaic_api::messaging::{
     ByConversation, MarkDelivered, MarkRead, NewMessage, Receipt, SendMessage, SendMessageBody, Typing,
 };
@@ -91,12 +93,17 @@ pub(crate) async fn ws(
         return Err(HttpError::new(ErrorCode::ValidationFailed, "since is not a cursor"));
     }
     let upgrade = upgrade.map_err(|e| HttpError::new(ErrorCode::BadRequest, e.body_text()))?;
+    let client_ip = crate::extract::client_ip_of(&headers, peer.map(|p| p.0.0.ip()), s.config.trusted_proxies);
+    let slot = s.sockets.acquire(&claims.sub, client_ip).map_err(|refused| {
+        metrics::counter!("ws_refused_total").increment(1);
+        HttpError::from(ApiError::rate_limited(refused.to_string(), 5))
+    })?;
     // Subscribed before anything is replayed: a frame published meanwhile is either in the
     // replay or arrives live (or both, and is then sent once).
     let membership = s.hub.join(&claims.sub).await?;
     let upgrade = if via_protocol { upgrade.protocols(["bearer"]) } else { upgrade };
     let mut ctx = Ctx::new().authenticated(&token, claims.clone());
-    ctx.client_ip = peer.map(|p| p.0.0.ip());
+    ctx.client_ip = client_ip;
     let control = Control {
         auth: s.auth.clone(),
         claims,
@@ -106,6 +113,7 @@ pub(crate) async fn ws(
         ctx,
         call_timeout: Duration::from_secs(s.config.request_timeout_secs),
         since: q.since,
+        frames_per_sec: s.config.ws_frames_per_sec,
     };
     Ok(upgrade.max_message_size(MAX_CLIENT_MESSAGE).on_upgrade(move |socket: WebSocket| async move {
         metrics::gauge!("ws_connections").increment(1.0);
@@ -114,6 +122,7 @@ pub(crate) async fn ws(
         run(tx, rx, &mut membership.frames, control).await;
         metrics::gauge!("ws_connections").decrement(1.0);
         drop(membership);
+        drop(slot);
     }))
 }
 
@@ -137,6 +146,8 @@ pub struct Control {
     pub call_timeout: Duration,
     /// The resume cursor the client connected with.
     pub since: Option<String>,
+    /// Client frames per second handled (see `edge.ws_frames_per_sec`).
+    pub frames_per_sec: u32,
 }
 
 /// The cursor of a kept frame, read without parsing the whole frame: kept frames are
@@ -164,6 +175,10 @@ where
     let mut watched: Option<PushSubscription> = None;
     let (replies_tx, mut replies) = mpsc::channel::<Message>(MAX_PENDING_CALLS);
     let mut typing: HashMap<ConversationId, Instant> = HashMap::new();
+    let mut rate = FrameRate::new(control.frames_per_sec);
+    // When the client was last told it sends too fast: once a second at most, so a flood
+    // is not answered with a flood.
+    let mut told_too_fast: Option<Instant> = None;
 
     let (replayed, opened) = match catch_up(&mut tx, &control).await {
         Some(replayed) => (replayed, Instant::now()),
@@ -226,6 +241,19 @@ where
             }
             incoming = rx.next() => {
                 last_seen = Instant::now();
+                let data = matches!(incoming, Some(Ok(Message::Text(_) | Message::Binary(_))));
+                if data && !rate.admit(last_seen) {
+                    metrics::counter!("ws_frames_refused_total").increment(1);
+                    if told_too_fast.is_some_and(|at| last_seen.duration_since(at) < Duration::from_secs(1)) {
+                        continue;
+                    }
+                    told_too_fast = Some(last_seen);
+                    let detail = format!("at most {} frames per second", control.frames_per_sec);
+                    if tx.send(text(&ServerFrame::error(ErrorCode::RateLimited, detail))).await.is_err() {
+                        break None;
+                    }
+                    continue;
+                }
                 let reply = match incoming {
                     Some(Ok(Message::Text(t))) => {
                         answer(&t, &control, &mut watched, &replies_tx, &mut typing).await
@@ -326,6 +354,20 @@ async fn answer(
                     format!("watch at most {MAX_WATCHED_POSTS} posts"),
                 )));
             }
+            // Only posts the caller may see: counts of a post hidden by a block, or of a
+            // suspended author, are nobody else's business.
+            let post_ids = if post_ids.is_empty() {
+                post_ids
+            } else {
+                let ctx = control.ctx.clone().with_timeout(control.call_timeout);
+                match control.mesh.call::<WatchablePosts>(&ctx, &PostsByIds { ids: post_ids }).await {
+                    Ok(visible) => visible,
+                    Err(e) => {
+                        let e = e.to_api_error();
+                        return Some(text(&ServerFrame::error(e.code, e.detail)));
+                    }
+                }
+            };
             // Dropping the previous subscription unsubscribes from what is no longer shown.
             *watched = None;
             if !post_ids.is_empty() {

@@ -168,6 +168,21 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
+/// The address a client is counted by: an IPv4 address, or the /64 of an IPv6 one (one
+/// subscriber usually holds a whole /64 and can pick any address in it).
+pub fn client_network(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,5 +231,16 @@ mod tests {
     fn a_context_never_prints_its_token() {
         let ctx = Ctx::new().authenticated("secret-token", claims(Role::User));
         assert!(!format!("{ctx:?}").contains("secret-token"));
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64() {
+        let a = client_network("2001:db8:1:2:aaaa::1".parse().unwrap());
+        let b = client_network("2001:db8:1:2:ffff:1:2:3".parse().unwrap());
+        let other = client_network("2001:db8:1:3::1".parse().unwrap());
+        assert_eq!(a, b);
+        assert_ne!(a, other);
+        assert_eq!(client_network("::ffff:192.0.2.7".parse().unwrap()), "192.0.2.7");
+        assert_eq!(client_network("192.0.2.7".parse().unwrap()), "192.0.2.7");
     }
 }

@@ -2,6 +2,7 @@
 //! bucket of fixed-window failure counters.
 
 use mosaic_api::{ApiError, ErrorCode};
+use mosaic_mesh::ctx::client_network;
 use mosaic_mesh::kv::Bucket;
 use sha2::{Digest, Sha256};
 use std::net::IpAddr;
@@ -68,44 +69,13 @@ impl Throttle {
     fn keys(&self, account: &str, ip: Option<IpAddr>, window: u64) -> Vec<(String, u64)> {
         let mut keys = vec![(format!("acct.{}.{window}", digest(&account.to_lowercase())), self.max_account)];
         if let Some(ip) = ip {
-            keys.push((format!("ip.{}.{window}", digest(&network(ip))), self.max_ip));
+            keys.push((format!("ip.{}.{window}", digest(&client_network(ip))), self.max_ip));
         }
         keys
-    }
-}
-
-/// The address a client is counted by: an IPv4 address, or the /64 of an IPv6 one (one
-/// subscriber usually holds a whole /64 and can pick any address in it).
-fn network(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        },
     }
 }
 
 /// KV keys allow a narrow alphabet; a digest also keeps emails out of the bucket.
 fn digest(s: &str) -> String {
     Sha256::digest(s.as_bytes())[..16].iter().map(|b| format!("{b:02x}")).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::network;
-
-    #[test]
-    fn ipv6_clients_are_counted_by_their_64() {
-        let a = network("2001:db8:1:2:aaaa::1".parse().unwrap());
-        let b = network("2001:db8:1:2:ffff:1:2:3".parse().unwrap());
-        let other = network("2001:db8:1:3::1".parse().unwrap());
-        assert_eq!(a, b);
-        assert_ne!(a, other);
-        assert_eq!(network("::ffff:192.0.2.7".parse().unwrap()), "192.0.2.7");
-        assert_eq!(network("192.0.2.7".parse().unwrap()), "192.0.2.7");
-    }
 }
