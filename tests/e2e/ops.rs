@@ -28,6 +28,38 @@ async fn health_readiness_and_metrics_answer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internals_are_for_operators_and_tls_brings_hsts() {
+    // One proxy in front: the client is whoever it names, here an address on the internet.
+    let options = mosaic_tests::WorldOptions::default()
+        .set("edge.trusted_proxies", 1)
+        .set("edge.ops_token", "an operator's long secret");
+    let w = World::start_with(options).await;
+    let ask = |path: &'static str, token: Option<&'static str>, proto: &'static str| {
+        let req = w.client.request(reqwest::Method::GET, path, token);
+        async move {
+            let res = req.header("x-forwarded-for", "203.0.113.9").header("x-forwarded-proto", proto).send().await;
+            mosaic_tests::Client::read(res.unwrap()).await
+        }
+    };
+    let public = ask("/readyz", None, "http").await;
+    public.assert_status(200);
+    assert_eq!(public.body, serde_json::json!({"status": "ready"}), "no internals for the internet");
+    ask("/metrics", None, "http").await.assert_problem(403, "forbidden");
+    ask("/metrics", Some("a wrong secret of the same size"), "http").await.assert_problem(403, "forbidden");
+    let operator = ask("/readyz", Some("an operator's long secret"), "http").await;
+    assert_eq!(operator.body["services"]["user"], true);
+    assert_eq!(operator.body["nats"], true);
+    ask("/metrics", Some("an operator's long secret"), "http").await.assert_status(200);
+    // HSTS only when the proxy says the client came over TLS.
+    let hsts = |r: &mosaic_tests::client::Reply| {
+        r.headers.get("strict-transport-security").map(|v| v.to_str().unwrap().to_owned())
+    };
+    assert_eq!(hsts(&public), None);
+    assert_eq!(hsts(&ask("/healthz", None, "https").await).as_deref(), Some("max-age=31536000"));
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_fails_when_nats_is_gone() {
     let mut w = World::start().await;
     w.nats.kill().await;

@@ -55,6 +55,11 @@ pub struct Config {
     pub media_redirect: bool,
     /// Lifetime of those presigned URLs.
     pub media_redirect_ttl_secs: u64,
+    /// A secret that opens `/metrics` and the details of `/readyz` to a caller sending it as
+    /// `Authorization: Bearer <ops_token>` (a scraper, a probe from elsewhere). Loopback
+    /// clients get them without it; everyone else gets the bare readiness status.
+    #[serde(skip_serializing)]
+    pub ops_token: Option<String>,
 }
 
 impl Default for Config {
@@ -77,6 +82,7 @@ impl Default for Config {
             clock_skew_secs: 5,
             media_redirect: false,
             media_redirect_ttl_secs: 3600,
+            ops_token: None,
         }
     }
 }
@@ -107,6 +113,9 @@ impl mosaic_mesh::component::Section for Config {
         if self.ws_heartbeat_secs == 0 || self.ws_buffer == 0 || self.ws_frames_per_sec == 0 {
             bail!("edge.ws_heartbeat_secs, edge.ws_buffer and edge.ws_frames_per_sec must be positive");
         }
+        if self.ops_token.as_ref().is_some_and(|t| t.len() < 16) {
+            bail!("edge.ops_token must be at least 16 characters");
+        }
         for origin in &self.cors_origins {
             if http::HeaderValue::from_str(origin).is_err() {
                 bail!("edge.cors_origins: {origin:?} is not a valid origin");
@@ -132,6 +141,7 @@ mod tests {
             Config { rate_limit_burst: 0, ..Config::default() },
             Config { ws_buffer: 0, ..Config::default() },
             Config { ws_frames_per_sec: 0, ..Config::default() },
+            Config { ops_token: Some("short".into()), ..Config::default() },
             Config { cors_origins: vec!["bad\norigin".into()], ..Config::default() },
         ];
         for config in bad {

@@ -23,11 +23,25 @@ pub type Limiter = governor::DefaultKeyedRateLimiter<IpAddr>;
 const OPS_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
 
 /// Headers every answer carries: browsers must not guess a type other than the one sent
-/// (an upload sniffed as HTML would run as this origin).
-pub async fn security_headers(req: Request, next: Next) -> Response {
+/// (an upload sniffed as HTML would run as this origin). Over TLS, which the edge sees only
+/// through a trusted proxy's `X-Forwarded-Proto`, browsers are also told to use nothing
+/// else for a year (HSTS); over plain HTTP the header would be ignored, or pin a developer's
+/// `localhost`.
+pub async fn security_headers(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let over_tls = s.config.trusted_proxies > 0 && forwarded_proto(req.headers()) == Some("https");
     let mut res = next.run(req).await;
-    res.headers_mut().entry(header::X_CONTENT_TYPE_OPTIONS).or_insert(axum::http::HeaderValue::from_static("nosniff"));
+    let headers = res.headers_mut();
+    headers.entry(header::X_CONTENT_TYPE_OPTIONS).or_insert(HeaderValue::from_static("nosniff"));
+    if over_tls {
+        headers.entry(header::STRICT_TRANSPORT_SECURITY).or_insert(HeaderValue::from_static("max-age=31536000"));
+    }
     res
+}
+
+/// The scheme the nearest proxy says the client used: the last value it appended.
+fn forwarded_proto(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let last = headers.get_all("x-forwarded-proto").iter().filter_map(|v| v.to_str().ok()).next_back()?;
+    last.rsplit(',').next().map(str::trim)
 }
 
 /// Answers 429 with `Retry-After` to clients over their rate.
