@@ -496,3 +496,14 @@ impl S3Server {
         let _ = self.child.kill().await;
     }
 }
+
+/// Waits, if need be, until the current view window (see `mosaic_edge::views::VIEW_WINDOW`)
+/// has `room` left, so that views a test makes next fall in one window and count once.
+pub async fn within_one_view_window(room: Duration) {
+    let window = mosaic_edge::views::VIEW_WINDOW.as_millis() as i64;
+    let into = chrono::Utc::now().timestamp_millis().rem_euclid(window);
+    let left = Duration::from_millis((window - into) as u64);
+    if left < room {
+        tokio::time::sleep(left + Duration::from_millis(50)).await;
+    }
+}

@@ -34,6 +34,9 @@ pub struct Config {
     pub rate_limit_per_sec: u32,
     /// Burst allowance per client IP.
     pub rate_limit_burst: u32,
+    /// Post views one user may record per minute on this edge (repeats of one post within
+    /// a few minutes count once anyway); beyond it, 429. 0 lifts the limit.
+    pub views_per_user_per_min: u32,
     /// Seconds between WebSocket pings; a socket silent for three intervals is closed.
     pub ws_heartbeat_secs: u64,
     /// Frames buffered per user before a slow socket starts losing live frames.
@@ -74,6 +77,7 @@ impl Default for Config {
             trust_forwarded_for: None,
             rate_limit_per_sec: 200,
             rate_limit_burst: 400,
+            views_per_user_per_min: 300,
             ws_heartbeat_secs: 30,
             ws_buffer: 256,
             ws_max_per_user: 16,

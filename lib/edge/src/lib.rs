@@ -228,6 +228,7 @@ pub async fn serve(
     let connected = hub.clone();
     presence.spawn_refresh(&lifecycle, move || connected.connected_user_ids());
     let sockets = sockets::SocketCounts::new(config.ws_max_per_user, config.ws_max_per_ip);
+    let views = views::Views::spawn(mesh.clone(), &lifecycle, config.views_per_user_per_min).await?;
     let state = Arc::new(AppState {
         mesh: mesh.clone(),
         auth,
@@ -239,7 +240,7 @@ pub async fn serve(
         services: SERVICES,
         config,
         shutdown: lifecycle.shutdown().clone(),
-        views: views::Views::spawn(mesh.clone(), &lifecycle).await?,
+        views,
         sockets,
     });
     let app = app(state);

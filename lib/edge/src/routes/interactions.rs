@@ -99,9 +99,11 @@ async fn delete_comment(State(s): S, Auth(ctx): Auth, Path(id): Path<String>) ->
 
 /// Record that the caller saw a post (for analytics). Never waits on storage.
 #[utoipa::path(post, path = "/v1/posts/{id}/views", tag = "interactions", params(("id" = String, Path)),
-    responses((status = 202), (status = 404, body = Problem)), security(("bearer" = [])))]
+    responses((status = 202), (status = 404, body = Problem), (status = 429, body = Problem)), security(("bearer" = [])))]
 async fn view(State(s): S, Auth(ctx): Auth, Path(id): Path<String>) -> Result<StatusCode, HttpError> {
     let viewer = ctx.require_user()?.clone();
-    s.views.record(post_id(&id)?, viewer);
+    s.views
+        .record(post_id(&id)?, viewer)
+        .map_err(|secs| mosaic_api::ApiError::rate_limited("too many views recorded; slow down", secs))?;
     Ok(StatusCode::ACCEPTED)
 }
