@@ -11,6 +11,7 @@ mod feed;
 mod graph;
 mod idempotency;
 mod interactions;
+mod limits;
 mod mesh;
 mod messaging;
 mod nats_config;

@@ -262,9 +262,15 @@ pub fn test_notification_config() -> mosaic_notification::Config {
 }
 
 /// User-service settings for tests: a cheaper Argon2 cost (the algorithm and code path are
-/// the production ones).
+/// the production ones), and no cap on signups per address (every test client is
+/// 127.0.0.1; `limits::*` tests the cap).
 pub fn test_user_config() -> mosaic_user::Config {
-    mosaic_user::Config { argon2_memory_kib: 4096, argon2_iterations: 1, ..Default::default() }
+    mosaic_user::Config {
+        argon2_memory_kib: 4096,
+        argon2_iterations: 1,
+        signups_per_ip_per_hour: 0,
+        ..Default::default()
+    }
 }
 
 /// Content-service settings for tests: short redelivery and retry delays so crash and

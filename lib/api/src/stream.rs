@@ -210,6 +210,22 @@ pub const LOGIN_THROTTLE: KvSpec = KvSpec::new(
     Duration::from_secs(3600),
 );
 
+/// Per-actor action counters of the user service (signups per client network, follows per
+/// user), in windows of up to an hour (see `mosaic_mesh::quota`).
+pub const USER_QUOTAS: KvSpec = KvSpec::new(
+    "user_quotas",
+    "Signups per client network and follows per user, in fixed windows",
+    Duration::from_secs(3600),
+);
+
+/// Posts per user, in windows of up to an hour.
+pub const CONTENT_QUOTAS: KvSpec =
+    KvSpec::new("content_quotas", "Posts per user, in fixed windows", Duration::from_secs(3600));
+
+/// Comments per user, in windows of up to an hour.
+pub const INTERACTION_QUOTAS: KvSpec =
+    KvSpec::new("interaction_quotas", "Comments per user, in fixed windows", Duration::from_secs(3600));
+
 /// Stored replies of requests made with an `Idempotency-Key`, so a retry gets the first result.
 pub const IDEMPOTENCY: KvSpec =
     KvSpec::new("idempotency", "First replies of requests carrying an Idempotency-Key", Duration::from_secs(24 * 3600));

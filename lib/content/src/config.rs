@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
+    /// Posts one user may publish per hour; beyond it, 429. 0 lifts the limit.
+    pub posts_per_hour: u32,
     /// Largest photo upload.
     pub max_image_bytes: u64,
     /// Largest video upload.
@@ -43,6 +45,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
+            posts_per_hour: 50,
             max_image_bytes: 50 * 1024 * 1024,
             max_video_bytes: 1024 * 1024 * 1024,
             max_image_pixels: 50_000_000,

@@ -47,6 +47,8 @@ pub(crate) struct ContentService {
     sweep: tokio::sync::Notify,
     /// Timelines, media and authors for the hot reads; see [`cache`].
     cache: cache::ContentCache,
+    /// Posts per user per hour.
+    posts: mosaic_mesh::quota::Quota,
 }
 
 /// The content service as a component (see [`mosaic_mesh::component`]).
@@ -90,7 +92,7 @@ pub const COMPONENT: Component = Component {
         mosaic_api::user::Unsuspended::SUBJECT,
     ],
     streams: &[&mosaic_api::stream::EVENTS_POST, &mosaic_api::stream::MEDIA_JOBS, &mosaic_api::stream::DEAD_LETTERS],
-    buckets: &[],
+    buckets: &[&mosaic_api::stream::CONTENT_QUOTAS],
     check: component::check::<Config>,
     start: |unit| Box::pin(start(unit)),
 };
@@ -104,7 +106,14 @@ async fn start(unit: Unit) -> anyhow::Result<ServiceHandle> {
 
     let lifecycle = Lifecycle::new();
     let outbox = Outbox::spawn(db.clone(), mesh.clone(), &lifecycle);
+    let posts = mosaic_mesh::quota::Quota::new(
+        mesh.bucket(&mosaic_api::stream::CONTENT_QUOTAS).await?,
+        "posts",
+        config.posts_per_hour,
+        std::time::Duration::from_secs(3600),
+    );
     let state = Arc::new(ContentService {
+        posts,
         cpu: Arc::new(Semaphore::new(config.workers)),
         sweep: tokio::sync::Notify::new(),
         config,

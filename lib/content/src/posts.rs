@@ -33,6 +33,7 @@ impl ContentService {
         if caption.chars().count() > MAX_CAPTION {
             return Err(ApiError::validation(format!("caption must be at most {MAX_CAPTION} characters")).into());
         }
+        self.posts.take(author.as_str()).await?;
         if caption.chars().any(|c| c.is_control() && c != '\n') {
             return Err(ApiError::validation("caption must not contain control characters").into());
         }

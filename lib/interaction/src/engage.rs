@@ -98,6 +98,7 @@ impl InteractionService {
         if text.chars().any(|c| c.is_control() && c != '\n') {
             return Err(ApiError::validation("text must not contain control characters").into());
         }
+        self.comments.take(user.as_str()).await?;
         let post = self.reachable_post(&ctx, &user, &req.post_id).await?;
 
         // A reply to a reply answers the thread's top-level comment: threads are one level deep.

@@ -36,6 +36,8 @@ pub(crate) struct InteractionService {
     outbox: Outbox,
     /// Counts, likes and affinity for the hot reads; see [`signals`].
     cache: signals::SignalCache,
+    /// Comments per user per hour.
+    comments: mosaic_mesh::quota::Quota,
 }
 
 /// The interaction service as a component (see [`mosaic_mesh::component`]).
@@ -73,19 +75,26 @@ pub const COMPONENT: Component = Component {
         mosaic_api::content::PostCreated::SUBJECT,
     ],
     streams: &[&mosaic_api::stream::EVENTS_INTERACTION, &mosaic_api::stream::NOTIFY_JOBS],
-    buckets: &[],
+    buckets: &[&mosaic_api::stream::INTERACTION_QUOTAS],
     check: component::check::<Config>,
     start: |unit| Box::pin(start(unit)),
 };
 
 /// Starts one instance.
 async fn start(unit: Unit) -> anyhow::Result<ServiceHandle> {
-    unit.config::<Config>()?;
+    let config = unit.config::<Config>()?;
     let db = unit.database().await?;
     let mesh = unit.mesh();
     let lifecycle = Lifecycle::new();
     let outbox = Outbox::spawn(db.clone(), mesh.clone(), &lifecycle);
-    let state = Arc::new(InteractionService { db, mesh: mesh.clone(), outbox, cache: signals::SignalCache::new() });
+    let comments = mosaic_mesh::quota::Quota::new(
+        mesh.bucket(&mosaic_api::stream::INTERACTION_QUOTAS).await?,
+        "comments",
+        config.comments_per_hour,
+        std::time::Duration::from_secs(3600),
+    );
+    let state =
+        Arc::new(InteractionService { db, mesh: mesh.clone(), outbox, cache: signals::SignalCache::new(), comments });
     let listener = state.clone();
     mesh.on_broadcast(&lifecycle, move |notice: api::SignalsChanged| listener.forget(&notice)).await?;
     let seeder = state.clone();

@@ -34,6 +34,7 @@ pub mod kv;
 mod local;
 pub mod outbox;
 pub mod presence;
+pub mod quota;
 pub mod runtime;
 pub mod service;
 pub mod storage;

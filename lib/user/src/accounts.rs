@@ -67,6 +67,11 @@ impl UserService {
             Some(d) if !d.trim().is_empty() => validate::display_name(d)?,
             _ => username.clone(),
         };
+        // Counted before the names are looked up, so the limit also caps probing for taken
+        // usernames and emails.
+        if let Some(ip) = ctx.client_ip {
+            self.signups.take(&mosaic_mesh::ctx::client_network(ip)).await?;
+        }
         // Friendly, ordered answers first; the unique indexes below settle races.
         if let Some(taken) = self.taken(&username, &email).await? {
             return Err(taken);

@@ -28,6 +28,11 @@ pub struct Config {
     pub login_max_failures_per_ip: u32,
     /// Length of the throttling window.
     pub login_window_secs: u64,
+    /// Accounts one client network (an IPv4 address, an IPv6 /64) may sign up per hour;
+    /// beyond it, 429. 0 lifts the limit.
+    pub signups_per_ip_per_hour: u32,
+    /// Follows one user may make per hour; beyond it, 429. 0 lifts the limit.
+    pub follows_per_hour: u32,
     /// Removed: administrators were usernames, so whoever signed up first under one was
     /// one. Set, it stops the service with the way to grant the role instead.
     #[serde(skip_serializing)]
@@ -46,6 +51,8 @@ impl Default for Config {
             login_max_failures_per_account: 5,
             login_max_failures_per_ip: 50,
             login_window_secs: 15 * 60,
+            signups_per_ip_per_hour: 20,
+            follows_per_hour: 200,
             admins: None,
         }
     }

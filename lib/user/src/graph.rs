@@ -9,7 +9,7 @@ use mosaic_api::user::{
     Blocked, ByUser, Followed, GraphChanged, ListGraph, Muted, Profile, Relation, RelationEntry, RelationsQuery,
     SocialFilters, Unblocked, Unfollowed, Unmuted,
 };
-use mosaic_api::{ApiError, Page, UserId};
+use mosaic_api::{ApiError, Id as _, Page, UserId};
 use mosaic_mesh::outbox::Staged;
 use mosaic_mesh::write::NoRefusal;
 use mosaic_mesh::{Ctx, ServiceResult};
@@ -58,6 +58,7 @@ impl UserService {
         if me == them {
             return Err(ApiError::validation("you cannot follow yourself").into());
         }
+        self.follows.take(me.as_str()).await?;
         store::active_user(&self.db, &them).await?;
         let relation = self.relation(&me, &them).await?;
         if relation.blocking || relation.blocked_by {
@@ -259,7 +260,6 @@ impl UserService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mosaic_api::Id as _;
 
     #[test]
     fn a_whole_viewer_answers_for_anyone_a_partial_one_only_for_those_looked_up() {

@@ -28,6 +28,7 @@ use mosaic_mesh::component::{self, Component, Unit};
 use mosaic_mesh::db::{Db, Migration};
 use mosaic_mesh::kv::Bucket;
 use mosaic_mesh::outbox::Outbox;
+use mosaic_mesh::quota::Quota;
 use mosaic_mesh::{FirstRun, Lifecycle, Mesh, ServiceHandle};
 use password::Passwords;
 use std::sync::Arc;
@@ -45,6 +46,10 @@ pub(crate) struct UserService {
     keys: Arc<Keys>,
     passwords: Passwords,
     throttle: Throttle,
+    /// Signups per client network per hour.
+    signups: Quota,
+    /// Follows per user per hour.
+    follows: Quota,
     revocations: Bucket,
     mesh: Mesh,
     /// Per viewer, their relations (all of them, or those looked up): every timeline read
@@ -110,7 +115,7 @@ pub const COMPONENT: Component = Component {
     ],
     subscribes: &[<mosaic_api::user::GraphChanged as mosaic_api::Broadcast>::SUBJECT],
     streams: &[&mosaic_api::stream::EVENTS_USER, &mosaic_api::stream::EVENTS_POST, &mosaic_api::stream::DEAD_LETTERS],
-    buckets: &[&mosaic_api::stream::REVOCATIONS, &mosaic_api::stream::LOGIN_THROTTLE],
+    buckets: &[&mosaic_api::stream::REVOCATIONS, &mosaic_api::stream::LOGIN_THROTTLE, &mosaic_api::stream::USER_QUOTAS],
     check: component::check::<Config>,
     start: |unit| Box::pin(start(unit)),
 };
@@ -128,6 +133,11 @@ async fn start(unit: Unit) -> anyhow::Result<ServiceHandle> {
         config.login_max_failures_per_ip,
     );
 
+    let quotas = mesh.bucket(&mosaic_api::stream::USER_QUOTAS).await?;
+    let hour = std::time::Duration::from_secs(3600);
+    let signups = Quota::new(quotas.clone(), "signups", config.signups_per_ip_per_hour, hour);
+    let follows = Quota::new(quotas, "follows", config.follows_per_hour, hour);
+
     let lifecycle = Lifecycle::new();
     let outbox = Outbox::spawn(db.clone(), mesh.clone(), &lifecycle);
     let keys = Keys::load(db.clone(), &config).await?;
@@ -140,6 +150,8 @@ async fn start(unit: Unit) -> anyhow::Result<ServiceHandle> {
         outbox,
         keys,
         throttle,
+        signups,
+        follows,
         revocations,
         mesh: mesh.clone(),
         relations: mosaic_mesh::cache::Coherent::new(graph::CACHED_VIEWERS, graph::RELATIONS_TTL),
