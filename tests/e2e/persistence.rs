@@ -4,30 +4,69 @@ use mosaic_mesh::db::DbConfig;
 use mosaic_tests::{World, WorldOptions};
 use serde_json::json;
 
+/// A key-encryption key for the signing keys (base64 of 32 bytes).
+const KEK: &str = "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=";
+
+/// Starts a world on files another world just left (the embedded engine releases its lock
+/// asynchronously after the last handle is dropped; a new process would not have to wait).
+async fn restart(options: &WorldOptions) -> anyhow::Result<World> {
+    let mut last = None;
+    for _ in 0..100 {
+        match World::try_start_with(options.clone()).await {
+            Ok(w) => return Ok(w),
+            Err(e) if format!("{e:#}").contains("key_encryption_key") => return Err(e),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Err(last.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_keys_are_sealed_at_rest_and_open_only_with_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = WorldOptions::default()
+        .only(&["user", "edge"])
+        .set("user.db.url", format!("surrealkv://{}", dir.path().join("user").display()))
+        .set("user.key_encryption_key", KEK);
+    let w = World::start_with(options.clone()).await;
+    let u = w.client.signup("sealed").await;
+    let mut stored = w.db("user").await.query("SELECT VALUE private_pkcs8 FROM signing_key").await.unwrap();
+    let stored: Vec<String> = stored.take(0).unwrap();
+    assert!(stored.len() >= 2, "this period's key and the next: {stored:?}");
+    for key in &stored {
+        assert!(key.starts_with("aes256gcm.v1:"), "sealed: {key}");
+        // Base64 of an Ed25519 PKCS#8 document starts so.
+        assert!(!key.contains("MC4CAQAwBQYDK2Vw"), "no plaintext key: {key}");
+    }
+    w.stop().await;
+
+    // Another key-encryption key does not open them: the service refuses to start and says why.
+    let wrong = options.clone().set("user.key_encryption_key", "BAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQ=");
+    let refused = restart(&wrong).await.err().expect("the service refuses keys it cannot open");
+    assert!(format!("{refused:#}").contains("user.key_encryption_key"), "{refused:#}");
+
+    // The right one does, and the tokens it signed still verify.
+    let w = restart(&options).await.unwrap();
+    w.client.get("/v1/users/me", &u.access_token).await.assert_status(200);
+    w.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accounts_survive_a_restart_on_surrealkv() {
     let dir = tempfile::tempdir().unwrap();
     let options = WorldOptions::default()
         .only(&["user", "edge"])
-        .set("user.db.url", format!("surrealkv://{}", dir.path().join("user").display()));
+        .set("user.db.url", format!("surrealkv://{}", dir.path().join("user").display()))
+        // Each world has a data directory of its own, where the default key would be made.
+        .set("user.key_encryption_key", KEK);
     let w = World::start_with(options.clone()).await;
     let u = w.client.signup("durable").await;
     w.stop().await;
 
     // A second start applies no migration twice and finds the account, its password and
-    // its refresh token. (The embedded engine releases its file lock asynchronously after
-    // the last handle is dropped; a new process would not have to wait.)
-    let mut second = None;
-    for _ in 0..100 {
-        match World::try_start_with(options.clone()).await {
-            Ok(w) => {
-                second = Some(w);
-                break;
-            }
-            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
-        }
-    }
-    let w = second.expect("the world starts again on the same files");
+    // its refresh token.
+    let w = restart(&options).await.expect("the world starts again on the same files");
     w.client.login(&u).await;
     w.client.post("/v1/auth/refresh", None, json!({"refresh_token": u.refresh_token})).await.assert_status(200);
     w.stop().await;

@@ -254,6 +254,15 @@ impl Host {
         if let Some(db) = open.get(component.name) {
             return Ok(db.clone());
         }
+        let config = self.db_config(component)?;
+        let db = db::connect(&config, component.name).await?;
+        db::migrate(&db, migrations).await.with_context(|| format!("migrating the {} database", component.name))?;
+        open.insert(component.name, db.clone());
+        Ok(db)
+    }
+
+    /// `component`'s database settings, its URL filled in as [`Host::database`] opens it.
+    fn db_config(&self, component: &'static Component) -> anyhow::Result<DbConfig> {
         /// The `db` table of a section (the rest is the component's own business).
         #[derive(serde::Deserialize, Default)]
         #[serde(default)]
@@ -267,10 +276,14 @@ impl Host {
             .extract()
             .map_err(|e| crate::config::explain(e, Some(component.name)))?;
         self.inner.common.fill_db_url(&mut config.url, component.name);
-        let db = db::connect(&config, component.name).await?;
-        db::migrate(&db, migrations).await.with_context(|| format!("migrating the {} database", component.name))?;
-        open.insert(component.name, db.clone());
-        Ok(db)
+        Ok(config)
+    }
+
+    /// Whether `component`'s database lives in this process (`mem://`, `surrealkv://`)
+    /// rather than on a server others reach too.
+    pub fn database_is_embedded(&self, component: &'static Component) -> anyhow::Result<bool> {
+        let url = self.db_config(component)?.url;
+        Ok(url.starts_with("mem://") || url.starts_with("surrealkv://"))
     }
 
     /// The object store (`storage.url`), opened on first use and shared afterwards.
@@ -343,6 +356,12 @@ impl Unit {
     /// The object store.
     pub fn storage(&self) -> anyhow::Result<Storage> {
         self.host.storage()
+    }
+
+    /// Whether the component's database lives in this process (see
+    /// [`Host::database_is_embedded`]).
+    pub fn database_is_embedded(&self) -> anyhow::Result<bool> {
+        self.host.database_is_embedded(self.component)
     }
 
     /// Starts describing the component's service, whose handlers share `state`; its

@@ -33,6 +33,12 @@ pub struct Config {
     pub signups_per_ip_per_hour: u32,
     /// Follows one user may make per hour; beyond it, 429. 0 lifts the limit.
     pub follows_per_hour: u32,
+    /// The key that seals the token signing keys in the database: base64 of 32 random
+    /// bytes (`openssl rand -base64 32`), the same for every instance. Required with a remote
+    /// database; with an embedded one it defaults to a key kept in
+    /// `<data_dir>/user/key-encryption-key`.
+    #[serde(skip_serializing)]
+    pub key_encryption_key: Option<mosaic_mesh::config::Secret>,
     /// Removed: administrators were usernames, so whoever signed up first under one was
     /// one. Set, it stops the service with the way to grant the role instead.
     #[serde(skip_serializing)]
@@ -53,6 +59,7 @@ impl Default for Config {
             login_window_secs: 15 * 60,
             signups_per_ip_per_hour: 20,
             follows_per_hour: 200,
+            key_encryption_key: None,
             admins: None,
         }
     }

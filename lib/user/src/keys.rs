@@ -5,14 +5,15 @@
 //! the same key at once collide on one record instead of producing two. The next period's
 //! key is created ahead of time, so it is in the JWK Set before the first token it signs
 //! reaches an edge. Keys stay published for one period plus the access-token lifetime after
-//! they stop signing, then are deleted.
+//! they stop signing, then are deleted. Private keys are stored sealed (see [`crate::seal`]).
 
 use crate::config::Config;
+use crate::seal::{Opened, Sealer};
 use crate::store::{self, keys::KeyRow};
 use anyhow::{Context as _, anyhow};
 use arc_swap::ArcSwap;
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -30,6 +31,7 @@ struct Current {
 /// The signing key in use, refreshed in the background.
 pub struct Keys {
     db: Db,
+    sealer: Sealer,
     period_secs: i64,
     access_ttl_secs: i64,
     current: ArcSwap<Current>,
@@ -37,11 +39,12 @@ pub struct Keys {
 
 impl Keys {
     /// Loads (creating if needed) the key of the current period.
-    pub async fn load(db: Db, config: &Config) -> anyhow::Result<Arc<Self>> {
+    pub async fn load(db: Db, sealer: Sealer, config: &Config) -> anyhow::Result<Arc<Self>> {
         let period_secs = config.key_rotation_secs as i64;
-        let current = Self::ensure_period(&db, period_secs, period_of(Utc::now(), period_secs)).await?;
+        let current = Self::ensure_period(&db, &sealer, period_secs, period_of(Utc::now(), period_secs)).await?;
         let keys = Arc::new(Self {
             db,
+            sealer,
             period_secs,
             access_ttl_secs: config.access_token_ttl_secs as i64,
             current: ArcSwap::from_pointee(current),
@@ -61,10 +64,10 @@ impl Keys {
         let now = Utc::now();
         let period = period_of(now, self.period_secs);
         if self.current.load().kid != kid_for(self.period_secs, period) {
-            self.current.store(Arc::new(Self::ensure_period(&self.db, self.period_secs, period).await?));
+            self.current.store(Arc::new(Self::ensure_period(&self.db, &self.sealer, self.period_secs, period).await?));
             tracing::info!(kid = %self.current.load().kid, "rotated access-token signing key");
         }
-        Self::ensure_period(&self.db, self.period_secs, period + 1).await?;
+        Self::ensure_period(&self.db, &self.sealer, self.period_secs, period + 1).await?;
         let horizon = now - chrono::Duration::seconds(2 * self.period_secs + self.access_ttl_secs);
         store::keys::prune(&self.db, horizon).await
     }
@@ -80,7 +83,7 @@ impl Keys {
     /// Every public key that may have signed a live token, read from the database so every
     /// instance answers the same.
     pub async fn jwks(&self) -> anyhow::Result<Jwks> {
-        let rows = store::keys::all(&self.db).await?;
+        let rows = store::keys::public_keys(&self.db).await?;
         Ok(Jwks {
             keys: rows
                 .into_iter()
@@ -96,10 +99,10 @@ impl Keys {
         })
     }
 
-    async fn ensure_period(db: &Db, period_secs: i64, period: i64) -> anyhow::Result<Current> {
+    async fn ensure_period(db: &Db, sealer: &Sealer, period_secs: i64, period: i64) -> anyhow::Result<Current> {
         let kid = kid_for(period_secs, period);
         if let Some(row) = store::keys::key(db, &kid).await? {
-            return Self::decode(row);
+            return Self::decode(db, sealer, row).await;
         }
         let signing = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
         let der = signing.to_pkcs8_der().map_err(|e| anyhow!("encoding signing key: {e}"))?;
@@ -107,7 +110,7 @@ impl Keys {
         // Once: a conflict or an existing record both mean another instance got there first.
         let created = Write::new(db, store::keys::CREATE)
             .bind("kid", kid.clone())
-            .bind("private", STANDARD.encode(der.as_bytes()))
+            .bind("private", sealer.seal(&kid, der.as_bytes()))
             .bind("public", public_x)
             .once()
             .run::<NoRefusal>()
@@ -119,11 +122,19 @@ impl Keys {
             Err(e) => return Err(anyhow!(e).context("storing signing key")),
         }
         let row = store::keys::key(db, &kid).await?.ok_or_else(|| anyhow!("signing key {kid} vanished"))?;
-        Self::decode(row)
+        Self::decode(db, sealer, row).await
     }
 
-    fn decode(row: KeyRow) -> anyhow::Result<Current> {
-        let der = STANDARD.decode(&row.private_pkcs8).context("stored signing key is not base64")?;
+    async fn decode(db: &Db, sealer: &Sealer, row: KeyRow) -> anyhow::Result<Current> {
+        let der = match sealer.open(&row.kid, &row.private_pkcs8)? {
+            Opened::Sealed(der) => der,
+            Opened::Plain(der) => {
+                // Stored before keys were sealed: sealed now, where it lies.
+                store::keys::reseal(db, &row.kid, &row.private_pkcs8, &sealer.seal(&row.kid, &der)).await?;
+                tracing::info!(kid = %row.kid, "sealed a signing key stored in plaintext");
+                der
+            }
+        };
         Ok(Current { kid: row.kid, key: EncodingKey::from_ed_der(&der) })
     }
 }

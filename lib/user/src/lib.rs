@@ -13,6 +13,7 @@ mod counts;
 mod graph;
 mod keys;
 mod password;
+mod seal;
 mod store;
 mod throttle;
 pub mod validate;
@@ -21,6 +22,7 @@ pub use config::Config;
 
 use mosaic_api::Event as _;
 
+use anyhow::Context as _;
 use keys::Keys;
 use mosaic_api::stream::{LOGIN_THROTTLE, REVOCATIONS};
 use mosaic_api::user::{self as api, SERVICE};
@@ -138,9 +140,21 @@ async fn start(unit: Unit) -> anyhow::Result<ServiceHandle> {
     let signups = Quota::new(quotas.clone(), "signups", config.signups_per_ip_per_hour, hour);
     let follows = Quota::new(quotas, "follows", config.follows_per_hour, hour);
 
+    // Before anything runs in the background: a key that does not open leaves nothing behind.
+    let sealer = match &config.key_encryption_key {
+        Some(kek) => seal::Sealer::from_base64(kek.expose()).context("user.key_encryption_key")?,
+        None if unit.database_is_embedded()? => {
+            seal::Sealer::load_or_create(&unit.common().data_dir.join("user").join("key-encryption-key"))?
+        }
+        None => anyhow::bail!(
+            "user.key_encryption_key must be set when the user database is a server: the same base64 of 32 random \
+             bytes (`openssl rand -base64 32`) for every instance, kept out of the database"
+        ),
+    };
+    let keys = Keys::load(db.clone(), sealer, &config).await?;
+
     let lifecycle = Lifecycle::new();
     let outbox = Outbox::spawn(db.clone(), mesh.clone(), &lifecycle);
-    let keys = Keys::load(db.clone(), &config).await?;
     spawn_key_rotation(keys.clone(), &lifecycle);
 
     let state = Arc::new(UserService {
