@@ -21,6 +21,10 @@ const SECRETS: &[(&str, &str)] = &[
     ("MOSAIC_NATS_SYS_PASSWORD", "sys-secret"),
     ("MOSAIC_NATS_LEAF_PASSWORD", "leaf-secret"),
     ("MOSAIC_LEAF_URL", "nats-leaf://leaf:leaf-secret@127.0.0.1:7422"),
+    ("MOSAIC_NATS_ROUTE_PASSWORD", "route-secret"),
+    ("MOSAIC_NATS_ROUTE_A", "nats-route://route:route-secret@127.0.0.1:6222"),
+    ("MOSAIC_NATS_ROUTE_B", "nats-route://route:route-secret@127.0.0.1:6223"),
+    ("MOSAIC_NATS_ROUTE_C", "nats-route://route:route-secret@127.0.0.1:6224"),
 ];
 
 fn repo(path: &str) -> PathBuf {
@@ -194,4 +198,114 @@ async fn service_permissions_allow_the_job_and_nothing_more() {
     for mut r in running.into_iter().rev() {
         r.stop().await;
     }
+}
+
+/// A free TCP port on loopback (released again: the server about to start takes it).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Reads the monitoring endpoint `path` (e.g. `routez`) of a node.
+async fn monitor(port: u16, path: &str) -> serde_json::Value {
+    reqwest::get(format!("http://127.0.0.1:{port}/{path}")).await.unwrap().json().await.unwrap()
+}
+
+/// A committed node config with this test's ports: routes, monitoring and leaf connections
+/// on free ports (the client port and the store directory come from the test server's own
+/// flags, which may not repeat the file's).
+fn node_conf(dir: &std::path::Path, node: char, route: u16, http: u16, leaf: u16) -> String {
+    let base = [('a', 6222), ('b', 6223), ('c', 6224)].iter().find(|(n, _)| *n == node).unwrap().1;
+    let http_base = 8222 + (base - 6222);
+    let text = std::fs::read_to_string(repo(&format!("nats/cluster/node-{node}.conf")))
+        .unwrap()
+        .replace(&format!("listen: 0.0.0.0:{base}"), &format!("listen: 127.0.0.1:{route}"))
+        .replace(&format!("http: 127.0.0.1:{http_base}"), &format!("http: 127.0.0.1:{http}"))
+        .replace("listen: 0.0.0.0:7422", &format!("listen: 127.0.0.1:{leaf}"))
+        .replace(&format!("store_dir: \"/var/lib/nats/mosaic-{node}\""), "");
+    let path = dir.join("cluster").join(format!("node-{node}.conf"));
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_committed_cluster_admits_only_nodes_and_leaves_that_log_in() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("cluster")).unwrap();
+    std::fs::copy(repo("nats/accounts.conf"), dir.path().join("accounts.conf")).unwrap();
+    let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let https: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let leaf = free_port();
+    let urls: Vec<String> = routes.iter().map(|p| format!("nats-route://route:route-secret@127.0.0.1:{p}")).collect();
+    let mut env: Vec<(&str, &str)> =
+        SECRETS.iter().copied().filter(|(k, _)| !k.starts_with("MOSAIC_NATS_ROUTE_")).collect();
+    env.extend([
+        ("MOSAIC_NATS_ROUTE_PASSWORD", "route-secret"),
+        ("MOSAIC_NATS_ROUTE_A", urls[0].as_str()),
+        ("MOSAIC_NATS_ROUTE_B", urls[1].as_str()),
+        ("MOSAIC_NATS_ROUTE_C", urls[2].as_str()),
+    ]);
+    let mut nodes = Vec::new();
+    for (i, node) in ['a', 'b', 'c'].into_iter().enumerate() {
+        let conf = node_conf(dir.path(), node, routes[i], https[i], if i == 0 { leaf } else { free_port() });
+        nodes.push(NatsServer::start_with(&["-c", &conf], &env).await.unwrap());
+    }
+    let routed = || async { monitor(https[0], "routez").await["num_routes"].as_u64() };
+    // Three nodes with the route login: a full mesh (newer servers pool several
+    // connections per peer; two peers at least).
+    assert!(
+        mosaic_tests::eventually(Duration::from_secs(20), || async { routed().await.unwrap_or(0) >= 2 }).await,
+        "the nodes did not form a cluster: {:?}",
+        monitor(https[0], "routez").await
+    );
+
+    // A server that knows the address but not the route password is refused.
+    let rogue_dir = tempfile::tempdir().unwrap();
+    let rogue_conf = rogue_dir.path().join("rogue.conf");
+    std::fs::write(
+        &rogue_conf,
+        format!(
+            "server_name: rogue\ncluster {{ name: mosaic, listen: 127.0.0.1:{}, routes: [nats-route://127.0.0.1:{}] }}\n",
+            free_port(),
+            routes[0]
+        ),
+    )
+    .unwrap();
+    let _rogue = NatsServer::start_with(&["-c", rogue_conf.to_str().unwrap()], &[]).await.unwrap();
+    let log = || std::fs::read_to_string(nodes[0].log_path()).unwrap_or_default();
+    assert!(
+        mosaic_tests::eventually(Duration::from_secs(20), || async { log().contains("Authentication Failure") }).await,
+        "node a never refused the rogue route"
+    );
+    let peers = monitor(https[0], "routez").await;
+    let names: Vec<&str> =
+        peers["routes"].as_array().unwrap().iter().filter_map(|r| r["remote_name"].as_str()).collect();
+    assert!(names.contains(&"mosaic-b") && names.contains(&"mosaic-c"), "{names:?}");
+    assert!(!names.contains(&"rogue"), "the rogue joined the cluster: {names:?}");
+
+    // A leaf node must log in as the leaf user: with a wrong password it is refused, with
+    // the right one it attaches.
+    let refused_before = log().matches("Authentication Failure").count();
+    let leaf_conf = repo("nats/leaf-edge.conf");
+    let leaf_conf = leaf_conf.to_str().unwrap();
+    let wrong = format!("nats-leaf://leaf:wrong@127.0.0.1:{leaf}");
+    let wrong_env = [("MOSAIC_LEAF_URL", wrong.as_str()), ("MOSAIC_NATS_EDGE_PASSWORD", "edge-secret")];
+    let _intruder = NatsServer::start_with(&["-c", leaf_conf], &wrong_env).await.unwrap();
+    assert!(
+        mosaic_tests::eventually(Duration::from_secs(20), || async {
+            log().matches("Authentication Failure").count() > refused_before
+        })
+        .await,
+        "node a never refused the leaf with a wrong password"
+    );
+    assert_eq!(monitor(https[0], "leafz").await["leafnodes"].as_u64(), Some(0));
+    let right = format!("nats-leaf://leaf:leaf-secret@127.0.0.1:{leaf}");
+    let right_env = [("MOSAIC_LEAF_URL", right.as_str()), ("MOSAIC_NATS_EDGE_PASSWORD", "edge-secret")];
+    let _region = NatsServer::start_with(&["-c", leaf_conf], &right_env).await.unwrap();
+    assert!(
+        mosaic_tests::eventually(Duration::from_secs(20), || async {
+            monitor(https[0], "leafz").await["leafnodes"].as_u64() == Some(1)
+        })
+        .await,
+        "the leaf with the leaf login did not attach"
+    );
 }

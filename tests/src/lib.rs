@@ -158,6 +158,11 @@ impl NatsServer {
             .collect()
     }
 
+    /// The server's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("nats-server.log")
+    }
+
     /// Kills the server now.
     pub async fn kill(&mut self) {
         let _ = self.child.kill().await;
