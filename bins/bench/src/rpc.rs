@@ -56,7 +56,10 @@ pub async fn run(case: Case, load: Load) -> anyhow::Result<()> {
         None => format!("nats://127.0.0.1:{}", free_port()?),
     };
     let embedded = nats::ensure_open(&url, &dir, load.nats_url.is_none()).await?;
-    let mesh = Mesh::connect(&NatsConfig { url: url.clone(), ..Default::default() }, "bench").await?;
+    // Calls cross the server, as between separately deployed services (not the in-process
+    // shortcut `mosaic up` takes).
+    let mesh =
+        Mesh::connect(&NatsConfig { url: url.clone(), local_calls: false, ..Default::default() }, "bench").await?;
     println!("machine: {} cores; requests={} concurrency={}", cores(), load.requests, load.concurrency);
     let result = match case {
         Case::Mesh => bench_mesh(&mesh, &load).await,
@@ -111,6 +114,31 @@ async fn bench_mesh(mesh: &Mesh, load: &Load) -> anyhow::Result<()> {
             anyhow::Ok(())
         }
     };
+    // The same call made for a user: the service verifies the token it carries (EdDSA
+    // against the user service's keys, then a per-token cache) before the handler runs.
+    let host = mosaic_mesh::Host::new(figment::Figment::from(figment::providers::Serialized::default(
+        "user.db.url",
+        "mem://",
+    )))?;
+    let mut user = mosaic_mesh::component::start_all(&host, mesh, &[&mosaic_user::COMPONENT]).await?;
+    let signup = mosaic_api::user::SignupRequest {
+        username: "bench_caller".into(),
+        email: "bench_caller@example.com".into(),
+        password: "correct horse battery".into(),
+        display_name: None,
+    };
+    let session = mesh.call::<mosaic_api::user::Signup>(&Ctx::new(), &signup).await?;
+    let claims = mesh.identity().await?.verify(&session.access_token).await?;
+    let as_user = Ctx::new().authenticated(&session.access_token, claims);
+    let m = mesh.clone();
+    let user_msg = EchoMsg { n: 42, text: "hello, mosaic".into() };
+    let verified = move || {
+        let (m, msg, ctx) = (m.clone(), user_msg.clone(), as_user.clone());
+        async move {
+            m.call::<Echo>(&ctx, &msg).await?;
+            anyhow::Ok(())
+        }
+    };
     let plain_client = mesh.client().clone();
     let plain_payload = Bytes::from(serde_json::to_vec(&EchoMsg { n: 42, text: "hello, mosaic".into() })?);
     let plain = move || {
@@ -133,16 +161,19 @@ async fn bench_mesh(mesh: &Mesh, load: &Load) -> anyhow::Result<()> {
             anyhow::Ok(())
         }
     };
-    let (base, mesh_m) = compare(load, raw.clone(), typed).await?;
+    let (base, mesh_m) = compare(load, raw.clone(), typed.clone()).await?;
+    let (_, verified_m) = compare(load, typed, verified).await?;
     let (_, plain_m) = compare(load, raw.clone(), plain).await?;
     let (_, headed_m) = compare(load, raw, headed).await?;
     header();
     report("raw async-nats request/reply", &base);
     report("mesh typed call (micro service)", &mesh_m);
+    report("mesh typed call for a user (token verified by the service)", &verified_m);
     report("plain NATS request (no headers) to the mesh endpoint", &plain_m);
     report("raw request/reply carrying the mesh's context headers", &headed_m);
     overhead(&base, &mesh_m);
     rpc.stop().await;
+    user.stop().await;
     raw_task.abort();
     Ok(())
 }
