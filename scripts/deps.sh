@@ -20,6 +20,8 @@ command -v pkg-config >/dev/null || apt_packages+=(pkg-config)
 # Video processing drives the system ffmpeg and ffprobe.
 command -v ffmpeg >/dev/null || apt_packages+=(ffmpeg)
 command -v python3 >/dev/null || apt_packages+=(python3 python3-pip)
+# The cluster TLS test makes its CA and certificates with the openssl CLI.
+command -v openssl >/dev/null || apt_packages+=(openssl)
 if [ "${#apt_packages[@]}" -gt 0 ]; then
   log "installing Debian packages: ${apt_packages[*]}"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq

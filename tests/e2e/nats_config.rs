@@ -213,7 +213,7 @@ async fn monitor(port: u16, path: &str) -> serde_json::Value {
 /// A committed node config with this test's ports: routes, monitoring and leaf connections
 /// on free ports (the client port and the store directory come from the test server's own
 /// flags, which may not repeat the file's).
-fn node_conf(dir: &std::path::Path, node: char, route: u16, http: u16, leaf: u16) -> String {
+fn node_conf(dir: &std::path::Path, node: char, route: u16, http: u16, leaf: u16, tls: Option<&str>) -> String {
     let base = [('a', 6222), ('b', 6223), ('c', 6224)].iter().find(|(n, _)| *n == node).unwrap().1;
     let http_base = 8222 + (base - 6222);
     let text = std::fs::read_to_string(repo(&format!("nats/cluster/node-{node}.conf")))
@@ -221,69 +221,104 @@ fn node_conf(dir: &std::path::Path, node: char, route: u16, http: u16, leaf: u16
         .replace(&format!("listen: 0.0.0.0:{base}"), &format!("listen: 127.0.0.1:{route}"))
         .replace(&format!("http: 127.0.0.1:{http_base}"), &format!("http: 127.0.0.1:{http}"))
         .replace("listen: 0.0.0.0:7422", &format!("listen: 127.0.0.1:{leaf}"))
-        .replace(&format!("store_dir: \"/var/lib/nats/mosaic-{node}\""), "");
+        .replace(&format!("store_dir: \"/var/lib/nats/mosaic-{node}\""), "")
+        .replace("  routes: [", &format!("{}\n  routes: [", tls.unwrap_or_default()));
     let path = dir.join("cluster").join(format!("node-{node}.conf"));
     std::fs::write(&path, text).unwrap();
     path.to_str().unwrap().to_owned()
 }
 
+/// The three committed node configs running on free ports (with `tls` put in their cluster
+/// blocks), once they route to each other: the nodes, their routes' and monitoring ports,
+/// and node a's leaf port.
+struct Cluster {
+    _dir: tempfile::TempDir,
+    nodes: Vec<NatsServer>,
+    routes: Vec<u16>,
+    https: Vec<u16>,
+    leaf: u16,
+}
+
+impl Cluster {
+    async fn start(tls: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("cluster")).unwrap();
+        std::fs::copy(repo("nats/accounts.conf"), dir.path().join("accounts.conf")).unwrap();
+        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let https: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let leaf = free_port();
+        let urls: Vec<String> =
+            routes.iter().map(|p| format!("nats-route://route:route-secret@127.0.0.1:{p}")).collect();
+        let mut env: Vec<(&str, &str)> =
+            SECRETS.iter().copied().filter(|(k, _)| !k.starts_with("MOSAIC_NATS_ROUTE_")).collect();
+        env.extend([
+            ("MOSAIC_NATS_ROUTE_PASSWORD", "route-secret"),
+            ("MOSAIC_NATS_ROUTE_A", urls[0].as_str()),
+            ("MOSAIC_NATS_ROUTE_B", urls[1].as_str()),
+            ("MOSAIC_NATS_ROUTE_C", urls[2].as_str()),
+        ]);
+        let mut nodes = Vec::new();
+        for (i, node) in ['a', 'b', 'c'].into_iter().enumerate() {
+            let leaf_port = if i == 0 { leaf } else { free_port() };
+            let conf = node_conf(dir.path(), node, routes[i], https[i], leaf_port, tls);
+            nodes.push(NatsServer::start_with(&["-c", &conf], &env).await.unwrap());
+        }
+        let cluster = Self { _dir: dir, nodes, routes, https, leaf };
+        // A full mesh: node a routes to b and c.
+        let meshed = || async {
+            let peers = cluster.peers().await;
+            peers.contains(&"mosaic-b".to_owned()) && peers.contains(&"mosaic-c".to_owned())
+        };
+        assert!(
+            mosaic_tests::eventually(Duration::from_secs(20), meshed).await,
+            "the nodes did not form a cluster: {:?}",
+            monitor(cluster.https[0], "routez").await
+        );
+        cluster
+    }
+
+    /// The servers node a routes to, by name.
+    async fn peers(&self) -> Vec<String> {
+        let routez = monitor(self.https[0], "routez").await;
+        routez["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["remote_name"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Node a's log.
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.nodes[0].log_path()).unwrap_or_default()
+    }
+
+    /// Starts a server that tries to join through node a at `route_url`, and waits until
+    /// node a has turned it away (one more line containing `refusal` in its log); panics if
+    /// it joined.
+    async fn refuses(&self, route_url: &str, refusal: &str) {
+        let before = self.log().matches(refusal).count();
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("rogue.conf");
+        let block = format!("name: mosaic, listen: 127.0.0.1:{}, routes: [{route_url}]", free_port());
+        std::fs::write(&conf, format!("server_name: rogue\ncluster {{ {block} }}\n")).unwrap();
+        let _rogue = NatsServer::start_with(&["-c", conf.to_str().unwrap()], &[]).await.unwrap();
+        let refused = || async { self.log().matches(refusal).count() > before };
+        assert!(mosaic_tests::eventually(Duration::from_secs(20), refused).await, "node a never refused the rogue");
+        assert!(!self.peers().await.contains(&"rogue".to_owned()), "the rogue joined the cluster");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_committed_cluster_admits_only_nodes_and_leaves_that_log_in() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("cluster")).unwrap();
-    std::fs::copy(repo("nats/accounts.conf"), dir.path().join("accounts.conf")).unwrap();
-    let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let https: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let leaf = free_port();
-    let urls: Vec<String> = routes.iter().map(|p| format!("nats-route://route:route-secret@127.0.0.1:{p}")).collect();
-    let mut env: Vec<(&str, &str)> =
-        SECRETS.iter().copied().filter(|(k, _)| !k.starts_with("MOSAIC_NATS_ROUTE_")).collect();
-    env.extend([
-        ("MOSAIC_NATS_ROUTE_PASSWORD", "route-secret"),
-        ("MOSAIC_NATS_ROUTE_A", urls[0].as_str()),
-        ("MOSAIC_NATS_ROUTE_B", urls[1].as_str()),
-        ("MOSAIC_NATS_ROUTE_C", urls[2].as_str()),
-    ]);
-    let mut nodes = Vec::new();
-    for (i, node) in ['a', 'b', 'c'].into_iter().enumerate() {
-        let conf = node_conf(dir.path(), node, routes[i], https[i], if i == 0 { leaf } else { free_port() });
-        nodes.push(NatsServer::start_with(&["-c", &conf], &env).await.unwrap());
-    }
-    let routed = || async { monitor(https[0], "routez").await["num_routes"].as_u64() };
-    // Three nodes with the route login: a full mesh (newer servers pool several
-    // connections per peer; two peers at least).
-    assert!(
-        mosaic_tests::eventually(Duration::from_secs(20), || async { routed().await.unwrap_or(0) >= 2 }).await,
-        "the nodes did not form a cluster: {:?}",
-        monitor(https[0], "routez").await
-    );
-
+    let cluster = Cluster::start(None).await;
+    let (https, leaf) = (&cluster.https, cluster.leaf);
     // A server that knows the address but not the route password is refused.
-    let rogue_dir = tempfile::tempdir().unwrap();
-    let rogue_conf = rogue_dir.path().join("rogue.conf");
-    std::fs::write(
-        &rogue_conf,
-        format!(
-            "server_name: rogue\ncluster {{ name: mosaic, listen: 127.0.0.1:{}, routes: [nats-route://127.0.0.1:{}] }}\n",
-            free_port(),
-            routes[0]
-        ),
-    )
-    .unwrap();
-    let _rogue = NatsServer::start_with(&["-c", rogue_conf.to_str().unwrap()], &[]).await.unwrap();
-    let log = || std::fs::read_to_string(nodes[0].log_path()).unwrap_or_default();
-    assert!(
-        mosaic_tests::eventually(Duration::from_secs(20), || async { log().contains("Authentication Failure") }).await,
-        "node a never refused the rogue route"
-    );
-    let peers = monitor(https[0], "routez").await;
-    let names: Vec<&str> =
-        peers["routes"].as_array().unwrap().iter().filter_map(|r| r["remote_name"].as_str()).collect();
-    assert!(names.contains(&"mosaic-b") && names.contains(&"mosaic-c"), "{names:?}");
-    assert!(!names.contains(&"rogue"), "the rogue joined the cluster: {names:?}");
+    cluster.refuses(&format!("nats-route://127.0.0.1:{}", cluster.routes[0]), "Authentication Failure").await;
 
     // A leaf node must log in as the leaf user: with a wrong password it is refused, with
     // the right one it attaches.
+    let log = || cluster.log();
     let refused_before = log().matches("Authentication Failure").count();
     let leaf_conf = repo("nats/leaf-edge.conf");
     let leaf_conf = leaf_conf.to_str().unwrap();
@@ -308,4 +343,56 @@ async fn the_committed_cluster_admits_only_nodes_and_leaves_that_log_in() {
         .await,
         "the leaf with the leaf login did not attach"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_can_require_tls_with_certificates_of_the_clusters_ca() {
+    // A CA and one certificate for the nodes (127.0.0.1), made with the openssl CLI.
+    let pki = tempfile::tempdir().unwrap();
+    let openssl = |args: &[&str]| {
+        let out =
+            std::process::Command::new("openssl").args(args).current_dir(pki.path()).output().expect("openssl runs");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    openssl(
+        &[
+            &["req", "-x509"],
+            &ec[..],
+            &["-days", "1", "-subj", "/CN=mosaic test CA", "-keyout", "ca.key", "-out", "ca.crt"],
+        ]
+        .concat(),
+    );
+    openssl(&[&["req"], &ec[..], &["-subj", "/CN=nats", "-keyout", "node.key", "-out", "node.csr"]].concat());
+    std::fs::write(pki.path().join("ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n")
+        .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "node.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "ext",
+        "-out",
+        "node.crt",
+    ]);
+    let file = |name: &str| pki.path().join(name).to_str().unwrap().to_owned();
+    let tls = format!(
+        "  tls {{ cert_file: \"{}\", key_file: \"{}\", ca_file: \"{}\", verify: true, timeout: 2 }}",
+        file("node.crt"),
+        file("node.key"),
+        file("ca.crt")
+    );
+    // The nodes route to each other over TLS, presenting certificates of their CA.
+    let cluster = Cluster::start(Some(&tls)).await;
+    // A server with the route password but no TLS is turned away.
+    let url = format!("nats-route://route:route-secret@127.0.0.1:{}", cluster.routes[0]);
+    cluster.refuses(&url, "TLS Handshake Failure").await;
 }
