@@ -129,11 +129,14 @@ async fn bench_mesh(mesh: &Mesh, load: &Load) -> anyhow::Result<()> {
     };
     let session = mesh.call::<mosaic_api::user::Signup>(&Ctx::new(), &signup).await?;
     let claims = mesh.identity().await?.verify(&session.access_token).await?;
-    let as_user = Ctx::new().authenticated(&session.access_token, claims);
+    let token = session.access_token;
     let m = mesh.clone();
     let user_msg = EchoMsg { n: 42, text: "hello, mosaic".into() };
     let verified = move || {
-        let (m, msg, ctx) = (m.clone(), user_msg.clone(), as_user.clone());
+        // A context per call, as each request makes one: a context's deadline runs from
+        // its creation.
+        let ctx = Ctx::new().authenticated(&token, claims.clone());
+        let (m, msg) = (m.clone(), user_msg.clone());
         async move {
             m.call::<Echo>(&ctx, &msg).await?;
             anyhow::Ok(())
