@@ -7,6 +7,16 @@ use serde_json::json;
 /// A key-encryption key for the signing keys (base64 of 32 bytes).
 const KEK: &str = "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=";
 
+/// The user service and an edge, the user database on `surrealkv://` under `dir`. The key
+/// that seals the signing keys is set: each world has a data directory of its own, where the
+/// default key would be made.
+fn user_on_surrealkv(dir: &std::path::Path) -> WorldOptions {
+    WorldOptions::default()
+        .only(&["user", "edge"])
+        .set("user.db.url", format!("surrealkv://{}", dir.join("user").display()))
+        .set("user.key_encryption_key", KEK)
+}
+
 /// Starts a world on files another world just left (the embedded engine releases its lock
 /// asynchronously after the last handle is dropped; a new process would not have to wait).
 async fn restart(options: &WorldOptions) -> anyhow::Result<World> {
@@ -25,10 +35,7 @@ async fn restart(options: &WorldOptions) -> anyhow::Result<World> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signing_keys_are_sealed_at_rest_and_open_only_with_their_key() {
     let dir = tempfile::tempdir().unwrap();
-    let options = WorldOptions::default()
-        .only(&["user", "edge"])
-        .set("user.db.url", format!("surrealkv://{}", dir.path().join("user").display()))
-        .set("user.key_encryption_key", KEK);
+    let options = user_on_surrealkv(dir.path());
     let w = World::start_with(options.clone()).await;
     let u = w.client.signup("sealed").await;
     let mut stored = w.db("user").await.query("SELECT VALUE private_pkcs8 FROM signing_key").await.unwrap();
@@ -55,11 +62,7 @@ async fn signing_keys_are_sealed_at_rest_and_open_only_with_their_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accounts_survive_a_restart_on_surrealkv() {
     let dir = tempfile::tempdir().unwrap();
-    let options = WorldOptions::default()
-        .only(&["user", "edge"])
-        .set("user.db.url", format!("surrealkv://{}", dir.path().join("user").display()))
-        // Each world has a data directory of its own, where the default key would be made.
-        .set("user.key_encryption_key", KEK);
+    let options = user_on_surrealkv(dir.path());
     let w = World::start_with(options.clone()).await;
     let u = w.client.signup("durable").await;
     w.stop().await;
